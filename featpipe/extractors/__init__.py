@@ -1,0 +1,90 @@
+"""Extractor registry: extractors are found by the name before the first ``:`` of a spec.
+
+Adding an extractor is one new module that subclasses :class:`Extractor` and decorates it
+with :func:`register`. Built-in modules are listed in ``_BUILTIN``; third-party ones register
+through the ``featpipe.extractors`` entry-point group or the ``FEATPIPE_PLUGINS`` environment
+variable (comma-separated module names, imported in the client and in every worker).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib import metadata
+
+from .base import (
+    AUDIO_RATE,
+    Chunk,
+    ExtractOptions,
+    Extractor,
+    ExtractorError,
+    MediaNeeds,
+    OutputSpec,
+    WeightsError,
+)
+
+__all__ = [
+    "AUDIO_RATE",
+    "Chunk",
+    "ExtractOptions",
+    "Extractor",
+    "ExtractorError",
+    "MediaNeeds",
+    "OutputSpec",
+    "WeightsError",
+    "available",
+    "build",
+    "register",
+]
+
+_REGISTRY: dict[str, type[Extractor]] = {}
+_BUILTIN = ("priors", "motion", "clip", "openl3", "clap")
+_loaded = False
+
+
+def register(cls: type[Extractor]) -> type[Extractor]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _BUILTIN:
+        try:
+            importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as exc:  # a built-in whose optional dependency is absent
+            if exc.name and exc.name.startswith(__name__):
+                continue
+            raise
+    for ep in metadata.entry_points(group="featpipe.extractors"):
+        ep.load()
+    for mod in filter(None, (m.strip() for m in os.environ.get("FEATPIPE_PLUGINS", "").split(","))):
+        importlib.import_module(mod)
+
+
+def available() -> dict[str, type[Extractor]]:
+    """All registered extractors by name."""
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``"clip:ViT-B-32/openai"`` into ``("clip", "ViT-B-32/openai")``."""
+    name, _, args = spec.strip().partition(":")
+    return name.strip().lower(), args.strip()
+
+
+def build(spec: str, options: ExtractOptions | None = None) -> Extractor:
+    """Build the extractor for ``spec`` (cheap: the model is loaded later by ``load``)."""
+    _load_all()
+    name, args = parse_spec(spec)
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ExtractorError(f"unknown extractor {name!r} in spec {spec!r}; known: {known}")
+    return _REGISTRY[name](args, options or ExtractOptions())
