@@ -1,0 +1,170 @@
+"""MUSIC-AVQA question files: parse, fill templates, write back in the dataset's own format.
+
+The dataset stores each question as a JSON object with seven keys (see
+``/work/shared/music-avqa/README.md``)::
+
+    {"video_id": "00000028", "question_id": 7,
+     "type": "[\\"Audio-Visual\\", \\"Existential\\"]",          # a JSON string inside JSON
+     "question_content": "Is the <Object> in the video always playing?",   # the template
+     "templ_values": "[\\"ukulele\\"]",                          # also a JSON string
+     "question_deleted": 0, "anser": "yes"}                    # 'anser' is misspelled upstream
+
+:func:`load_questions` turns such a file into :class:`Question` objects and
+:func:`write_questions` writes them back byte for byte in the same layout (2-space indent,
+ASCII escapes such as ``\\uff1f`` for the full-width question mark, no trailing newline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+QUESTION_TYPES: tuple[tuple[str, str], ...] = (
+    ("Audio", "Counting"),
+    ("Audio", "Comparative"),
+    ("Visual", "Counting"),
+    ("Visual", "Location"),
+    ("Audio-Visual", "Existential"),
+    ("Audio-Visual", "Counting"),
+    ("Audio-Visual", "Location"),
+    ("Audio-Visual", "Comparative"),
+    ("Audio-Visual", "Temporal"),
+)
+"""The 9 (group, type) pairs in the order the papers' result tables use."""
+
+GROUPS: tuple[str, ...] = ("Audio", "Visual", "Audio-Visual")
+
+SLOTS: tuple[str, ...] = ("<Object>", "<LR>", "<FL>", "<TH>", "<BA>", "<LL>", "<LRer>")
+"""Template slots; every one is filled from ``templ_values`` in order of appearance."""
+
+_SLOT_RE = re.compile("|".join(re.escape(s) for s in SLOTS))
+_KEYS = ("video_id", "question_id", "type", "question_content", "templ_values",
+         "question_deleted", "anser")
+
+
+class AvqaFormatError(ValueError):
+    """A question file or entry does not follow the MUSIC-AVQA format (message is one line)."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One MUSIC-AVQA question. ``text`` is ``template`` with its slots filled from ``values``."""
+
+    question_id: int
+    video_id: str
+    template: str
+    text: str
+    values: tuple[str, ...]
+    group: str
+    qtype: str
+    answer: str | None
+
+
+def fill_template(template: str, values: Sequence[str]) -> str:
+    """Fill the slots of ``template`` in order from ``values``; all other text is kept as is.
+
+    This is the one place slots are filled. The number of values must equal the number of
+    slots (true for every question of the real files); a mismatch raises ``ValueError``.
+    """
+    slots = _SLOT_RE.findall(template)
+    if len(slots) != len(values):
+        raise ValueError(
+            f"template {template!r} has {len(slots)} slot(s) but {len(values)} value(s) were given")
+    it = iter(values)
+    return _SLOT_RE.sub(lambda _m: str(next(it)), template)
+
+
+def template_slots(template: str) -> list[str]:
+    """The slots of ``template`` in order of appearance, e.g. ``['<Object>', '<LR>']``."""
+    return _SLOT_RE.findall(template)
+
+
+def _parse_entry(entry: Any, where: str) -> Question | None:
+    if not isinstance(entry, dict):
+        raise AvqaFormatError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    missing = [k for k in _KEYS if k not in entry and k != "anser"]
+    if missing:
+        raise AvqaFormatError(f"{where}: missing key(s) {', '.join(missing)}")
+    qid = entry["question_id"]
+    if isinstance(qid, bool) or not isinstance(qid, int):
+        raise AvqaFormatError(f"{where}: question_id must be an integer, got {qid!r}")
+    where = f"{where} (question_id {qid})"
+    if entry["question_deleted"]:
+        return None  # the dataset marks removed questions this way; they are not questions
+    video_id = entry["video_id"]
+    if not isinstance(video_id, str) or not video_id:
+        raise AvqaFormatError(f"{where}: video_id must be a non-empty string, got {video_id!r}")
+    try:
+        qtype = json.loads(entry["type"])
+    except (TypeError, json.JSONDecodeError):
+        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r}") from None
+    if not (isinstance(qtype, list) and len(qtype) == 2 and tuple(qtype) in QUESTION_TYPES):
+        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r}")
+    try:
+        values = json.loads(entry["templ_values"])
+    except (TypeError, json.JSONDecodeError):
+        raise AvqaFormatError(
+            f"{where}: 'templ_values' is not a JSON-encoded list: {entry['templ_values']!r}") from None
+    if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+        raise AvqaFormatError(f"{where}: 'templ_values' must encode a list of strings")
+    template = entry["question_content"]
+    if not isinstance(template, str):
+        raise AvqaFormatError(f"{where}: question_content must be a string")
+    try:
+        text = fill_template(template, values)
+    except ValueError as exc:
+        raise AvqaFormatError(f"{where}: {exc}") from None
+    answer = entry.get("anser")
+    if answer is not None and not isinstance(answer, str):
+        raise AvqaFormatError(f"{where}: 'anser' must be a string or null, got {answer!r}")
+    return Question(question_id=qid, video_id=video_id, template=template, text=text,
+                    values=tuple(values), group=qtype[0], qtype=qtype[1], answer=answer)
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read a MUSIC-AVQA question file (a JSON list of seven-key objects).
+
+    Entries with a non-zero ``question_deleted`` are skipped. A missing ``anser`` gives
+    ``answer=None``. Malformed files raise :class:`AvqaFormatError` naming file and entry.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AvqaFormatError(f"{path}: cannot read question file ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
+    out = []
+    for i, entry in enumerate(data):
+        q = _parse_entry(entry, f"{path}: entry {i}")
+        if q is not None:
+            out.append(q)
+    return out
+
+
+def question_to_json(q: Question) -> dict:
+    """``q`` in the dataset's seven-key form (key order as in the real files)."""
+    return {
+        "video_id": q.video_id,
+        "question_id": q.question_id,
+        "type": json.dumps([q.group, q.qtype]),
+        "question_content": q.template,
+        "templ_values": json.dumps(list(q.values)),
+        "question_deleted": 0,
+        "anser": q.answer,
+    }
+
+
+def dumps_questions(questions: Iterable[Question]) -> str:
+    """The file text :func:`write_questions` writes (same layout as the real files)."""
+    return json.dumps([question_to_json(q) for q in questions], indent=2, ensure_ascii=True)
+
+
+def write_questions(path: str | Path, questions: Iterable[Question]) -> None:
+    """Write ``questions`` as a MUSIC-AVQA JSON file; the real files round-trip byte for byte."""
+    Path(path).write_text(dumps_questions(questions), encoding="utf-8")
