@@ -1,7 +1,81 @@
-"""featpipe command line: a thin click layer over featpipe/ and heads/."""
+"""featpipe command line: a thin click layer over featpipe/ and heads/.
+
+Each command parses its options and calls one library function; exit codes: 0 success,
+1 some items failed (the rest were committed), 2 usage or setup errors (bad spec, missing
+weights, unusable cache).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
 import click
 
 
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"featpipe: error: {message}", err=True)
+    sys.exit(code)
+
+
 @click.group()
+@click.version_option(package_name="featpipe")
 def main() -> None:
-    """featpipe: aligned audio-visual embedding caches for music videos."""
+    """featpipe: aligned audio-visual embedding caches for music videos, and heads that train on them."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Cache file (.h5) to create or extend.")
+@click.option("--visual", multiple=True, metavar="SPEC", help="Visual extractor spec, e.g. clip:ViT-B-32/openai or motion.")
+@click.option("--audio", multiple=True, metavar="SPEC", help="Audio extractor spec, e.g. priors or openl3:mel256/music/512.")
+@click.option("--fps", default=1.0, show_default=True, help="Segments per second (MUSIC-AVQA uses 1).")
+@click.option("--max-seconds", type=float, default=None,
+              help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad).")
+@click.option("--pad", type=click.Choice(["repeat", "zero"]), default="repeat", show_default=True,
+              help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros.")
+@click.option("--workers", default=2, show_default=True, help="Local Dask worker processes (ignored with --scheduler).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", default=32, show_default=True, help="Frames or windows per model call.")
+@click.option("--tokens", is_flag=True, help="Also store patch tokens of visual models that have them.")
+@click.option("--weights", default=None, metavar="PATH", help="Weight file for extractors that take one (e.g. OpenL3).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
+@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Extractor option, e.g. --set native=1.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
+            weights, dtype, extra, quiet) -> None:
+    """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
+    from featpipe.runner import run
+
+    sys.exit(run(inputs=list(inputs), cache=cache, visual=visual, audio=audio, fps=fps, max_seconds=max_seconds,
+                 pad=pad, workers=workers, scheduler=scheduler, device=device, batch_size=batch_size, tokens=tokens,
+                 weights=weights, dtype=dtype, extra=extra, quiet=quiet))
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(cache: str, as_json: bool) -> None:
+    """Show a cache's features, dimensions, counts, timelines and provenance."""
+    from featpipe.cache import CacheError
+    from featpipe.describe import describe, format_description
+
+    try:
+        desc = describe(cache)
+    except CacheError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))
+
+
+@main.command()
+def models() -> None:
+    """List the extractor specs featpipe knows."""
+    from featpipe.extractors import available
+
+    for name, cls in available().items():
+        click.echo(f"{cls.spec_help or name:45s} {cls.summary}")
+        for ex in cls.examples:
+            click.echo(f"    e.g. {ex}")

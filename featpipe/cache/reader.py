@@ -1,0 +1,282 @@
+"""Reading a cache: the public API other projects (and ``heads``) use.
+
+>>> with open_cache("cache.h5") as cache:
+...     x, mask = cache.batch(cache.videos, "priors")      # (N, T, D), (N, T)
+
+The file is opened in SWMR read mode, so it can be read while ``featpipe extract`` writes it;
+:meth:`Cache.refresh` picks up videos committed since opening.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from .layout import FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, decode_records
+from .writer import CacheError
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature's description. Row i of a video is centred at ``start + i * hop`` seconds."""
+
+    name: str
+    spec: str
+    shape: tuple[int, ...]
+    dtype: str
+    modality: str
+    hop: float
+    start: float
+    window: float | None
+    layout: str
+    weights: str
+    on_timeline: bool
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeatureArray:
+    """One video's rows of one feature: ``data`` (T, *shape), row-centre ``times`` (T,) in
+    seconds, and ``valid``, the number of rows the recording covers (the rest is padding)."""
+
+    data: np.ndarray
+    times: np.ndarray
+    valid: int
+
+
+def _attr(g: h5py.Group, key: str, default: Any = None) -> Any:
+    if key not in g.attrs:
+        return default
+    v = g.attrs[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str) and v[:1] in "[{n" and v not in ("",):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v.item() if hasattr(v, "item") else v
+
+
+class Cache:
+    """A featpipe cache opened for reading. Prefer :func:`open_cache`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CacheError(f"{self.path}: no such cache")
+        try:
+            self.f = h5py.File(self.path, "r", swmr=True, locking=False)
+        except OSError as exc:
+            if "already open for write" in str(exc):
+                raise CacheError(f"{self.path} is being restructured by a writer (or one died there); "
+                                 "retry, or rerun `featpipe extract` to recover it") from None
+            raise CacheError(f"{self.path} is not a readable HDF5 file: {exc}") from None
+        if self.f.attrs.get("format") != FORMAT:
+            raise CacheError(f"{self.path} is not a featpipe cache")
+        self.schema_version = int(self.f.attrs["schema_version"])
+        self.timeline: dict[str, Any] = json.loads(self.f.attrs["timeline"])
+        self._records: dict[str, dict] = {}
+        self._seen = 0
+        self._texts: dict[str, tuple[dict[str, int], dict[int, int]]] = {}
+        self.refresh()
+
+    # -- discovery -----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up videos committed (and features declared) since the cache was opened."""
+        g = self.f[VIDEOS]
+        g[INDEX].refresh()
+        g[RECORDS].refresh()
+        n = g[INDEX].shape[0]
+        if n > self._seen:
+            idx = g[INDEX][self._seen:n]
+            lo, hi = int(idx[:, 0].min()), int((idx[:, 0] + idx[:, 1]).max())
+            blob = g[RECORDS][lo:hi]
+            for rec in decode_records(idx - np.array([lo, 0]), blob):
+                self._records[rec["video_id"]] = rec
+            self._seen = n
+        self._texts.clear()
+
+    @property
+    def videos(self) -> list[str]:
+        """Committed video ids, sorted."""
+        return sorted(self._records)
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names declared in the cache (a video may lack some; see :meth:`has`)."""
+        return sorted(self.f[FEATURES])
+
+    def record(self, video_id: str) -> dict[str, Any]:
+        """The video's latest record: source, duration, segments, decode parameters, features."""
+        try:
+            return self._records[video_id]
+        except KeyError:
+            raise KeyError(f"video {video_id!r} is not in {self.path}") from None
+
+    def has(self, video_id: str, feature: str) -> bool:
+        return feature in self._records.get(video_id, {}).get("features", {})
+
+    def _group(self, feature: str) -> h5py.Group:
+        feats = self.f[FEATURES]
+        if feature in feats:
+            return feats[feature]
+        for name in feats:  # accept the extractor spec too
+            if _attr(feats[name], "provenance", {}).get("spec") == feature:
+                return feats[name]
+        raise KeyError(f"feature {feature!r} is not in {self.path}; it has: {', '.join(self.features)}")
+
+    def info(self, feature: str) -> FeatureInfo:
+        g = self._group(feature)
+        prov = _attr(g, "provenance", {})
+        return FeatureInfo(
+            name=g.name.rsplit("/", 1)[-1], spec=prov.get("spec", ""), shape=tuple(_attr(g, "shape")),
+            dtype=_attr(g, "dtype"), modality=_attr(g, "modality"), hop=float(_attr(g, "hop")),
+            start=float(_attr(g, "start")), window=_attr(g, "window"), layout=_attr(g, "layout", ""),
+            weights=prov.get("weights", ""), on_timeline=bool(_attr(g, "on_timeline", True)),
+            attrs=_attr(g, "attrs", {}) or {},
+        )
+
+    def provenance(self, feature: str) -> dict[str, Any]:
+        """How the feature was made: spec, weights identity, featpipe version, decode parameters."""
+        return dict(_attr(self._group(feature), "provenance", {}), timeline=self.timeline)
+
+    # -- arrays --------------------------------------------------------------------------
+    def _slot(self, video_id: str, feature: str) -> tuple[int, int, int]:
+        entry = self.record(video_id).get("features", {}).get(feature)
+        if entry is None:
+            raise KeyError(f"video {video_id!r} has no feature {feature!r}")
+        off, rows = entry[0], entry[1]
+        return off, rows, entry[2] if len(entry) > 2 else rows
+
+    def get(self, video_id: str, feature: str, dtype: Any = None) -> FeatureArray:
+        """One video's rows of one feature with their timestamps."""
+        name = self.info(feature).name
+        off, rows, valid = self._slot(video_id, name)
+        ds = self._group(name)["data"]
+        ds.refresh()
+        data = ds[off:off + rows]
+        info = self.info(name)
+        times = info.start + info.hop * np.arange(rows)
+        return FeatureArray(data.astype(dtype) if dtype else data, times, valid)
+
+    def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
+        """Every requested video's rows, read in bulk (one read when they are most of the file)."""
+        name = self.info(feature).name
+        ids = list(self.videos if video_ids is None else video_ids)
+        slots = [self._slot(v, name) for v in ids]
+        ds = self._group(name)["data"]
+        ds.refresh()
+        if not slots:
+            return []
+        lo = min(s[0] for s in slots)
+        hi = max(s[0] + s[1] for s in slots)
+        total = sum(s[1] for s in slots)
+        if total * 4 >= hi - lo:  # dense enough: one contiguous read beats many small ones
+            block = ds[lo:hi]
+            out = [block[o - lo:o - lo + r] for o, r, _ in slots]
+        else:
+            out = [ds[o:o + r] for o, r, _ in slots]
+        return [a.astype(dtype, copy=False) if dtype is not None else a for a in out]
+
+    def batch(self, video_ids: Sequence[str], feature: str, length: int | None = None,
+              dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """A padded ``(N, T, *shape)`` array and a ``(N, T)`` mask of rows the recording covers.
+
+        ``T`` is ``length`` or the longest video; longer videos are cut, shorter ones zero-padded.
+        """
+        name = self.info(feature).name
+        arrays = self.load(name, video_ids, dtype=None)
+        valid = [self._slot(v, name)[2] for v in video_ids]
+        shape = self.info(name).shape
+        T = length if length is not None else max((a.shape[0] for a in arrays), default=0)
+        out = np.zeros((len(arrays), T, *shape), dtype=dtype or arrays[0].dtype if arrays else np.float32)
+        mask = np.zeros((len(arrays), T), bool)
+        for i, (a, v) in enumerate(zip(arrays, valid)):
+            n = min(T, a.shape[0])
+            out[i, :n] = a[:n]
+            mask[i, :min(n, v)] = True
+        return out, mask
+
+    def dataset(self, features: Sequence[str], video_ids: Sequence[str] | None = None,
+                length: int | None = None):
+        """A ``torch.utils.data.Dataset`` of ``{feature: (T, *shape) tensor, feature + "_mask": (T,)}``.
+
+        Arrays are loaded in bulk up front, so iterating it never touches the file.
+        """
+        from .dataset import CacheDataset
+
+        ids = list(self.videos if video_ids is None else video_ids)
+        return CacheDataset(ids, {f: self.batch(ids, f, length) for f in features})
+
+    # -- text embeddings -----------------------------------------------------------------
+    @property
+    def text_encoders(self) -> list[str]:
+        return sorted(self.f[TEXTS])
+
+    def _text_maps(self, encoder: str) -> tuple[dict[str, int], dict[int, int]]:
+        if encoder not in self._texts:
+            if encoder not in self.f[TEXTS]:
+                raise KeyError(f"no text embeddings {encoder!r} in {self.path}; it has: "
+                               f"{', '.join(self.text_encoders) or 'none'} (run `featpipe encode-text`)")
+            g = self.f[TEXTS][encoder]
+            g[INDEX].refresh()
+            g[RECORDS].refresh()
+            n = g[INDEX].shape[0]
+            by_text: dict[str, int] = {}
+            by_id: dict[int, int] = {}
+            if n:
+                idx = g[INDEX][:n]
+                for rec in decode_records(idx, g[RECORDS][: int((idx[:, 0] + idx[:, 1]).max())]):
+                    for i, item in enumerate(rec["items"]):
+                        row = rec["rows"][0] + i
+                        by_text[item["text"]] = row
+                        for qid in item.get("ids", []):
+                            by_id[int(qid)] = row
+            self._texts[encoder] = (by_text, by_id)
+        return self._texts[encoder]
+
+    def text_embeddings(self, encoder: str, question_ids: Iterable[int] | None = None,
+                        texts: Iterable[str] | None = None, dtype: Any = np.float32) -> np.ndarray:
+        """Embeddings ``(N, D)`` looked up by question id or by the (filled-in) text."""
+        by_text, by_id = self._text_maps(encoder)
+        if (question_ids is None) == (texts is None):
+            raise ValueError("give exactly one of question_ids or texts")
+        try:
+            rows = [by_id[int(q)] for q in question_ids] if question_ids is not None else [by_text[t] for t in texts]
+        except KeyError as exc:
+            raise KeyError(f"{exc.args[0]!r} has no {encoder!r} text embedding in {self.path}") from None
+        ds = self.f[TEXTS][encoder]["data"]
+        ds.refresh()
+        if not rows:
+            return np.zeros((0, ds.shape[1]), dtype)
+        uniq, inverse = np.unique(np.asarray(rows), return_inverse=True)
+        data = ds[uniq][inverse]  # h5py wants increasing, unique indices
+        return data.astype(dtype, copy=False)
+
+    def text_items(self, encoder: str) -> dict[str, int]:
+        """Every embedded text and its row."""
+        return dict(self._text_maps(encoder)[0])
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, videos={len(self._records)}, features={self.features})"
+
+
+def open_cache(path: str | Path) -> Cache:
+    """Open a featpipe cache for reading (safe while another process is extracting into it)."""
+    return Cache(path)

@@ -1,0 +1,275 @@
+"""The one writer of a cache file: append-only commits that survive ``kill -9``.
+
+Crash safety rests on three rules:
+
+1. Structure (groups, datasets, attributes) is created only while opening, before SWMR mode;
+   afterwards the writer only appends to existing datasets, which SWMR keeps consistent on disk
+   at every moment (readers in other processes rely on the same property).
+2. A commit writes the arrays, flushes, writes the JSON record, flushes, and only then appends
+   the record's ``(offset, length)`` row to ``/videos/index`` and flushes. A reader (or a later
+   writer) that sees the index row therefore sees everything it points to; a kill before that
+   row leaves only unreferenced bytes, which the next writer overwrites.
+3. One writer at a time, enforced by an exclusive lock on ``<cache>.lock``. A writer that finds
+   the HDF5 write flags still set while holding the lock knows the last writer died and clears
+   them (:mod:`featpipe.cache.recover`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from ..extractors.base import OutputSpec
+from .layout import (FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, chunk_rows,
+                     decode_records, encode_json)
+from .recover import clear_write_flags, write_flags
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; the message says why in one line."""
+
+
+class _Log:
+    """An append-only list of JSON records: ``records`` (bytes) and ``index`` (offset, length)."""
+
+    def __init__(self, group: h5py.Group) -> None:
+        self.records = group[RECORDS]
+        self.index = group[INDEX]
+        n = self.index.shape[0]
+        idx = self.index[:n] if n else np.zeros((0, 2), np.int64)
+        self.end = int((idx[:, 0] + idx[:, 1]).max()) if n else 0  # bytes referenced so far
+
+    @staticmethod
+    def create(group: h5py.Group) -> None:
+        group.create_dataset(RECORDS, shape=(0,), maxshape=(None,), chunks=(65536,), dtype=np.uint8)
+        group.create_dataset(INDEX, shape=(0, 2), maxshape=(None, 2), chunks=(4096, 2), dtype=np.int64)
+
+    def read(self) -> list[dict]:
+        n = self.index.shape[0]
+        if n == 0:
+            return []
+        return decode_records(self.index[:n], self.records[: self.end])
+
+    def append(self, record: dict, flush) -> None:
+        data = encode_json(record)
+        stop = self.end + data.size
+        if self.records.shape[0] < stop:
+            self.records.resize((stop,))
+        self.records[self.end:stop] = data
+        flush()
+        n = self.index.shape[0]
+        self.index.resize((n + 1, 2))
+        self.index[n] = (self.end, data.size)
+        flush()
+        self.end = stop
+
+
+class CacheWriter:
+    """Open (or create) a cache for writing. Use as a context manager.
+
+    ``timeline`` (the decode parameters that define segment k) is fixed when the cache is
+    created; reopening with different values raises :class:`CacheError`.
+    """
+
+    def __init__(self, path: str | Path, timeline: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lockfile = open(f"{self.path}.lock", "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise CacheError(f"{self.path} is being written by another featpipe process") from None
+        try:
+            self._open(timeline)
+        except BaseException:
+            self._release()
+            raise
+
+    # -- opening and structure ---------------------------------------------------------------
+    def _open(self, timeline: dict[str, Any] | None) -> None:
+        exists = self.path.exists() and self.path.stat().st_size > 0
+        if exists:
+            try:
+                if write_flags(self.path):
+                    clear_write_flags(self.path)  # we hold the lock: the last writer is dead
+                self.f = h5py.File(self.path, "a", libver="latest", locking=False)
+            except OSError as exc:
+                raise CacheError(f"{self.path} is not a readable featpipe cache: {exc}") from None
+            if self.f.attrs.get("format") != FORMAT:
+                self.f.close()
+                raise CacheError(f"{self.path} is an HDF5 file but not a featpipe cache")
+            stored = json.loads(self.f.attrs["timeline"])
+            if timeline is not None:
+                diff = {k: (stored.get(k), v) for k, v in timeline.items() if stored.get(k) != v}
+                if diff:
+                    self.f.close()
+                    what = ", ".join(f"{k}={a!r} in the cache, {b!r} asked" for k, (a, b) in diff.items())
+                    raise CacheError(f"{self.path} was built with another timeline ({what}); use a new cache")
+            self.timeline = stored
+        else:
+            self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+            self.timeline = dict(timeline or {})
+            self.f.attrs["format"] = FORMAT
+            self.f.attrs["schema_version"] = SCHEMA_VERSION
+            self.f.attrs["featpipe_version"] = __version__
+            self.f.attrs["timeline"] = json.dumps(self.timeline, sort_keys=True)
+            _Log.create(self.f.create_group(VIDEOS))
+            self.f.create_group(FEATURES)
+            self.f.create_group(TEXTS)
+            self.f.flush()
+        self.swmr = False
+
+    def ensure_feature(self, spec: OutputSpec, provenance: dict[str, Any], dtype: str | None = None) -> None:
+        """Create the dataset for a feature, or check an existing one matches ``provenance``."""
+        if self.swmr:
+            raise CacheError("features must be declared before writing starts")
+        group = self.f[FEATURES]
+        if spec.name in group:
+            old = json.loads(group[spec.name].attrs["provenance"])
+            changed = [k for k in ("spec", "weights") if old.get(k) != provenance.get(k)]
+            if changed:
+                raise CacheError(
+                    f"feature {spec.name!r} in {self.path} was made with "
+                    + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
+                    + "; now " + ", ".join(f"{k}={provenance.get(k)!r}" for k in changed)
+                    + ": use a new cache")
+            return
+        dt = np.dtype(dtype or spec.dtype)
+        g = group.create_group(spec.name)
+        g.create_dataset("data", shape=(0, *spec.shape), maxshape=(None, *spec.shape),
+                         chunks=(chunk_rows(spec.shape, dt.itemsize), *spec.shape), dtype=dt)
+        attrs = {
+            "name": spec.name, "modality": spec.modality, "shape": list(spec.shape), "dtype": dt.name,
+            "hop": spec.hop if spec.hop is not None else self.timeline.get("seg_len"),
+            "start": spec.start if spec.hop is not None else self.timeline.get("seg_len", 1.0) / 2,
+            "window": spec.window, "layout": spec.layout, "on_timeline": spec.hop is None,
+        }
+        for k, v in attrs.items():
+            g.attrs[k] = json.dumps(v) if isinstance(v, (list, dict)) or v is None else v
+        g.attrs["attrs"] = json.dumps(spec.attrs, sort_keys=True, default=str)
+        g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+        self.f.flush()
+
+    def ensure_text_table(self, encoder: str, dim: int, provenance: dict[str, Any]) -> None:
+        """Create ``/texts/<encoder>`` (embeddings of strings, keyed by text and ids)."""
+        if self.swmr:
+            raise CacheError("text tables must be declared before writing starts")
+        group = self.f[TEXTS]
+        if encoder in group:
+            old = json.loads(group[encoder].attrs["provenance"])
+            if old.get("weights") != provenance.get("weights"):
+                raise CacheError(f"text encoder {encoder!r} in {self.path} used other weights; use a new cache")
+            return
+        g = group.create_group(encoder)
+        g.create_dataset("data", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows((dim,), 2), dim),
+                         dtype=np.float16)
+        _Log.create(g)
+        g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+        self.f.flush()
+
+    def start(self) -> None:
+        """Switch to SWMR: from here on only appends, and readers may open the file."""
+        if not self.swmr:
+            self.f.swmr_mode = True
+            self.swmr = True
+        self._videos = _Log(self.f[VIDEOS])
+        records = self._videos.read()
+        self.records: dict[str, dict] = {}
+        for r in records:
+            self.records[r["video_id"]] = r
+        self._ends = {name: 0 for name in self.f[FEATURES]}
+        for r in records:
+            for name, (off, rows, *_) in r.get("features", {}).items():
+                if name in self._ends:
+                    self._ends[name] = max(self._ends[name], off + rows)
+        self._texts: dict[str, _Log] = {}
+
+    # -- writing -----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        self.f.flush()
+
+    def commit(self, record: dict[str, Any], arrays: dict[str, np.ndarray],
+               valid: dict[str, int] | None = None) -> None:
+        """Append ``arrays`` and the video's record; the video is visible once this returns.
+
+        Features of an earlier record of the same video that ``arrays`` does not replace are
+        kept (asking for a new extractor later computes only that one).
+        """
+        if not self.swmr:
+            self.start()
+        vid = record["video_id"]
+        old = self.records.get(vid)
+        features = dict(old["features"]) if old and same_source(old, record) else {}
+        for name, arr in arrays.items():
+            ds = self.f[FEATURES][name]["data"]
+            start = self._ends[name]
+            stop = start + arr.shape[0]
+            if ds.shape[0] < stop:
+                ds.resize((stop, *ds.shape[1:]))
+            ds[start:stop] = arr.astype(ds.dtype, copy=False)
+            features[name] = [start, int(arr.shape[0]), int((valid or {}).get(name, arr.shape[0]))]
+        self._flush()
+        rec = dict(record, features=features, committed=time.time(), featpipe=__version__)
+        self._videos.append(rec, self._flush)
+        for name, (start, rows, _) in features.items():
+            if name in arrays:
+                self._ends[name] = start + rows
+        self.records[vid] = rec
+
+    def add_texts(self, encoder: str, items: list[dict[str, Any]], embeddings: np.ndarray) -> None:
+        """Append text embeddings; ``items[i]`` (e.g. ``{"text": ..., "ids": [...]}``) describes row i."""
+        if not self.swmr:
+            self.start()
+        g = self.f[TEXTS][encoder]
+        log = self._texts.get(encoder)
+        if log is None:
+            log = self._texts[encoder] = _Log(g)
+            log.rows = max((sum(r["rows"]) for r in log.read()), default=0)  # type: ignore[attr-defined]
+        ds = g["data"]
+        start = log.rows  # type: ignore[attr-defined]
+        stop = start + embeddings.shape[0]
+        if ds.shape[0] < stop:
+            ds.resize((stop, ds.shape[1]))
+        ds[start:stop] = embeddings.astype(ds.dtype, copy=False)
+        self._flush()
+        log.append({"rows": [start, int(embeddings.shape[0])], "items": items}, self._flush)
+        log.rows = stop  # type: ignore[attr-defined]
+
+    # -- closing -----------------------------------------------------------------------------
+    def _release(self) -> None:
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        finally:
+            self._lockfile.close()
+
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None and self.f.id.valid:
+            self.f.close()
+        self._release()
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def source_stat(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of a source file for resume decisions: absolute path, size and mtime."""
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime}
+
+
+def same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two records describe the same source content (size and mtime; the path may move)."""
+    sa, sb = a.get("source") or {}, b.get("source") or {}
+    return sa.get("size") == sb.get("size") and sa.get("mtime") == sb.get("mtime")

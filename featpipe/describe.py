@@ -1,0 +1,52 @@
+"""What ``featpipe info`` shows: a cache's features, counts, timelines and provenance."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .cache import open_cache
+
+
+def describe(path: str) -> dict[str, Any]:
+    """A JSON-able description of the cache at ``path``."""
+    with open_cache(path) as cache:
+        feats = {}
+        for name in cache.features:
+            info = cache.info(name)
+            counts = Counter()
+            rows = 0
+            for v in cache.videos:
+                entry = cache.record(v).get("features", {}).get(name)
+                if entry:
+                    counts["videos"] += 1
+                    rows += entry[1]
+            prov = cache.provenance(name)
+            feats[name] = {
+                "spec": info.spec, "modality": info.modality, "shape": list(info.shape), "dtype": info.dtype,
+                "videos": counts["videos"], "rows": rows,
+                "timeline": {"hop": info.hop, "start": info.start, "window": info.window,
+                             "on_segment_timeline": info.on_timeline},
+                "weights": info.weights, "featpipe": prov.get("featpipe"), "layout": info.layout,
+            }
+        texts = {}
+        for enc in cache.text_encoders:
+            texts[enc] = {"texts": len(cache.text_items(enc))}
+        return {"path": str(path), "schema_version": cache.schema_version, "timeline": cache.timeline,
+                "videos": len(cache.videos), "features": feats, "texts": texts}
+
+
+def format_description(desc: dict[str, Any]) -> str:
+    tl = desc["timeline"]
+    lines = [f"{desc['path']}: {desc['videos']} videos, schema {desc['schema_version']}, "
+             f"segments of {tl.get('seg_len')} s (fps {tl.get('fps')}, max_seconds {tl.get('max_seconds')}, "
+             f"pad {tl.get('pad')})"]
+    for name, f in desc["features"].items():
+        t = f["timeline"]
+        where = "segment timeline" if t["on_segment_timeline"] else "own timeline"
+        lines.append(f"  {name}  [{f['modality']}] {tuple(f['shape'])} {f['dtype']}, {f['videos']} videos, "
+                     f"{f['rows']} rows; {where}: row i at {t['start']:g} + i*{t['hop']:g} s")
+        lines.append(f"      spec {f['spec']}, weights {f['weights']}")
+    for enc, t in desc["texts"].items():
+        lines.append(f"  text {enc}: {t['texts']} texts")
+    return "\n".join(lines)
