@@ -51,14 +51,16 @@ def run(*, inputs: list[str], cache: Path, visual, audio, fps: float, max_second
         bar["tqdm"] = tqdm(total=total, initial=total - todo, unit="video", disable=quiet, dynamic_ncols=True,
                            desc="extract")
         bar["segments"] = 0
+        bar["failed"] = 0
 
     def on_progress(kind: str, result) -> None:
         t = bar.get("tqdm")
         if t is None or kind == "skipped":
             return
         bar["segments"] += result.segments if result is not None else 0
+        bar["failed"] += kind == "failed"
         t.update(1)
-        t.set_postfix(segments=bar["segments"], failed=kind == "failed" or None, refresh=False)
+        t.set_postfix(segments=bar["segments"], failed=bar["failed"], refresh=False)
 
     try:
         summary = run_extract(cfg, on_progress=on_progress, on_start=on_start)
