@@ -79,3 +79,22 @@ def models() -> None:
         click.echo(f"{cls.spec_help or name:45s} {cls.summary}")
         for ex in cls.examples:
             click.echo(f"    e.g. {ex}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--videos", default=200, show_default=True, help="Number of videos to generate.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same questions, scenes and audio.")
+@click.option("--seconds", default=10.0, show_default=True, help="Length of each video.")
+@click.option("--workers", default=1, show_default=True, help="Processes rendering videos.")
+@click.option("--no-videos", is_flag=True, help="Write only the question and scene JSON files.")
+def synth(out: Path, videos: int, seed: int, seconds: float, workers: int, no_videos: bool) -> None:
+    """Generate synthetic MUSIC-AVQA videos and questions with exact answers into OUT."""
+    from featpipe.synth import SynthError, format_report, make_dataset
+
+    try:
+        report = make_dataset(out, videos=videos, seed=seed, seconds=seconds, workers=workers,
+                              write_videos=not no_videos)
+    except SynthError as exc:
+        _fail(str(exc))
+    click.echo(format_report(report))
