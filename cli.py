@@ -98,3 +98,94 @@ def synth(out: Path, videos: int, seed: int, seconds: float, workers: int, no_vi
     except SynthError as exc:
         _fail(str(exc))
     click.echo(format_report(report))
+
+
+def _features(values: tuple[str, ...]) -> list[str] | None:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return names or None
+
+
+@main.command("train-head")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--task", type=click.Choice(["avqa", "classify"]), required=True)
+@click.option("--train", "train_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="MUSIC-AVQA JSON (avqa) or video_id,label CSV (classify).")
+@click.option("--val", "val_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Validation file for early stopping (default: 10% of the training videos).")
+@click.option("--features", multiple=True, metavar="NAME[,NAME]", help="Cached features to use (default: all).")
+@click.option("--model", type=click.Choice(["linear", "mlp", "attention"]), default="mlp", show_default=True,
+              help="Classifier kind (classify only).")
+@click.option("--fusion", type=click.Choice(["concat", "gated"]), default=None, help="Feature fusion (mlp, attention).")
+@click.option("--question", default="auto", show_default=True,
+              help="AVQA question embedding: auto, bow, or a cached text-encoder name.")
+@click.option("--no-baseline", is_flag=True, help="AVQA: skip the question-only baseline.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Maximum epochs.")
+@click.option("--patience", type=int, default=None, help="Early-stopping patience in epochs.")
+@click.option("--lr", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--hidden", type=int, default=None, help="Hidden width.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Head directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, question, no_baseline, seed, epochs,
+                   patience, lr, batch_size, hidden, out, quiet) -> None:
+    """Train a head on CACHE and save it to a directory."""
+    from heads.api import train_head
+    from heads.data import HeadError
+
+    hp = {k: v for k, v in {"max_epochs": epochs, "patience": patience, "lr": lr, "batch_size": batch_size,
+                            "hidden": hidden, "fusion": fusion}.items() if v is not None}
+    try:
+        hists = train_head(cache, task, train_file, val_file, _features(features), out, seed=seed, model=model,
+                           question=question, hparams=hp, baseline=not no_baseline, progress=not quiet)
+    except HeadError as exc:
+        _fail(str(exc))
+    for name, h in hists.items():
+        best = next((e for e in h["epochs"] if e["epoch"] == h["best_epoch"]), {})
+        acc = best.get("val_acc", h.get("val_acc"))
+        click.echo(f"{name}: kept epoch {h['best_epoch']} of {len(h['epochs'])}"
+                   + (f", validation accuracy {100 * acc:.2f}%" if acc is not None else ""))
+    click.echo(f"saved {out}")
+
+
+@main.command("evaluate")
+@click.argument("head", type=click.Path(exists=True, file_okay=False))
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--test", "test_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the figure (PNG).")
+def evaluate_cmd(head, cache, test_file, report, plot) -> None:
+    """Score HEAD on a test file, with features from CACHE."""
+    from heads.api import evaluate
+    from heads.data import HeadError
+
+    try:
+        result = evaluate(head, cache, test_file, report=report, plot=plot)
+    except HeadError as exc:
+        _fail(str(exc))
+    if result["task"] == "avqa":
+        click.echo(result["table_text"])
+        click.echo(f"({result['average_definition']})")
+    else:
+        m = result["metrics"]
+        click.echo(f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  ({m['n']} videos)")
+
+
+@main.command("predict")
+@click.argument("head", type=click.Path(exists=True, file_okay=False))
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False), default=None, help="MUSIC-AVQA JSON.")
+@click.option("--videos", type=click.Path(exists=True, dir_okay=False), default=None, help="CSV or list of video ids.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl.")
+def predict_cmd(head, cache, questions, videos, out) -> None:
+    """Predict answers (--questions) or labels (--videos) with HEAD, one JSON line each."""
+    from heads.api import predict
+    from heads.data import HeadError
+
+    if (questions is None) == (videos is None):
+        _fail("give exactly one of --questions or --videos")
+    try:
+        n = predict(head, cache, questions or videos, out, kind="questions" if questions else "videos")
+    except HeadError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {n} predictions to {out}")

@@ -1,0 +1,205 @@
+"""The heads' torch modules. Inputs arrive raw; each model standardises them itself with the
+training statistics it holds as buffers, so the statistics travel with the weights.
+
+- :class:`MLPHead`: HEAR-style MLP on pooled clip features (hidden 1024, batch norm, dropout).
+- :class:`AttentionHead`: temporal attention pooling over the segment sequence.
+- :class:`AvqaHead`: question-guided temporal attention over audio / visual / fused segments,
+  audio-guided spatial attention over patch tokens when present.
+- :class:`QuestionOnlyHead`: the question-only baseline.
+
+Several cached features are combined either by concatenation (``fusion="concat"``) or by
+``"gated"`` fusion: each feature is projected on its own and a per-sample softmax gate weighs them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+Stats = tuple[torch.Tensor, torch.Tensor]  # (mean, std) over the last axis
+
+
+class Standardise(nn.Module):
+    """``(x - mean) / std`` over the last axis; a std below 1e-6 counts as 1 (constant inputs)."""
+
+    def __init__(self, dim: int, stats: Stats | None = None) -> None:
+        super().__init__()
+        mean = torch.zeros(dim) if stats is None else torch.as_tensor(stats[0], dtype=torch.float32)
+        std = torch.ones(dim) if stats is None else torch.as_tensor(stats[1], dtype=torch.float32)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", torch.where(std < 1e-6, torch.ones_like(std), std).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """Softmax that gives masked-out positions weight 0 (uniform when a row has none valid)."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=dim)
+
+
+class Fusion(nn.Module):
+    """Combine per-feature inputs ``[(..., D_f)]`` into ``(..., out)``."""
+
+    def __init__(self, dims: Sequence[int], out: int, mode: str = "concat") -> None:
+        super().__init__()
+        if mode not in ("concat", "gated"):
+            raise ValueError(f"unknown fusion {mode!r} (concat or gated)")
+        self.mode = mode
+        if mode == "concat":
+            self.proj = nn.Linear(sum(dims), out)
+        else:
+            self.projs = nn.ModuleList(nn.Linear(d, out) for d in dims)
+            self.gate = nn.Linear(out, 1, bias=False)
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "concat":
+            return self.proj(torch.cat(list(xs), dim=-1))
+        zs = torch.stack([p(x) for p, x in zip(self.projs, xs)], dim=-2)  # (..., F, out)
+        w = torch.softmax(self.gate(torch.tanh(zs)), dim=-2)  # per-sample weight of each feature
+        return (w * zs).sum(dim=-2)
+
+
+class MLPHead(nn.Module):
+    """HEAR-style: ``layers`` hidden layers of ``hidden`` units, batch norm, ReLU, dropout."""
+
+    def __init__(self, dims: Sequence[int], n_classes: int, stats: Sequence[Stats] | None = None,
+                 hidden: int = 1024, layers: int = 1, dropout: float = 0.1, fusion: str = "concat") -> None:
+        super().__init__()
+        self.std = nn.ModuleList(Standardise(d, None if stats is None else stats[i]) for i, d in enumerate(dims))
+        self.fuse = Fusion(dims, hidden, fusion)
+        body: list[nn.Module] = [nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout)]
+        for _ in range(layers - 1):
+            body += [nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout)]
+        self.body = nn.Sequential(*body)
+        self.out = nn.Linear(hidden, n_classes)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.out(self.body(self.fuse([s(x) for s, x in zip(self.std, feats)])))
+
+
+class AttentionHead(nn.Module):
+    """Per-segment fusion -> positions -> multi-head attention pooling over valid segments -> MLP."""
+
+    def __init__(self, dims: Sequence[int], n_classes: int, max_len: int, stats: Sequence[Stats] | None = None,
+                 hidden: int = 256, heads: int = 4, dropout: float = 0.1, fusion: str = "concat") -> None:
+        super().__init__()
+        self.std = nn.ModuleList(Standardise(d, None if stats is None else stats[i]) for i, d in enumerate(dims))
+        self.fuse = Fusion(dims, hidden, fusion)
+        self.pos = nn.Parameter(torch.zeros(max_len, hidden))
+        self.norm = nn.LayerNorm(hidden)
+        self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, heads))
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(heads * hidden, hidden), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, feats: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        x = self.fuse([s(f) for s, f in zip(self.std, feats)])  # (B, T, H)
+        x = self.norm(x + self.pos[: x.shape[1]])
+        w = masked_softmax(self.score(x), mask[..., None], dim=1)  # (B, T, heads)
+        pooled = torch.einsum("bth,btd->bhd", w, x).flatten(1)
+        return self.mlp(pooled)
+
+
+class QuestionOnlyHead(nn.Module):
+    """Question embedding -> 2-layer MLP -> answer logits (no audio, no vision)."""
+
+    def __init__(self, q_dim: int, n_answers: int, q_stats: Stats | None = None,
+                 hidden: int = 256, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.q_std = Standardise(q_dim, q_stats)
+        self.mlp = nn.Sequential(nn.Linear(q_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_answers))
+
+    def forward(self, q: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.q_std(q))
+
+
+class AvqaHead(nn.Module):
+    """Small spatio-temporal AVQA head.
+
+    Video inputs hold one row per *video* of the batch (``(V, T, D)``), questions index them with
+    ``vid``; everything question-independent (projections, spatial attention, AV fusion) runs once
+    per video, only the temporal attention runs per question. Streams, each ``(V, T, hidden)``:
+
+    - audio: projected audio segments + position;
+    - visual: projected visual segments + position, plus, with patch tokens, audio-guided spatial
+      attention over the tokens of each segment (visual-guided when no audio is cached);
+    - fused (when both): MLP of ``[a, v, a*v]`` per segment.
+
+    Each stream is pooled over time by attention with a query computed from the question; the
+    pooled streams and the question go through an MLP to the answer logits.
+    """
+
+    def __init__(self, q_dim: int, n_answers: int, max_len: int, a_dim: int = 0, v_dim: int = 0,
+                 t_dim: int = 0, stats: dict[str, Stats] | None = None, hidden: int = 128,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if not (a_dim or v_dim or t_dim):
+            raise ValueError("the AVQA head needs audio or visual features (use QuestionOnlyHead otherwise)")
+        stats = stats or {}
+        self.hidden = hidden
+        self.q_std = Standardise(q_dim, stats.get("q"))
+        self.q_proj = nn.Sequential(nn.Linear(q_dim, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.pos = nn.Parameter(torch.zeros(max_len, hidden))
+        streams = []
+        if a_dim:
+            self.a_std = Standardise(a_dim, stats.get("a"))
+            self.a_proj = nn.Sequential(nn.Linear(a_dim, hidden), nn.LayerNorm(hidden))
+            streams.append("a")
+        if v_dim:
+            self.v_std = Standardise(v_dim, stats.get("v"))
+            self.v_proj = nn.Sequential(nn.Linear(v_dim, hidden), nn.LayerNorm(hidden))
+        if t_dim:
+            self.t_std = Standardise(t_dim, stats.get("t"))
+            self.t_proj = nn.Linear(t_dim, hidden)
+            self.t_query = nn.Linear(hidden, hidden)
+        if v_dim or t_dim:
+            streams.append("v")
+        if a_dim and (v_dim or t_dim):
+            self.fuse = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU())
+            streams.append("f")
+        self.streams = tuple(streams)
+        self.t_queries = nn.ModuleDict({s: nn.Linear(hidden, hidden) for s in streams})
+        self.out = nn.Sequential(nn.Linear((1 + len(streams)) * hidden, hidden), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_answers))
+
+    def _spatial(self, tok: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        k = self.t_proj(self.t_std(tok))  # (V, T, P, H)
+        s = torch.einsum("vth,vtph->vtp", self.t_query(guide), k) / math.sqrt(self.hidden)
+        return torch.einsum("vtp,vtph->vth", torch.softmax(s, dim=-1), k)
+
+    def video_streams(self, a=None, v=None, tok=None, mask_a=None, mask_v=None):
+        """Per-video streams ``{name: ((V, T, H), mask (V, T))}``."""
+        out = {}
+        pos = None
+        if a is not None:
+            pos = self.pos[: a.shape[1]]
+            out["a"] = (self.a_proj(self.a_std(a)) + pos, mask_a)
+        if "v" in self.streams:
+            T = (v if v is not None else tok).shape[1]
+            pos = self.pos[:T]
+            x = self.v_proj(self.v_std(v)) + pos if v is not None else pos.expand(tok.shape[0], T, -1)
+            if tok is not None:
+                x = x + self._spatial(tok, out["a"][0] if "a" in out else x)
+            out["v"] = (x, mask_v)
+        if "f" in self.streams:
+            (xa, ma), (xv, mv) = out["a"], out["v"]
+            out["f"] = (self.fuse(torch.cat([xa, xv, xa * xv], dim=-1)), ma & mv)
+        return out
+
+    def forward(self, q: torch.Tensor, vid: torch.Tensor, a=None, v=None, tok=None,
+                mask_a=None, mask_v=None) -> torch.Tensor:
+        qh = self.q_proj(self.q_std(q))  # (B, H)
+        pooled = [qh]
+        for name, (x, m) in self.video_streams(a, v, tok, mask_a, mask_v).items():
+            xb = x[vid]  # (B, T, H)
+            s = torch.einsum("bth,bh->bt", xb, self.t_queries[name](qh)) / math.sqrt(self.hidden)
+            w = masked_softmax(s, m[vid], dim=1)
+            pooled.append(torch.einsum("bt,bth->bh", w, xb))
+        return self.out(torch.cat(pooled, dim=-1))

@@ -1,0 +1,245 @@
+"""Music AVQA heads: train, evaluate and apply the AVQA head and its question-only baseline.
+
+Inputs per question: the question embedding (cached text encoder, or the weight-free
+:class:`heads.questions.BowQuestionEncoder`), the audio segments (every chosen audio feature,
+concatenated per segment), the visual segments (likewise) and, when chosen, one patch-token
+feature. Answers: the vocabulary of the training file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from featpipe.avqa import Question
+
+from . import checkpoint
+from .batches import AvqaArrays, AvqaBatches, masked_stats
+from .data import FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings
+from .metrics import avqa_table
+from .models import AvqaHead, QuestionOnlyHead
+from .questions import BowQuestionEncoder, answer_vocabulary
+from .train import fit, predict_logits, seed_everything
+
+HEAD, BASELINE = "avqa-head", "question-only"
+DEFAULTS = {"hidden": 128, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128,
+            "max_epochs": 40, "patience": 6}
+BASELINE_DEFAULTS = dict(DEFAULTS, hidden=256)
+
+
+@dataclass
+class Prepared:
+    arrays: AvqaArrays
+    questions: list[Question]  # those kept, in the order of the arrays
+    skipped: int  # questions dropped because their video (or one of its features) is not cached
+
+
+def question_encoding(cache: Any, train: Sequence[Question], question: str = "auto") -> dict:
+    """How questions are embedded: ``{"kind": "text", "encoder": name}`` for a cached text encoder
+    (``question`` names it; "auto" takes the first cached one), else the bag-of-words encoding
+    fitted on ``train`` (``question`` = "bow", or "auto" with no text encoder cached)."""
+    if question == "bow" or (question == "auto" and (cache is None or not cache.text_encoders)):
+        return BowQuestionEncoder.fit(train).to_json()
+    if cache is None:
+        raise HeadError(f"question encoding {question!r} needs a cache with that text encoder")
+    encoder = cache.text_encoders[0] if question == "auto" else question
+    return {"kind": "text", "encoder": encoder}
+
+
+def encode_questions(cache: Any, spec: dict, questions: Sequence[Question]) -> np.ndarray:
+    if spec["kind"] == "bow":
+        return BowQuestionEncoder.from_json(spec).encode(questions)
+    return np.asarray(question_embeddings(cache, spec["encoder"], questions), dtype=np.float32)
+
+
+def split_roles(metas: Sequence[FeatureMeta]) -> dict[str, list[FeatureMeta]]:
+    roles: dict[str, list[FeatureMeta]] = {"audio": [], "visual": [], "tokens": []}
+    for m in metas:
+        roles[m.role].append(m)
+    if len(roles["tokens"]) > 1:
+        raise HeadError("the AVQA head takes one patch-token feature at a time: "
+                        + ", ".join(m.name for m in roles["tokens"]))
+    return roles
+
+
+def prepare(cache: Any, questions: Sequence[Question], metas: Sequence[FeatureMeta], answers: Sequence[str],
+            qspec: dict, length: int | None = None, video: bool = True) -> tuple[Prepared, int]:
+    """Load every needed video once and build the in-memory arrays. Returns them and ``T``.
+
+    Questions whose video (or one of its features) is not cached are dropped and counted.
+    ``video`` False (question-only head) keeps the same questions but loads no video arrays."""
+    names = [m.name for m in metas]
+    if metas:
+        ok = covered(cache, [q.video_id for q in questions], names)
+        kept = [q for q in questions if q.video_id in ok]
+    else:  # question-only without features: every question counts, no cache needed
+        kept, video = list(questions), False
+    if not kept:
+        raise HeadError(f"none of the {len(questions)} questions' videos is in the cache with "
+                        f"features {', '.join(names)}")
+    videos = sorted({q.video_id for q in kept})
+    row = {v: i for i, v in enumerate(videos)}
+    roles = split_roles(metas)
+    if video:
+        segs, T = load_segments(cache, videos, metas, length)
+    else:
+        segs, T, roles = {}, length or 0, {"audio": [], "visual": [], "tokens": []}
+
+    def stack(ms: list[FeatureMeta]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not ms:
+            return None, None
+        x = np.concatenate([segs[m.name][0] for m in ms], axis=-1) if len(ms) > 1 else segs[ms[0].name][0]
+        mask = np.logical_and.reduce([segs[m.name][1] for m in ms])
+        return x, mask
+
+    a, mask_a = stack(roles["audio"])
+    v, mask_v = stack(roles["visual"])
+    tok, mask_t = stack(roles["tokens"])
+    if tok is not None:
+        mask_v = mask_t if mask_v is None else mask_v & mask_t
+    index = {ans: i for i, ans in enumerate(answers)}
+    arrays = AvqaArrays(
+        q=encode_questions(cache, qspec, kept),
+        vid=np.array([row[q.video_id] for q in kept], dtype=np.int64),
+        y=np.array([index.get(q.answer, -1) for q in kept], dtype=np.int64),
+        a=a, v=v, tok=tok, mask_a=mask_a, mask_v=mask_v)
+    return Prepared(arrays, kept, len(questions) - len(kept)), T
+
+
+def _stats(d: AvqaArrays) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    used = np.unique(d.vid)  # statistics over the training videos actually asked about
+    out = {"q": masked_stats(d.q)}
+    for key, arr, mask in (("a", d.a, d.mask_a), ("v", d.v, d.mask_v), ("t", d.tok, d.mask_v)):
+        if arr is not None:
+            out[key] = masked_stats(arr[used], mask[used])
+    return out
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    dims, hp = meta["dims"], meta["hparams"]
+    if meta["model"] == BASELINE:
+        return QuestionOnlyHead(dims["q"], dims["n_answers"], hidden=hp["hidden"], dropout=hp["dropout"])
+    return AvqaHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
+                    t_dim=dims["t"], hidden=hp["hidden"], dropout=hp["dropout"])
+
+
+def _dims(d: AvqaArrays, T: int, n_answers: int) -> dict:
+    return {"q": d.q.shape[1], "a": 0 if d.a is None else d.a.shape[-1], "v": 0 if d.v is None else d.v.shape[-1],
+            "t": 0 if d.tok is None else d.tok.shape[-1], "max_len": T, "n_answers": n_answers}
+
+
+def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Question] | None,
+               features: Sequence[str], out: str, seed: int = 0, question: str = "auto",
+               hparams: dict | None = None, baseline: bool = True, progress: bool = False,
+               sources: dict | None = None) -> dict:
+    """Train the AVQA head (and, with ``baseline``, the question-only head into ``out/baseline``).
+
+    No ``features`` (``cache`` may then be None): only the question-only head, saved as ``out``
+    itself. ``val_qs`` None: 10% of the training videos (chosen with ``seed``) are held out for
+    early stopping. Returns ``{method: history}``.
+    """
+    hp = dict(DEFAULTS, **(hparams or {}))
+    if features and cache is None:
+        raise HeadError("features were asked for but no cache was given")
+    metas = describe(cache, features) if features else []
+    if val_qs is None:
+        vids = sorted({q.video_id for q in train_qs})
+        held = set(np.random.default_rng(seed).permutation(vids)[: max(1, len(vids) // 10)])
+        val_qs = [q for q in train_qs if q.video_id in held]
+        train_qs = [q for q in train_qs if q.video_id not in held]
+    answers = answer_vocabulary(train_qs)
+    qspec = question_encoding(cache, train_qs, question)
+    tr, T = prepare(cache, train_qs, metas, answers, qspec)
+    va, _ = prepare(cache, val_qs, metas, answers, qspec, T)
+    common = {"task": "avqa", "answers": answers, "question": qspec, "seed": seed,
+              "features": [m.to_json() for m in metas], "sources": sources or {},
+              "n_train": len(tr.questions), "n_val": len(va.questions),
+              "skipped": {"train": tr.skipped, "val": va.skipped}}
+    histories = {}
+    bhp = dict(BASELINE_DEFAULTS, **{k: v for k, v in (hparams or {}).items() if k != "hidden"})
+    if not metas:
+        jobs = [(BASELINE, bhp, out)]
+    else:
+        jobs = [(HEAD, hp, out)] + ([(BASELINE, bhp, f"{out}/baseline")] if baseline else [])
+        if not baseline:
+            checkpoint.remove(f"{out}/baseline")
+    stats = _stats(tr.arrays)
+    for method, h, path in jobs:
+        meta = dict(common, model=method, hparams=h, dims=_dims(tr.arrays, T, len(answers)))
+        seed_everything(seed)
+        model = build_model(meta)
+        _set_stats(model, stats)
+        use_video = method == HEAD
+        hist = fit(model, AvqaBatches(tr.arrays, h["batch_size"], use_video),
+                   AvqaBatches(va.arrays, h["batch_size"], use_video), lr=h["lr"], weight_decay=h["weight_decay"],
+                   max_epochs=h["max_epochs"], patience=h["patience"], seed=seed, progress=progress, desc=method)
+        checkpoint.save(path, dict(meta, history=hist), model.state_dict())
+        histories[method] = hist
+    return histories
+
+
+def _set_stats(model: torch.nn.Module, stats: dict) -> None:
+    for key, (mean, std) in stats.items():
+        mod = getattr(model, f"{key}_std", None)
+        if mod is not None:
+            mod.mean.copy_(torch.from_numpy(mean))
+            mod.std.copy_(torch.from_numpy(np.where(std < 1e-6, 1.0, std).astype(np.float32)))
+
+
+def load_head(path: str) -> tuple[dict, torch.nn.Module]:
+    meta, tensors = checkpoint.load(path)
+    if meta.get("task") != "avqa":
+        raise HeadError(f"{path} is a {meta.get('task')!r} head, not an AVQA head")
+    model = build_model(meta)
+    model.load_state_dict(tensors)
+    model.eval()
+    return meta, model
+
+
+def run_questions(path: str, cache: Any, questions: Sequence[Question]) -> tuple[dict, Prepared, np.ndarray]:
+    """Apply the head at ``path`` to ``questions``; returns its meta, the prepared inputs and logits."""
+    meta, model = load_head(path)
+    if meta["features"] and cache is None:
+        raise HeadError(f"{path} was trained on cached features: give the cache")
+    metas = check_features(cache, meta["features"], path) if meta["features"] else []
+    use_video = meta["model"] == HEAD
+    prep, _ = prepare(cache, questions, metas, meta["answers"], meta["question"], meta["dims"]["max_len"],
+                      video=use_video)
+    bs = meta["hparams"]["batch_size"]
+    logits = predict_logits(model, AvqaBatches(prep.arrays, bs, use_video).eval(), len(prep.questions))
+    return meta, prep, logits
+
+
+def evaluate_avqa(path: str, cache: Any, test_qs: Sequence[Question]) -> dict:
+    """Per-type tables of the head and (when saved with it) its question-only baseline."""
+    methods = {load_head(path)[0]["model"]: path}
+    if (Path(path) / "baseline" / checkpoint.META).is_file():
+        methods[BASELINE] = f"{path}/baseline"
+    tables, histories, info = {}, {}, {}
+    for method, p in methods.items():
+        meta, prep, logits = run_questions(p, cache, test_qs)
+        pred = logits.argmax(1)
+        qs = prep.questions
+        correct = pred == prep.arrays.y
+        tables[method] = avqa_table([q.group for q in qs], [q.qtype for q in qs], correct)
+        histories[method] = meta.get("history", {})
+        info[method] = {"skipped_questions": prep.skipped, "unknown_answers": int((prep.arrays.y < 0).sum()),
+                        "features": [f["name"] for f in meta["features"]], "question": meta["question"]["kind"],
+                        "best_epoch": meta.get("history", {}).get("best_epoch")}
+    return {"task": "avqa", "tables": tables, "histories": histories, "methods": info}
+
+
+def predict_avqa(path: str, cache: Any, questions: Sequence[Question]) -> list[dict]:
+    """One record per question whose video is cached: id, video, predicted answer, its probability."""
+    meta, prep, logits = run_questions(path, cache, questions)
+    probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    out = []
+    for q, p in zip(prep.questions, probs):
+        k = int(p.argmax())
+        out.append({"question_id": q.question_id, "video_id": q.video_id, "answer": meta["answers"][k],
+                    "probability": round(float(p[k]), 6)})
+    return out
