@@ -16,17 +16,24 @@ import numpy as np
 def write_clip(path: str | Path, seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (64, 48),
                channels: int = 2, rate: int = 44100, video: bool = True, audio: bool = True,
                keyint: int | None = None, freq: float = 440.0, audio_seconds: float | None = None,
-               sample_fmt: str = "fltp", codec: str = "aac") -> Path:
-    """Write a clip; frame i is a flat grey of level ``round(255 * t / seconds)`` at t = i / fps."""
+               sample_fmt: str = "fltp", codec: str = "aac", vcodec: str = "libx264", pix_fmt: str = "yuv420p",
+               vfr: bool = False) -> Path:
+    """Write a clip; frame i is a flat grey of level ``round(255 * t / seconds)`` at t = i / fps.
+
+    ``vfr`` drops every third frame, so frame durations vary (variable frame rate).
+    """
     path = Path(path)
     out = av.open(str(path), "w")
     vs = as_ = None
     if video:
-        vs = out.add_stream("libx264", rate=fps)
+        vs = out.add_stream(vcodec, rate=fps)
         vs.width, vs.height = size
-        vs.pix_fmt = "yuv420p"
+        vs.pix_fmt = pix_fmt
+        if vfr:
+            vs.time_base = Fraction(1, fps)
         k = keyint or fps
-        vs.options = {"x264-params": f"keyint={k}:min-keyint={k}:scenecut=0", "preset": "ultrafast"}
+        if vcodec == "libx264":
+            vs.options = {"x264-params": f"keyint={k}:min-keyint={k}:scenecut=0", "preset": "ultrafast"}
     if audio:
         layout = {1: "mono", 2: "stereo", 6: "5.1"}[channels]
         as_ = out.add_stream(codec, rate=rate, layout=layout)
@@ -34,6 +41,8 @@ def write_clip(path: str | Path, seconds: float = 3.0, fps: int = 10, size: tupl
             as_.format = sample_fmt
     if vs is not None:
         for i in range(int(round(seconds * fps))):
+            if vfr and i % 3 == 2:
+                continue
             level = int(round(255 * (i / fps) / seconds))
             img = np.full((size[1], size[0], 3), level, np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
