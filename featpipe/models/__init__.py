@@ -1,0 +1,1 @@
+"""Torch re-implementations of published networks, loading their official weight files."""
