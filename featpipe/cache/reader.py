@@ -71,7 +71,7 @@ class Cache:
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache")
         try:
-            self.f = h5py.File(self.path, "r", swmr=True, locking=False)
+            self.f = h5py.File(self.path, "r", swmr=True, locking=False, rdcc_nbytes=0)
         except OSError as exc:
             if "already open for write" in str(exc):
                 raise CacheError(f"{self.path} is being restructured by a writer (or one died there); "
@@ -177,11 +177,12 @@ class Cache:
         lo = min(s[0] for s in slots)
         hi = max(s[0] + s[1] for s in slots)
         total = sum(s[1] for s in slots)
-        if total * 4 >= hi - lo:  # dense enough: one contiguous read beats many small ones
+        if total * 4 >= hi - lo:  # dense enough: one contiguous read (and one conversion) beats many
             block = ds[lo:hi]
-            out = [block[o - lo:o - lo + r] for o, r, _ in slots]
-        else:
-            out = [ds[o:o + r] for o, r, _ in slots]
+            if dtype is not None:
+                block = block.astype(dtype, copy=False)
+            return [block[o - lo:o - lo + r] for o, r, _ in slots]
+        out = [ds[o:o + r] for o, r, _ in slots]
         return [a.astype(dtype, copy=False) if dtype is not None else a for a in out]
 
     def batch(self, video_ids: Sequence[str], feature: str, length: int | None = None,
@@ -191,11 +192,11 @@ class Cache:
         ``T`` is ``length`` or the longest video; longer videos are cut, shorter ones zero-padded.
         """
         name = self.info(feature).name
-        arrays = self.load(name, video_ids, dtype=None)
+        arrays = self.load(name, video_ids, dtype=dtype)
         valid = [self._slot(v, name)[2] for v in video_ids]
         shape = self.info(name).shape
         T = length if length is not None else max((a.shape[0] for a in arrays), default=0)
-        out = np.zeros((len(arrays), T, *shape), dtype=dtype or arrays[0].dtype if arrays else np.float32)
+        out = np.zeros((len(arrays), T, *shape), dtype=dtype or (arrays[0].dtype if arrays else np.float32))
         mask = np.zeros((len(arrays), T), bool)
         for i, (a, v) in enumerate(zip(arrays, valid)):
             n = min(T, a.shape[0])
