@@ -114,6 +114,15 @@ def test_click_onsets_counted_per_segment(ex: Priors, noise: float) -> None:
     assert np.all(feat(f, "onset_max")[[0, 1, 3], 0] > 10 * feat(f, "onset_max")[2, 0] + 1)
 
 
+@pytest.mark.parametrize("offset", [0, 170, 333])
+def test_cut_into_silence_is_not_an_onset(ex: Priors, offset: int) -> None:
+    n = 2 * R + offset  # music stops abruptly inside segment 2, as most clips end
+    x = np.zeros(3 * R)
+    x[:n] = sine(440, 3)[:n] + sine(1234, 3, 0.2)[:n]
+    x[R // 2] += 1.0  # one real onset, to show the detector is on
+    np.testing.assert_array_equal(feat(ex.compute(chunk(x)), "onset_count")[:, 0], [1, 0, 0])
+
+
 def test_steady_noise_has_no_onsets(ex: Priors) -> None:
     x = 0.1 * np.random.default_rng(3).standard_normal((2, 3 * R))
     assert np.all(feat(ex.compute(chunk(x)), "onset_count") == 0)

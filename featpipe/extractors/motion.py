@@ -100,7 +100,8 @@ class Motion(Extractor):
         """The frames at ``pos`` resampled to ``(count, size, size, 3)`` float32 in [0, 1]."""
         key = next((k for k in chunk.frames if abs(k - pos) < 1e-6), None)
         if key is None:
-            raise ValueError(f"{chunk.video_id}: motion needs frames at position {pos}, got {sorted(chunk.frames)}")
+            raise ValueError(f"{chunk.video_id}: motion needs frames at position {pos}, "
+                             f"got {sorted(chunk.frames)}")
         fr = chunk.frames[key]
         if fr.ndim != 4 or fr.shape[0] != chunk.count or fr.shape[3] != 3:
             raise ValueError(f"{chunk.video_id}: frames at {pos} have shape {fr.shape}, "

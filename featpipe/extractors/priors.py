@@ -31,7 +31,8 @@ FLUX_FLOOR_DB = -80.0  # band levels below this are treated as silence by the on
 PRE_MAX = POST_MAX = 3  # local maximum within +-30 ms
 PRE_AVG = POST_AVG = 10  # ... and above the +-100 ms mean
 ONSET_DELTA = 2.0  # ... by at least this many dB (flux is a mean dB rise per mel band)
-MARGIN = 1 + max(PRE_MAX, POST_MAX, PRE_AVG, POST_AVG)  # extra frames either side of a chunk
+CUT_FRAMES = 6  # ... and not followed by digital silence within 60 ms (a cut, not an onset)
+MARGIN = 1 + max(PRE_MAX, POST_MAX, PRE_AVG, POST_AVG, CUT_FRAMES)  # extra frames each side
 CONTEXT_S = 0.15  # >= (MARGIN + 1) * HOP + N_FFT / 2 samples (0.141 s), and CHROMA_FFT/2 + CHROMA_HOP
 BLOCK = 1024  # frames per STFT block (bounds memory on long chunks)
 
@@ -68,7 +69,8 @@ class Priors(Extractor):
     """Music priors from the waveform alone: no weights, no randomness."""
 
     name = "priors"
-    summary = f"weight-free music priors per segment ({DIM}-d: loudness, onsets, timbre, chroma, mel, stereo ILD)"
+    summary = (f"weight-free music priors per segment ({DIM}-d: loudness, onsets, timbre, "
+               "chroma, mel, stereo ILD)")
     spec_help = "priors"
     examples = ("priors",)
 
@@ -89,7 +91,8 @@ class Priors(Extractor):
             "layout": json.dumps(LAYOUT), "n_fft": N_FFT, "hop": HOP, "n_mel": N_MEL,
             "n_ild": N_ILD, "fmin": FMIN, "fmax": FMAX, "chroma_fft": CHROMA_FFT,
             "chroma_order": ",".join(PITCH_CLASSES), "onset_delta_db": ONSET_DELTA,
-            "onset_rule": f"flux local max in +-{PRE_MAX} frames and >= +-{PRE_AVG} mean + {ONSET_DELTA} dB",
+            "onset_rule": (f"flux local max in +-{PRE_MAX} frames, >= +-{PRE_AVG}-frame mean + "
+                           f"{ONSET_DELTA} dB, not sound cut into silence within {CUT_FRAMES} frames"),
             "ild_sign": "positive = louder in the left channel",
         }
         return [OutputSpec("priors", (DIM,), "audio", layout=layout_string(LAYOUT), attrs=attrs)]
@@ -168,6 +171,13 @@ class Priors(Extractor):
         flux = np.zeros(n_all)
         flux[1:] = np.maximum(level[1:] - level[:-1], 0.0).mean(axis=-1)
         onsets = dsp.peak_mask(flux, PRE_MAX, POST_MAX, PRE_AVG, POST_AVG, ONSET_DELTA)
+        # Sound cut off into digital silence (most clips end that way) splatters across the
+        # bands and looks like an onset: drop peaks where sound turns to silence right after.
+        silent = np.all(level <= FLUX_FLOOR_DB, axis=-1)
+        soon = np.zeros(n_all, dtype=bool)
+        soon[1 : n_all - CUT_FRAMES] = np.lib.stride_tricks.sliding_window_view(
+            silent[2:], CUT_FRAMES).any(axis=-1)
+        onsets[1:] &= ~(~silent[:-1] & soon[1:])
 
         inner = slice(MARGIN, MARGIN + n_in)
         centres = (j_lo + np.arange(n_in)) * HOP
