@@ -163,7 +163,7 @@ def sample_scene(seed: int, index: int, seconds: float = 10.0) -> Scene:
         sources.append(Source(kind, pos, True, start, end, level, rate, pan,
                               _notes(rng, kind, start, end, rate, key)))
     voiceover = None
-    if rng.random() < 0.4:
+    if rng.random() < 0.5:  # voiceover in half the videos
         a = _q(rng.uniform(0.0, max(0.0, seconds - 2.0)))
         b = min(seconds, _q(rng.uniform(a + 1.5, min(seconds, a + 5.0) + 1e-9)))
         voiceover = Voiceover(a, max(b, a + 0.25),

@@ -172,6 +172,7 @@ def render_voiceover(vo: Voiceover, n: int, sr: int, rng: np.random.Generator) -
             t0 += dur + float(rng.uniform(0.0, 0.05))
         t0 += float(rng.uniform(0.1, 0.35))  # pause between words
     a, b = int(vo.start * sr), int(vo.end * sr)
+    x[:a] = 0.0  # a fricative may lead the first syllable; keep the voice inside its interval
     x[b:] = 0.0
     rms = np.sqrt(np.mean(x[a:b] ** 2))
     return x * (10 ** (vo.level_db / 20) / rms) if rms > 0 else x
