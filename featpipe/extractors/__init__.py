@@ -50,22 +50,30 @@ def register(cls: type[Extractor]) -> type[Extractor]:
     return cls
 
 
-def _load_all() -> None:
+def _import_builtin(name: str) -> None:
+    try:
+        importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:  # a built-in whose optional dependency is absent
+        if not (exc.name and exc.name.startswith(__name__)):
+            raise
+
+
+def _load_plugins() -> None:
+    """Third-party extractors: entry points and FEATPIPE_PLUGINS (cheap, done once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as exc:  # a built-in whose optional dependency is absent
-            if exc.name and exc.name.startswith(__name__):
-                continue
-            raise
     for ep in metadata.entry_points(group="featpipe.extractors"):
         ep.load()
     for mod in filter(None, (m.strip() for m in os.environ.get("FEATPIPE_PLUGINS", "").split(","))):
         importlib.import_module(mod)
+
+
+def _load_all() -> None:
+    for mod in _BUILTIN:
+        _import_builtin(mod)
+    _load_plugins()
 
 
 def available() -> dict[str, type[Extractor]]:
@@ -82,8 +90,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def build(spec: str, options: ExtractOptions | None = None) -> Extractor:
     """Build the extractor for ``spec`` (cheap: the model is loaded later by ``load``)."""
-    _load_all()
     name, args = parse_spec(spec)
+    if name in _BUILTIN:  # import only what is used: workers need not load torch for `priors`
+        _import_builtin(name)
+    _load_plugins()
+    if name not in _REGISTRY:
+        _load_all()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise ExtractorError(f"unknown extractor {name!r} in spec {spec!r}; known: {known}")
