@@ -135,8 +135,9 @@ class OpenL3(Extractor):
             if need - audio.shape[0] > SAMPLE_RATE // 100:
                 raise ValueError(f"chunk audio has {audio.shape[0]} samples, openl3 needs {need}")
             audio = np.pad(audio, (0, need - audio.shape[0]))
-        windows = np.lib.stride_tricks.sliding_window_view(audio, WINDOW)[starts] if len(idx) else np.zeros((0, WINDOW), np.float32)
-        return idx, windows
+        if not len(idx):
+            return idx, np.zeros((0, WINDOW), np.float32)
+        return idx, np.lib.stride_tricks.sliding_window_view(audio, WINDOW)[starts]
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """``(n, 48000)`` audio windows -> ``(n, dim)`` float32 embeddings, in batches."""
