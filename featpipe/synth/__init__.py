@@ -2,8 +2,8 @@
 
 ``make_dataset(out_dir, videos, seed)`` writes videos, MUSIC-AVQA question files and the
 ground-truth scenes; see docs/synth.md. Modules: :mod:`.scene` (what happens),
-:mod:`.sound` and :mod:`.picture` (rendering), :mod:`.writer` (mp4), :mod:`.questions`
-(templates and answers), :mod:`.balance` (which questions to ask), :mod:`.report`.
+:mod:`.sound` and :mod:`.picture` (rendering), :mod:`.writer` (mp4), :mod:`.facts` and
+:mod:`.questions` (templates and answers), :mod:`.balance` (which questions to ask), :mod:`.report`.
 """
 
 from .dataset import SynthError, make_dataset, write_video

@@ -1,8 +1,8 @@
 """The 33 MUSIC-AVQA templates and how each answer follows from a :class:`Scene`.
 
 Each template lists every question it can ask about a scene as ``(values, answer)``
-candidates; a question is only a candidate when its answer is unambiguous under the margins
-below (e.g. "louder" needs 5 dB between the two, "first" needs 0.75 s before the next entry).
+candidates; a question is only a candidate when its answer is unambiguous under the margins of
+:mod:`.facts` (e.g. "louder" needs 5 dB between the two, "first" needs 0.75 s before the next entry).
 Which candidate is asked is the job of :mod:`featpipe.synth.balance`.
 
 Words used in answers (conventions, also in docs/synth.md):
@@ -21,15 +21,9 @@ from dataclasses import dataclass
 from itertools import permutations
 from typing import Callable
 
+from .facts import (ENTRY_MARGIN_S, LEVEL_MARGIN_DB, OVERLAP_MIN_S, PITCH_MARGIN, SAME_TIME_S, entry_at, first_last,
+                    longer, louder, more_rhythmic, neighbour, overlap, sounding, unique_kind, vis_sounding, visible)
 from .scene import KINDS, PITCHED, POSITIONS, Scene, Source
-
-LEVEL_MARGIN_DB = 5.0
-RATE_RATIO = 1.5
-LONGER_MARGIN_S = 1.5
-ENTRY_MARGIN_S = 0.75
-SAME_TIME_S = 0.05
-OVERLAP_MIN_S = 2.0
-PITCH_MARGIN = 5.0  # semitones
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 ORDINALS = ("first", "second", "third", "fourth")
@@ -62,95 +56,26 @@ def _yn(b: bool) -> str:
     return "yes" if b else "no"
 
 
-# --- facts about a scene -------------------------------------------------------------------------
-
-def _sounding(sc: Scene) -> list[Source]:
-    return [s for s in sc.sources if s.sounding]
-
-
-def _visible(sc: Scene) -> list[Source]:
-    return sorted((s for s in sc.sources if s.visible), key=lambda s: POSITIONS.index(s.position))
-
-
-def _vis_sounding(sc: Scene) -> list[Source]:
-    return [s for s in _visible(sc) if s.sounding]
-
-
-def _unique_kind(sources: list[Source], kind: str) -> Source | None:
-    found = [s for s in sources if s.kind == kind]
-    return found[0] if len(found) == 1 else None
-
-
-def _neighbour(sc: Scene, src: Source, side: str) -> Source | None:
-    vis = _visible(sc)
-    i = vis.index(src)
-    if side == "left":
-        return vis[i - 1] if i > 0 else None
-    return vis[i + 1] if i + 1 < len(vis) else None
-
-
-def _entry_at(sc: Scene, i: int) -> Source | None:
-    """The i-th sounding source to come in, if its entry is clear of its neighbours' entries."""
-    order = sorted(_sounding(sc), key=lambda s: s.start)
-    if not -len(order) <= i < len(order) or len(order) < 2:
-        return None
-    i %= len(order)
-    if i > 0 and order[i].start - order[i - 1].start < ENTRY_MARGIN_S:
-        return None
-    if i + 1 < len(order) and order[i + 1].start - order[i].start < ENTRY_MARGIN_S:
-        return None
-    return order[i]
-
-
-def _first_last(sc: Scene) -> dict[str, Source]:
-    out = {}
-    for fl, i in (("first", 0), ("last", -1)):
-        s = _entry_at(sc, i)
-        if s is not None:
-            out[fl] = s
-    return out
-
-
-def _louder(a: Source, b: Source) -> bool | None:
-    d = a.level_db - b.level_db
-    return None if abs(d) < LEVEL_MARGIN_DB else d > 0
-
-
-def _more_rhythmic(a: Source, b: Source) -> bool | None:
-    if max(a.rate, b.rate) < RATE_RATIO * min(a.rate, b.rate):
-        return None
-    return a.rate > b.rate
-
-
-def _longer(a: Source, b: Source) -> bool | None:
-    d = a.duration - b.duration
-    return None if abs(d) < LONGER_MARGIN_S else d > 0
-
-
-def _overlap(a: Source, b: Source) -> float:
-    return max(0.0, min(a.end, b.end) - max(a.start, b.start))
-
-
 # --- Audio ---------------------------------------------------------------------------------------
 
 @_template("Audio", "Counting", "How many musical instruments were heard throughout the video?",
            NUMBERS[1:5], "number of sounding sources, on or off screen (the voiceover is not one)")
 def _a_count(sc: Scene) -> list[Candidate]:
-    n = len(_sounding(sc))
+    n = len(sounding(sc))
     return [((), NUMBERS[n])] if n else []
 
 
 @_template("Audio", "Counting", "Is there a <Object> sound?", YES_NO,
            "yes iff a sounding source (on or off screen) is of kind Object")
 def _a_is_there(sc: Scene) -> list[Candidate]:
-    heard = {s.kind for s in _sounding(sc)}
+    heard = {s.kind for s in sounding(sc)}
     return [((k,), _yn(k in heard)) for k in KINDS]
 
 
 @_template("Audio", "Counting", "Are there <Object> and <Object> sound? ", YES_NO,
            "yes iff both kinds are heard; 'no' is asked only when one of the two is heard or seen")
 def _a_are_there(sc: Scene) -> list[Candidate]:
-    heard = {s.kind for s in _sounding(sc)}
+    heard = {s.kind for s in sounding(sc)}
     present = heard | {s.kind for s in sc.sources}
     out = []
     for a, b in permutations(KINDS, 2):
@@ -161,11 +86,11 @@ def _a_are_there(sc: Scene) -> list[Candidate]:
 
 
 def _pairwise_kinds(sc: Scene, cmp: Callable[[Source, Source], bool | None]) -> list[Candidate]:
-    snd = _sounding(sc)
-    kinds = sorted({s.kind for s in snd if _unique_kind(snd, s.kind)})
+    snd = sounding(sc)
+    kinds = sorted({s.kind for s in snd if unique_kind(snd, s.kind)})
     out = []
     for a, b in permutations(kinds, 2):
-        r = cmp(_unique_kind(snd, a), _unique_kind(snd, b))
+        r = cmp(unique_kind(snd, a), unique_kind(snd, b))
         if r is not None:
             out.append(((a, b), _yn(r)))
     return out
@@ -174,19 +99,19 @@ def _pairwise_kinds(sc: Scene, cmp: Callable[[Source, Source], bool | None]) -> 
 @_template("Audio", "Comparative", "Is the <Object> louder than the <Object>?", YES_NO,
            "both kinds heard once each; yes iff the first's level is >= 5 dB above the second's")
 def _a_louder(sc: Scene) -> list[Candidate]:
-    return _pairwise_kinds(sc, _louder)
+    return _pairwise_kinds(sc, louder)
 
 
 @_template("Audio", "Comparative", "Is the <Object> more rhythmic than the <Object>?", YES_NO,
            "both kinds heard once each; yes iff the first's note rate is >= 1.5x the second's")
 def _a_rhythmic(sc: Scene) -> list[Candidate]:
-    return _pairwise_kinds(sc, _more_rhythmic)
+    return _pairwise_kinds(sc, more_rhythmic)
 
 
 @_template("Audio", "Comparative", "Is the <Object> playing longer than the <Object>?", YES_NO,
            "both kinds heard once each; yes iff the first sounds >= 1.5 s longer in total")
 def _a_longer(sc: Scene) -> list[Candidate]:
-    return _pairwise_kinds(sc, _longer)
+    return _pairwise_kinds(sc, longer)
 
 
 # --- Visual --------------------------------------------------------------------------------------
@@ -194,14 +119,14 @@ def _a_longer(sc: Scene) -> list[Candidate]:
 @_template("Visual", "Counting", "Is there a <Object> in the entire video?", YES_NO,
            "yes iff a visible instrument (sounding or silent) is of kind Object")
 def _v_is_there(sc: Scene) -> list[Candidate]:
-    seen = {s.kind for s in _visible(sc)}
+    seen = {s.kind for s in visible(sc)}
     return [((k,), _yn(k in seen)) for k in KINDS]
 
 
 @_template("Visual", "Counting", "Are there <Object> and <Object> instruments in the video?", YES_NO,
            "yes iff both kinds are visible; 'no' is asked only when one of the two is seen or heard")
 def _v_are_there(sc: Scene) -> list[Candidate]:
-    seen = {s.kind for s in _visible(sc)}
+    seen = {s.kind for s in visible(sc)}
     present = seen | {s.kind for s in sc.sources}
     out = []
     for a, b in permutations(KINDS, 2):
@@ -214,27 +139,27 @@ def _v_are_there(sc: Scene) -> list[Candidate]:
 @_template("Visual", "Counting", "How many <Object> are in the entire video?", NUMBERS[0:4],
            "number of visible instruments of kind Object (any of the eight kinds may be asked)")
 def _v_how_many(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     return [((k,), NUMBERS[sum(s.kind == k for s in vis)]) for k in KINDS]
 
 
 @_template("Visual", "Counting", "How many types of musical instruments appeared in the entire video?",
            NUMBERS[1:4], "number of distinct kinds among visible instruments")
 def _v_types(sc: Scene) -> list[Candidate]:
-    n = len({s.kind for s in _visible(sc)})
+    n = len({s.kind for s in visible(sc)})
     return [((), NUMBERS[n])] if n else []
 
 
 @_template("Visual", "Location", "What is the instrument on the <LR> of <Object>?", KINDS,
            "Object is a kind seen once; answer: kind of the nearest visible instrument on that side")
 def _v_on_side(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     out = []
     for s in vis:
-        if _unique_kind(vis, s.kind) is None:
+        if unique_kind(vis, s.kind) is None:
             continue
         for side in ("left", "right"):
-            n = _neighbour(sc, s, side)
+            n = neighbour(sc, s, side)
             if n is not None:
                 out.append(((side, s.kind), n.kind))
     return out
@@ -243,7 +168,7 @@ def _v_on_side(sc: Scene) -> list[Candidate]:
 @_template("Visual", "Location", "What kind of instrument is the <LRer> instrument? ", KINDS,
            "two or more visible; answer: kind of the leftmost (leftest) or rightmost (rightest)")
 def _v_lrer(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     if len(vis) < 2:
         return []
     return [(("leftest",), vis[0].kind), (("rightest",), vis[-1].kind)]
@@ -252,7 +177,7 @@ def _v_lrer(sc: Scene) -> list[Candidate]:
 @_template("Visual", "Location", "What kind of musical instrument is it?", KINDS,
            "exactly one visible instrument; answer: its kind")
 def _v_what(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     return [((), vis[0].kind)] if len(vis) == 1 else []
 
 
@@ -267,10 +192,10 @@ def _v_where(sc: Scene) -> list[Candidate]:
 @_template("Audio-Visual", "Existential", "Is the <Object> in the video always playing?", YES_NO,
            "Object seen once and not also heard off screen; yes iff it sounds from start to end")
 def _av_always(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     off = {s.kind for s in sc.sources if not s.visible and s.sounding}
     return [((s.kind,), _yn(sc.always_playing(s))) for s in vis
-            if _unique_kind(vis, s.kind) and s.kind not in off]
+            if unique_kind(vis, s.kind) and s.kind not in off]
 
 
 @_template("Audio-Visual", "Existential", "Is there a voiceover?", YES_NO,
@@ -282,29 +207,29 @@ def _av_voiceover(sc: Scene) -> list[Candidate]:
 @_template("Audio-Visual", "Existential", "Is this sound from the instrument in the video?", YES_NO,
            "scenes without voiceover; yes iff every sounding source is visible (no off-screen sound)")
 def _av_from_video(sc: Scene) -> list[Candidate]:
-    if sc.voiceover is not None or not _sounding(sc):
+    if sc.voiceover is not None or not sounding(sc):
         return []
-    return [((), _yn(all(s.visible for s in _sounding(sc))))]
+    return [((), _yn(all(s.visible for s in sounding(sc))))]
 
 
 @_template("Audio-Visual", "Counting", "How many instruments are sounding in the video?", NUMBERS[1:4],
            "number of visible instruments that sound at some time")
 def _av_count(sc: Scene) -> list[Candidate]:
-    n = len(_vis_sounding(sc))
+    n = len(vis_sounding(sc))
     return [((), NUMBERS[n])] if n else []
 
 
 @_template("Audio-Visual", "Counting", "How many instruments in the video did not sound from beginning to end?",
            NUMBERS[0:4], "number of visible instruments not always playing (silent ones included)")
 def _av_not_always(sc: Scene) -> list[Candidate]:
-    vis = _visible(sc)
+    vis = visible(sc)
     return [((), NUMBERS[sum(not sc.always_playing(s) for s in vis)])] if vis else []
 
 
 @_template("Audio-Visual", "Counting", "How many sounding <Object> in the video\uff1f", NUMBERS[0:4],
            "Object seen or heard; answer: number of visible, sounding instruments of that kind")
 def _av_sounding_kind(sc: Scene) -> list[Candidate]:
-    vs = _vis_sounding(sc)
+    vs = vis_sounding(sc)
     kinds = sorted({s.kind for s in sc.sources})
     return [((k,), NUMBERS[sum(s.kind == k for s in vs)]) for k in kinds]
 
@@ -312,7 +237,7 @@ def _av_sounding_kind(sc: Scene) -> list[Candidate]:
 @_template("Audio-Visual", "Counting", "How many types of musical instruments sound in the video?",
            NUMBERS[1:4], "number of distinct kinds among visible, sounding instruments")
 def _av_types(sc: Scene) -> list[Candidate]:
-    n = len({s.kind for s in _vis_sounding(sc)})
+    n = len({s.kind for s in vis_sounding(sc)})
     return [((), NUMBERS[n])] if n else []
 
 
@@ -320,7 +245,7 @@ def _av_types(sc: Scene) -> list[Candidate]:
            "loudest: >= 5 dB above every other sounding source; lowest: median pitch >= 5 semitones "
            "below every other (all pitched); it must be visible; answer: its position")
 def _av_where_ll(sc: Scene) -> list[Candidate]:
-    snd = _sounding(sc)
+    snd = sounding(sc)
     if len(snd) < 2:
         return []
     out = []
@@ -339,8 +264,8 @@ def _av_where_ll(sc: Scene) -> list[Candidate]:
            "yes iff it is that source's position")
 def _av_fl_from_lr(sc: Scene) -> list[Candidate]:
     out = []
-    positions = [s.position for s in _visible(sc)]
-    for fl, s in _first_last(sc).items():
+    positions = [s.position for s in visible(sc)]
+    for fl, s in first_last(sc).items():
         if s.visible:
             out += [((fl, p), _yn(p == s.position)) for p in positions]
     return out
@@ -350,10 +275,10 @@ def _av_fl_from_lr(sc: Scene) -> list[Candidate]:
            "the first/last source to come in is visible; answer: kind of its nearest visible neighbour on side LR")
 def _av_side_of_fl(sc: Scene) -> list[Candidate]:
     out = []
-    for fl, s in _first_last(sc).items():
+    for fl, s in first_last(sc).items():
         if s.visible:
             for side in ("left", "right"):
-                n = _neighbour(sc, s, side)
+                n = neighbour(sc, s, side)
                 if n is not None:
                     out.append(((side, fl), n.kind))
     return out
@@ -364,12 +289,12 @@ def _av_side_of_fl(sc: Scene) -> list[Candidate]:
            "Object heard once; the one other source overlapping it most (>= 2 s, and >= 2 s more "
            "than any other); answer: its kind")
 def _av_same_time(sc: Scene) -> list[Candidate]:
-    snd = _sounding(sc)
+    snd = sounding(sc)
     out = []
     for s in snd:
-        if _unique_kind(snd, s.kind) is None:
+        if unique_kind(snd, s.kind) is None:
             continue
-        ov = sorted(((_overlap(s, o), o.kind) for o in snd if o is not s), reverse=True)
+        ov = sorted(((overlap(s, o), o.kind) for o in snd if o is not s), reverse=True)
         if ov and ov[0][0] >= OVERLAP_MIN_S and (len(ov) == 1 or ov[0][0] - ov[1][0] >= OVERLAP_MIN_S):
             out.append(((s.kind,), ov[0][1]))
     return out
@@ -377,7 +302,7 @@ def _av_same_time(sc: Scene) -> list[Candidate]:
 
 def _pairs_visible(sc: Scene, cmp: Callable[[Source, Source], bool | None], with_kind: bool) -> list[Candidate]:
     out = []
-    for a, b in permutations(_vis_sounding(sc), 2):
+    for a, b in permutations(vis_sounding(sc), 2):
         r = cmp(a, b)
         if r is not None:
             vals = (a.kind, a.position, b.kind, b.position) if with_kind else (a.position, b.position)
@@ -388,27 +313,27 @@ def _pairs_visible(sc: Scene, cmp: Callable[[Source, Source], bool | None], with
 @_template("Audio-Visual", "Comparative", "Is the <Object> on the <LR> louder than the <Object> on the <LR>?",
            YES_NO, "two visible sounding instruments; yes iff the first's level is >= 5 dB above the second's")
 def _av_louder_obj(sc: Scene) -> list[Candidate]:
-    return _pairs_visible(sc, _louder, True)
+    return _pairs_visible(sc, louder, True)
 
 
 @_template("Audio-Visual", "Comparative",
            "Is the <Object> on the <LR> more rhythmic than the <Object> on the <LR>?", YES_NO,
            "two visible sounding instruments; yes iff the first's note rate is >= 1.5x the second's")
 def _av_rhythmic_obj(sc: Scene) -> list[Candidate]:
-    return _pairs_visible(sc, _more_rhythmic, True)
+    return _pairs_visible(sc, more_rhythmic, True)
 
 
 @_template("Audio-Visual", "Comparative", "Is the instrument on the <LR> louder than the instrument on the <LR>?",
            YES_NO, "two visible sounding instruments; yes iff the first's level is >= 5 dB above the second's")
 def _av_louder_pos(sc: Scene) -> list[Candidate]:
-    return _pairs_visible(sc, _louder, False)
+    return _pairs_visible(sc, louder, False)
 
 
 @_template("Audio-Visual", "Comparative",
            "Is the instrument on the <LR> more rhythmic than the instrument on the <LR>?", YES_NO,
            "two visible sounding instruments; yes iff the first's note rate is >= 1.5x the second's")
 def _av_rhythmic_pos(sc: Scene) -> list[Candidate]:
-    return _pairs_visible(sc, _more_rhythmic, False)
+    return _pairs_visible(sc, more_rhythmic, False)
 
 
 @_template("Audio-Visual", "Temporal", "What is the <TH> instrument that comes in?", KINDS,
@@ -416,7 +341,7 @@ def _av_rhythmic_pos(sc: Scene) -> list[Candidate]:
 def _av_th(sc: Scene) -> list[Candidate]:
     out = []
     for i, th in enumerate(ORDINALS):
-        s = _entry_at(sc, i)
+        s = entry_at(sc, i)
         if s is not None:
             out.append(((th,), s.kind))
     return out
@@ -425,7 +350,7 @@ def _av_th(sc: Scene) -> list[Candidate]:
 @_template("Audio-Visual", "Temporal", "Where is the <FL> sounding instrument?", POSITIONS,
            "the first/last source to come in (>= 0.75 s apart from the next) is visible; answer: its position")
 def _av_where_fl(sc: Scene) -> list[Candidate]:
-    return [((fl,), s.position) for fl, s in _first_last(sc).items() if s.visible]
+    return [((fl,), s.position) for fl, s in first_last(sc).items() if s.visible]
 
 
 @_template("Audio-Visual", "Temporal", "Which <Object> makes the sound <FL>?", (*POSITIONS, "simultaneously"),
@@ -434,7 +359,7 @@ def _av_where_fl(sc: Scene) -> list[Candidate]:
 def _av_which_fl(sc: Scene) -> list[Candidate]:
     out = []
     for k in sorted({s.kind for s in sc.sources}):
-        same = sorted((s for s in _sounding(sc) if s.kind == k), key=lambda s: s.start)
+        same = sorted((s for s in sounding(sc) if s.kind == k), key=lambda s: s.start)
         if len(same) < 2 or not all(s.visible for s in same):
             continue
         if same[-1].start - same[0].start <= SAME_TIME_S:
@@ -451,15 +376,15 @@ def _av_which_fl(sc: Scene) -> list[Candidate]:
            "Object heard once; answer: kind of the source entering just before/after it "
            "(each entry >= 0.75 s from its neighbours)")
 def _av_before_after(sc: Scene) -> list[Candidate]:
-    snd = _sounding(sc)
+    snd = sounding(sc)
     order = sorted(snd, key=lambda s: s.start)
     out = []
     for i, s in enumerate(order):
-        if _unique_kind(snd, s.kind) is None or _entry_at(sc, i) is None:
+        if unique_kind(snd, s.kind) is None or entry_at(sc, i) is None:
             continue
-        if i > 0 and _entry_at(sc, i - 1) is not None:
+        if i > 0 and entry_at(sc, i - 1) is not None:
             out.append((("before", s.kind), order[i - 1].kind))
-        if i + 1 < len(order) and _entry_at(sc, i + 1) is not None:
+        if i + 1 < len(order) and entry_at(sc, i + 1) is not None:
             out.append((("after", s.kind), order[i + 1].kind))
     return out
 
