@@ -36,7 +36,8 @@ def main() -> None:
               help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad).")
 @click.option("--pad", type=click.Choice(["repeat", "zero"]), default="repeat", show_default=True,
               help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros.")
-@click.option("--workers", default=2, show_default=True, help="Local Dask worker processes (ignored with --scheduler).")
+@click.option("--workers", default=2, show_default=True,
+              help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", default=32, show_default=True, help="Frames or windows per model call.")
@@ -45,14 +46,39 @@ def main() -> None:
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Extractor option, e.g. --set native=1.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--video-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video past it is "
+                   "failed and its worker restarted. 0: no limit.")
+@click.option("--video-timeout-scale", type=float, default=10.0, show_default=True, metavar="FACTOR",
+              help="Seconds added to the time limit per second of video.")
+@click.option("--max-in-flight", type=int, default=None, metavar="N",
+              help="Videos submitted and not yet committed at once (default: two per worker thread).")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, quiet) -> None:
+            weights, dtype, extra, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.runner import run
 
     sys.exit(run(inputs=list(inputs), cache=cache, visual=visual, audio=audio, fps=fps, max_seconds=max_seconds,
                  pad=pad, workers=workers, scheduler=scheduler, device=device, batch_size=batch_size, tokens=tokens,
-                 weights=weights, dtype=dtype, extra=extra, quiet=quiet))
+                 weights=weights, dtype=dtype, extra=extra, quiet=quiet, video_timeout=video_timeout,
+                 video_timeout_scale=video_timeout_scale, max_in_flight=max_in_flight))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New cache to write (must not exist).")
+def merge(inputs, output) -> None:
+    """Merge caches with the same timeline into a new one (shards of one extraction; later records win)."""
+    from featpipe.cache import CacheError
+    from featpipe.merge import merge_caches
+
+    try:
+        s = merge_caches(list(inputs), output)
+    except CacheError as exc:
+        _fail(str(exc))
+    click.echo(f"{s.output}: {s.videos} videos from {s.records} records, features {', '.join(s.features) or 'none'}"
+               f", {s.texts} text embeddings")
 
 
 @main.command()
@@ -189,3 +215,27 @@ def predict_cmd(head, cache, questions, videos, out) -> None:
     except HeadError as exc:
         _fail(str(exc))
     click.echo(f"wrote {n} predictions to {out}")
+
+
+@main.command("encode-text")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--questions", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="MUSIC-AVQA question JSON; each question's filled-in text, keyed by question id.")
+@click.option("--strings", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Text file, one string per line (e.g. answers or prompts), stored without ids.")
+@click.option("--text-encoder", "encoders", multiple=True, metavar="SPEC",
+              help="clip:<model>/<pretrained> or clap:<repo or folder>; default: the cache's CLIP/CLAP features.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", default=256, show_default=True, help="Texts per model call.")
+def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> None:
+    """Store text embeddings of questions/strings in CACHE (do not run while extracting into it)."""
+    from featpipe.avqa import AvqaFormatError
+    from featpipe.cache import CacheError
+    from featpipe.extractors import ExtractorError
+    from featpipe.text import TextError, encode_texts_into_cache, format_summaries
+
+    try:
+        summaries = encode_texts_into_cache(cache, encoders, questions, strings, device=device, batch_size=batch_size)
+    except (TextError, CacheError, ExtractorError, AvqaFormatError) as exc:
+        _fail(str(exc))
+    click.echo(format_summaries(summaries))
