@@ -15,6 +15,7 @@ from featpipe.avqa import AvqaFormatError, load_questions
 from . import checkpoint, classify, qa
 from .data import HeadError, default_features, opened
 from .metrics import format_avqa_tables
+from .train import torch_threads
 
 AVERAGE_DEFINITION = ("Audio, Visual and Audio-Visual are accuracies over all questions of the group "
                       "(not means of the type accuracies); All is over every question")
@@ -37,7 +38,7 @@ def _source(path: str | Path | None) -> dict | None:
 def train_head(cache_path: Any, task: str, train_file: str | Path, val_file: str | Path | None,
                features: Sequence[str] | None = None, out: str | Path = "head", seed: int = 0,
                model: str = "mlp", question: str = "auto", hparams: dict | None = None,
-               baseline: bool = True, progress: bool = False) -> dict:
+               baseline: bool = True, progress: bool = False, threads: int | None = 1) -> dict:
     """Train a head on the cache and save it to the directory ``out``.
 
     ``task`` "avqa": ``train_file``/``val_file`` are MUSIC-AVQA JSON files; trains the AVQA head
@@ -47,8 +48,16 @@ def train_head(cache_path: Any, task: str, train_file: str | Path, val_file: str
     ``features`` None: every audio/visual feature of the cache (patch tokens for AVQA only);
     empty (or no cache, ``cache_path`` None) for AVQA: only the question-only head, as ``out``.
     ``val_file`` None: 10% of the training videos are held out for early stopping.
+    ``threads``: torch CPU threads (see :func:`heads.train.torch_threads`; None keeps torch's).
     Returns ``{method: history}``.
     """
+    with torch_threads(threads):
+        return _train_head(cache_path, task, train_file, val_file, features, out, seed, model, question,
+                           hparams, baseline, progress)
+
+
+def _train_head(cache_path, task, train_file, val_file, features, out, seed, model, question, hparams,
+                baseline, progress) -> dict:
     if task not in TASKS:
         raise HeadError(f"unknown task {task!r}; choose avqa or classify")
     sources = {"train": _source(train_file), "val": _source(val_file)}
@@ -85,7 +94,7 @@ def _task(head_path: str | Path) -> str:
 
 
 def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, report: str | Path | None = None,
-             plot: str | Path | None = None) -> dict:
+             plot: str | Path | None = None, threads: int | None = 1) -> dict:
     """Score a head on a test file; optionally write ``report`` (JSON) and ``plot`` (PNG).
 
     AVQA: per-type tables of the head and its question-only baseline (``tables``), the same as
@@ -93,7 +102,7 @@ def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, repo
     """
     head_path = str(head_path)
     task = _task(head_path)
-    with opened(cache_path) as cache:
+    with opened(cache_path) as cache, torch_threads(threads):
         if task == "avqa":
             questions = _questions(test_file)
             result = qa.evaluate_avqa(head_path, cache, questions)
@@ -117,7 +126,7 @@ def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, repo
 
 
 def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | Path,
-            out_jsonl: str | Path, kind: str | None = None) -> int:
+            out_jsonl: str | Path, kind: str | None = None, threads: int | None = 1) -> int:
     """Write one JSON line per prediction; returns how many. An AVQA head reads a MUSIC-AVQA
     question file (answers may be absent); a classifier a CSV/list of video ids. Items whose
     video is not cached are left out. ``kind`` ("questions"/"videos"), when given, must match."""
@@ -127,7 +136,7 @@ def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | P
     if kind is not None and kind != expected:
         raise HeadError(f"{head_path} is {'an AVQA' if task == 'avqa' else 'a classification'} head: "
                         f"give {expected}, not {kind}")
-    with opened(cache_path) as cache:
+    with opened(cache_path) as cache, torch_threads(threads):
         if task == "avqa":
             rows = qa.predict_avqa(head_path, cache, _questions(questions_or_videos))
         else:
@@ -141,7 +150,7 @@ def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | P
 def run_avqa_experiment(cache: Any, train: str | Path, val: str | Path | None, test: str | Path,
                         out_dir: str | Path, features: Sequence[str] | None = None, seed: int = 0,
                         question: str = "auto", hparams: dict | None = None, progress: bool = False,
-                        echo: Callable[[str], Any] | None = print) -> dict:
+                        echo: Callable[[str], Any] | None = print, threads: int | None = 1) -> dict:
     """Train the AVQA head and the question-only baseline, evaluate both on ``test``, write
     ``out_dir/head/``, ``out_dir/report.json`` and ``out_dir/report.png``, print the table
     (through ``echo``; None for silence) and return the report."""
@@ -149,8 +158,9 @@ def run_avqa_experiment(cache: Any, train: str | Path, val: str | Path | None, t
     out_dir.mkdir(parents=True, exist_ok=True)
     head = out_dir / "head"
     train_head(cache, "avqa", train, val, features, head, seed=seed, question=question, hparams=hparams,
-               baseline=True, progress=progress)
-    result = evaluate(head, cache, test, report=out_dir / "report.json", plot=out_dir / "report.png")
+               baseline=True, progress=progress, threads=threads)
+    result = evaluate(head, cache, test, report=out_dir / "report.json", plot=out_dir / "report.png",
+                      threads=threads)
     if echo is not None:
         echo(result["table_text"])
         echo(f"({AVERAGE_DEFINITION}; report: {out_dir / 'report.json'}, figure: {out_dir / 'report.png'})")

@@ -137,7 +137,8 @@ def load_segments(cache: Any, video_ids: Sequence[str], metas: Sequence[FeatureM
             if getattr(info, "on_timeline", True):
                 lens.append(x.shape[1])
             else:
-                lens.append(int(np.ceil((info.start + info.hop * x.shape[1]) / seg_len - 1e-9)))
+                last = info.start + info.hop * (x.shape[1] - 1)  # centre of the last row
+                lens.append(int(np.floor(last / seg_len + 1e-9)) + 1 if x.shape[1] else 0)
         length = max(lens, default=0)
     if length <= 0:
         raise HeadError("the selected features have no rows for these videos")

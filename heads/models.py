@@ -129,7 +129,8 @@ class AvqaHead(nn.Module):
 
     - audio: projected audio segments + position;
     - visual: projected visual segments + position, plus, with patch tokens, audio-guided spatial
-      attention over the tokens of each segment (visual-guided when no audio is cached);
+      attention over the tokens of each segment (tokens get a learned patch-position vector;
+      visual-guided when no audio is cached);
     - fused (when both): MLP of ``[a, v, a*v]`` per segment.
 
     Each stream is pooled over time by attention with a query computed from the question; the
@@ -137,7 +138,7 @@ class AvqaHead(nn.Module):
     """
 
     def __init__(self, q_dim: int, n_answers: int, max_len: int, a_dim: int = 0, v_dim: int = 0,
-                 t_dim: int = 0, stats: dict[str, Stats] | None = None, hidden: int = 128,
+                 t_dim: int = 0, t_patches: int = 0, stats: dict[str, Stats] | None = None, hidden: int = 128,
                  dropout: float = 0.1) -> None:
         super().__init__()
         if not (a_dim or v_dim or t_dim):
@@ -158,6 +159,7 @@ class AvqaHead(nn.Module):
         if t_dim:
             self.t_std = Standardise(t_dim, stats.get("t"))
             self.t_proj = nn.Linear(t_dim, hidden)
+            self.patch_pos = nn.Parameter(torch.zeros(t_patches, hidden))  # where each token sits
             self.t_query = nn.Linear(hidden, hidden)
         if v_dim or t_dim:
             streams.append("v")
@@ -170,7 +172,7 @@ class AvqaHead(nn.Module):
                                  nn.Dropout(dropout), nn.Linear(hidden, n_answers))
 
     def _spatial(self, tok: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        k = self.t_proj(self.t_std(tok))  # (V, T, P, H)
+        k = self.t_proj(self.t_std(tok)) + self.patch_pos  # (V, T, P, H)
         s = torch.einsum("vth,vtph->vtp", self.t_query(guide), k) / math.sqrt(self.hidden)
         return torch.einsum("vtp,vtph->vth", torch.softmax(s, dim=-1), k)
 

@@ -124,12 +124,13 @@ def build_model(meta: dict) -> torch.nn.Module:
     if meta["model"] == BASELINE:
         return QuestionOnlyHead(dims["q"], dims["n_answers"], hidden=hp["hidden"], dropout=hp["dropout"])
     return AvqaHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
-                    t_dim=dims["t"], hidden=hp["hidden"], dropout=hp["dropout"])
+                    t_dim=dims["t"], t_patches=dims.get("p", 0), hidden=hp["hidden"], dropout=hp["dropout"])
 
 
 def _dims(d: AvqaArrays, T: int, n_answers: int) -> dict:
     return {"q": d.q.shape[1], "a": 0 if d.a is None else d.a.shape[-1], "v": 0 if d.v is None else d.v.shape[-1],
-            "t": 0 if d.tok is None else d.tok.shape[-1], "max_len": T, "n_answers": n_answers}
+            "t": 0 if d.tok is None else d.tok.shape[-1], "p": 0 if d.tok is None else d.tok.shape[-2],
+            "max_len": T, "n_answers": n_answers}
 
 
 def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Question] | None,

@@ -7,10 +7,11 @@ same seed, data and thread count give the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +19,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from .batches import Batch
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (None: leave torch's setting), restoring it afterwards.
+
+    Heads default to 1: their matrices are small, and on a shared 2-core machine a 3-layer MLP
+    step took 3.2 ms with one thread and 60 ms with two (OpenMP threads spin-waiting on each
+    other)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def seed_everything(seed: int) -> None:

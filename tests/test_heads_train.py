@@ -1,0 +1,141 @@
+"""Training on tiny planted caches: determinism, learning a signal, chance on shuffled labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from test_heads_support import planted_avqa, planted_clips
+
+from heads import api
+from heads.data import HeadError
+
+FAST = {"max_epochs": 25, "patience": 25, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def avqa(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("avqa")
+    files = planted_avqa(tmp, n_videos=200)
+    api.train_head(files["cache"], "avqa", files["train"], files["val"], None, tmp / "head", seed=0, hparams=FAST)
+    return files, tmp / "head"
+
+
+def _all(result, method):
+    return result["tables"][method]["All"]["accuracy"]
+
+
+def test_avqa_head_learns_planted_signal_and_beats_question_only(avqa, tmp_path):
+    files, head = avqa
+    r = api.evaluate(head, files["cache"], files["test"], report=tmp_path / "r.json", plot=tmp_path / "r.png")
+    assert set(r["tables"]) == {"avqa-head", "question-only"}
+    head_t, base_t = r["tables"]["avqa-head"], r["tables"]["question-only"]
+    # chance given the question: 1/4 (four counts) and 1/2 (left/right); 40 test videos
+    assert head_t["Audio/Counting"]["accuracy"] >= 0.65  # needs the audio segments
+    assert head_t["Visual/Location"]["accuracy"] >= 0.8  # needs the visual segments
+    assert base_t["Audio/Counting"]["accuracy"] <= 0.45 and _all(r, "avqa-head") > _all(r, "question-only") + 0.25
+    assert head_t["All"]["n"] == 80 and head_t["Audio-Visual"]["n"] == 0
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert list(saved["tables"]["avqa-head"])[-1] == "All" and "over all questions" in saved["average_definition"]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    files = planted_avqa(tmp_path, n_videos=30)
+    hp = {"max_epochs": 3, "patience": 3, "batch_size": 16}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        api.train_head(files["cache"], "avqa", files["train"], files["val"], None, tmp_path / name, seed=seed,
+                       hparams=hp)
+    wa, wb, wc = (load_file(str(tmp_path / n / "weights.safetensors")) for n in "abc")
+    assert wa.keys() == wb.keys()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert not all(np.array_equal(wa[k], wc[k]) for k in wa)
+    base = [load_file(str(tmp_path / n / "baseline" / "weights.safetensors")) for n in "ab"]
+    assert all(np.array_equal(base[0][k], base[1][k]) for k in base[0])
+
+
+def test_avqa_head_on_shuffled_answers_is_no_better_than_question_prior(tmp_path):
+    files = planted_avqa(tmp_path, n_videos=200, shuffle=True)
+    api.train_head(files["cache"], "avqa", files["train"], files["val"], None, tmp_path / "h", seed=0, hparams=FAST)
+    r = api.evaluate(tmp_path / "h", files["cache"], files["test"])
+    t = r["tables"]["avqa-head"]
+    # chance given the question: 1/4 and 1/2; margins are 3 standard deviations for 40 questions
+    assert t["Audio/Counting"]["accuracy"] <= 0.25 + 0.2
+    assert t["Visual/Location"]["accuracy"] <= 0.5 + 0.24
+    assert t["All"]["accuracy"] <= 0.375 + 0.17
+
+
+@pytest.mark.parametrize("model,fusion", [("linear", "concat"), ("mlp", "concat"), ("mlp", "gated"),
+                                          ("attention", "gated")])
+def test_classifiers_learn_planted_classes(tmp_path, model, fusion):
+    files = planted_clips(tmp_path, n_videos=300)
+    hp = {"max_epochs": 40, "patience": 40, "fusion": fusion, "batch_size": 32}
+    api.train_head(files["cache"], "classify", files["train"], files["val"], ["aud", "vis"], tmp_path / "h",
+                   model=model, hparams=hp)
+    r = api.evaluate(tmp_path / "h", files["cache"], files["test"], report=tmp_path / "r.json",
+                     plot=tmp_path / "r.png")
+    assert r["metrics"]["n"] == 60 and r["metrics"]["accuracy"] >= 0.7  # chance: about 1/4
+    assert (tmp_path / "r.png").exists()
+    n = api.predict(tmp_path / "h", files["cache"], files["test"], tmp_path / "p.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert n == len(rows) == 60 and rows[0]["label"].startswith("class")
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_classifiers_on_shuffled_labels_stay_at_chance(tmp_path, model):
+    files = planted_clips(tmp_path, n_videos=400, shuffle=True)
+    api.train_head(files["cache"], "classify", files["train"], files["val"], None, tmp_path / "h", model=model,
+                   hparams={"max_epochs": 40, "patience": 10, "batch_size": 64})
+    acc = api.evaluate(tmp_path / "h", files["cache"], files["test"])["metrics"]["accuracy"]
+    assert acc <= 0.25 + 0.15  # 4 classes, 80 test videos: 3 standard deviations above chance
+
+
+def test_linear_probe_is_stored_as_arrays_and_rebuilt(tmp_path):
+    files = planted_clips(tmp_path)
+    api.train_head(files["cache"], "classify", files["train"], files["val"], ["aud"], tmp_path / "h", model="linear")
+    w = load_file(str(tmp_path / "h" / "weights.safetensors"))
+    assert set(w) == {"coef", "intercept", "classes", "mean", "std"} and w["coef"].shape == (4, 8)
+    meta = json.loads((tmp_path / "h" / "head.json").read_text())
+    assert meta["history"]["C"] in meta["hparams"]["C_grid"]
+    from featpipe import open_cache
+    from heads.classify import scores
+
+    with open_cache(files["cache"]) as cache:
+        _, ids, probs = scores(str(tmp_path / "h"), cache, [f"{i:08d}" for i in range(90, 120)])
+        x, mask = cache.batch(ids, "aud")
+    z = (x.mean(1) - w["mean"]) / w["std"]
+    logits = z @ w["coef"].T + w["intercept"]
+    expect = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, expect / expect.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_tokens_and_cached_text_encoder(tmp_path):
+    files = planted_avqa(tmp_path, n_videos=200, tokens=True, text=True)
+    api.train_head(files["cache"], "avqa", files["train"], files["val"], None, tmp_path / "h", seed=0,
+                   hparams=FAST, baseline=False)
+    meta = json.loads((tmp_path / "h" / "head.json").read_text())
+    assert meta["question"] == {"kind": "text", "encoder": "toy-text"} and meta["dims"]["q"] == 16
+    assert [f["role"] for f in meta["features"]] == ["audio", "tokens"]
+    assert any(k.startswith("t_proj") for k in load_file(str(tmp_path / "h" / "weights.safetensors")))
+    t = api.evaluate(tmp_path / "h", files["cache"], files["test"])["tables"]
+    assert list(t) == ["avqa-head"]
+    assert t["avqa-head"]["Audio/Counting"]["accuracy"] >= 0.6 and t["avqa-head"]["Visual/Location"]["accuracy"] >= 0.6
+    # tokens alone: the side is only in one of the four patches of each segment
+    api.train_head(files["cache"], "avqa", files["train"], files["val"], ["vis-tokens"], tmp_path / "t", seed=0,
+                   hparams=FAST, baseline=False)
+    t = api.evaluate(tmp_path / "t", files["cache"], files["test"])["tables"]["avqa-head"]
+    assert t["Visual/Location"]["accuracy"] >= 0.75 and t["Audio/Counting"]["accuracy"] <= 0.45
+
+
+def test_bad_requests_fail_with_one_line(tmp_path, avqa):
+    files, head = avqa
+    with pytest.raises(HeadError, match="not in the cache"):
+        api.train_head(files["cache"], "avqa", files["train"], files["val"], ["nope"], tmp_path / "h")
+    with pytest.raises(HeadError, match="unknown task"):
+        api.train_head(files["cache"], "segment", files["train"], files["val"], None, tmp_path / "h")
+    with pytest.raises(HeadError, match="not a featpipe head"):
+        api.evaluate(tmp_path, files["cache"], files["test"])
+    with pytest.raises(HeadError, match="give questions, not videos"):
+        api.predict(head, files["cache"], files["test"], tmp_path / "p.jsonl", kind="videos")
