@@ -116,7 +116,7 @@ def weights_identity(folder: Path) -> str:
     raise WeightsError(f"{folder} has no weight file")
 
 
-def load_model(folder: Path, device: str):
+def load_model(folder: Path, device: str) -> Any:
     """``ClapModel`` from ``folder`` in eval mode on ``device`` (float32)."""
     from transformers import ClapModel
     from transformers.utils import logging as hf_logging
@@ -125,7 +125,7 @@ def load_model(folder: Path, device: str):
     return ClapModel.from_pretrained(str(folder)).eval().to(device)
 
 
-def pooled(out: Any):
+def pooled(out: Any) -> Any:
     """The embedding of ``get_audio_features`` / ``get_text_features``: a tensor in transformers
     4.x, an output object whose ``pooler_output`` holds it in 5.x. Both are L2-normalised."""
     return out if hasattr(out, "shape") else out.pooler_output
@@ -167,7 +167,7 @@ def pad_window(w: np.ndarray, length: int, padding: str) -> np.ndarray:
     return out
 
 
-def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding: str, device: str):
+def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding: str, device: str) -> Any:
     """``(n, 1, frames, mels)`` float32 log-mel inputs, equal to ClapFeatureExtractor's for inputs
     no longer than its maximum, computed in torch (float64, so on ``device`` and about twice as fast
     on a CPU; the numpy original dominated the run time of small models).
@@ -231,14 +231,14 @@ class ClapExtractor(Extractor):
         """``clap-<last part of the repo id or folder>``; the text side uses the same name."""
         return "clap-" + Path(self.ref).name
 
-    def config(self):
+    def config(self) -> Any:
         if self._config is None:
             from transformers import ClapConfig
 
             self._config = ClapConfig.from_pretrained(str(self.folder))
         return self._config
 
-    def feature_extractor(self):
+    def feature_extractor(self) -> Any:
         if self._fe is None:
             from transformers import ClapFeatureExtractor
 
