@@ -239,3 +239,21 @@ def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> 
     except (TextError, CacheError, ExtractorError, AvqaFormatError) as exc:
         _fail(str(exc))
     click.echo(format_summaries(summaries))
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("featpipe-demo"), show_default=True)
+@click.option("--videos", default=120, show_default=True, help="Synthetic videos to make.")
+@click.option("--seconds", default=10.0, show_default=True, help="Length of each video.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Dask workers (and synth processes).")
+@click.option("--no-pretrained", is_flag=True, help="Use only the weight-free extractors even if weights are present.")
+def demo(out: Path, videos: int, seconds: float, seed: int, workers: int, no_pretrained: bool) -> None:
+    """Synthesise music videos, extract features, train and evaluate the AVQA head: all offline."""
+    from heads.demo import DemoConfig, run_demo
+
+    try:
+        run_demo(DemoConfig(out=out, videos=videos, seconds=seconds, seed=seed, workers=workers,
+                            pretrained=not no_pretrained), echo=click.echo)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
