@@ -1,8 +1,17 @@
-"""Getting a Dask distributed client: a LocalCluster by default, or an existing scheduler."""
+"""The client's side of the cluster: getting a Dask client, and a watchdog for per-video time limits.
+
+``connect`` gives a LocalCluster of CPU worker processes by default, one worker per visible
+GPU with ``device="cuda"`` (dask-cuda's LocalCUDACluster when installed, else one Nanny per
+device with its own ``CUDA_VISIBLE_DEVICES``), or a client of a running scheduler.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -12,16 +21,69 @@ from distributed import Client, LocalCluster
 ALLOWED_FAILURES = 2
 """How many times a video may take its worker down before it is marked failed (3 tries)."""
 
+VIDEO_TIMEOUT = 60.0
+TIMEOUT_PER_SECOND = 10.0
+"""Default per-video time limit: ``VIDEO_TIMEOUT + TIMEOUT_PER_SECOND * duration`` seconds."""
+
+
+class ClusterError(Exception):
+    """No cluster of the kind asked for can be had (e.g. ``--device cuda`` without a GPU)."""
+
+
+def gpu_devices() -> list[str]:
+    """The CUDA devices this machine shows, as ``CUDA_VISIBLE_DEVICES`` entries (ids, UUIDs or MIG ids)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:  # no driver: skip importing torch just to learn that
+        return []
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _dashboard_address() -> str:
+    # The scheduler always serves HTTP (health, metrics; the dashboard when bokeh is installed):
+    # on a free port, never the shared default 8787. None would mean 8787, not "off".
+    return "127.0.0.1:0"
+
+
+def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
+    """One worker process per device, each seeing only its own device (so ``cuda`` means it)."""
+    if not devices:
+        raise ClusterError("no GPU is visible (CUDA_VISIBLE_DEVICES is empty or no driver); use --device cpu")
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        pass
+    else:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(devices), threads_per_worker=threads_per_worker,
+                                host="127.0.0.1", dashboard_address=_dashboard_address())
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.system import MEMORY_LIMIT
+
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0,
+                                               "dashboard_address": _dashboard_address()}}
+    # Each worker's CUDA_VISIBLE_DEVICES is set in its process before anything touches CUDA.
+    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": threads_per_worker, "host": "127.0.0.1",
+                                                      "env": {"CUDA_VISIBLE_DEVICES": dev},
+                                                      "memory_limit": MEMORY_LIMIT // len(devices)}}
+               for i, dev in enumerate(devices)}
+    return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
+
 
 @contextmanager
 def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
-            timeout: float = 30.0) -> Iterator[Client]:
-    """Yield a client; a LocalCluster it starts is closed on exit, an external one is left alone.
+            timeout: float = 30.0, device: str = "cpu") -> Iterator[Client]:
+    """Yield a client; a cluster it starts is closed on exit, an external one is left alone.
 
     Local workers are separate processes (decoders and models are not thread-safe enough to
     share one interpreter, and a crashing decoder takes only its worker down).
     """
+    # worker-saturation 1.0: a worker holds only the videos it runs, none queued, so a crash
+    # does not count against innocent videos that were merely waiting on that worker.
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+                          "distributed.scheduler.worker-saturation": 1.0,
                           "distributed.worker.daemon": False}):
         if scheduler:
             client = Client(scheduler, timeout=timeout)
@@ -30,9 +92,12 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
             finally:
                 client.close()
             return
-        dashboard = ":0" if importlib.util.find_spec("bokeh") else None
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                               dashboard_address=dashboard, host="127.0.0.1")
+        devices = gpu_devices() if device in ("cuda", "auto") else []
+        if device == "cuda" or devices:
+            cluster = gpu_cluster(devices, threads_per_worker)
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                   dashboard_address=_dashboard_address(), host="127.0.0.1")
         client = Client(cluster)
         try:
             yield client
@@ -42,7 +107,83 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
 
 
 def dashboard_link(client: Client) -> str | None:
-    try:
-        return client.dashboard_link if client.cluster is None or client.cluster.dashboard_link else None
-    except Exception:  # noqa: BLE001 - no dashboard (bokeh absent) is not an error
+    """The dashboard's address, from the port the scheduler actually serves it on.
+
+    None when there is none: no HTTP service, or a cluster started here without bokeh (its
+    page would only say to install bokeh).
+    """
+    if client.cluster is not None and importlib.util.find_spec("bokeh") is None:
         return None
+    try:
+        info = client.scheduler_info(n_workers=0)
+        port = info.get("services", {}).get("dashboard")
+        if not port:
+            return None
+        host = client.scheduler.address.split("://")[-1].rsplit(":", 1)[0]
+        return dask.config.get("distributed.dashboard.link").format(
+            scheme="http", host=host, port=port, **os.environ)
+    except Exception:  # noqa: BLE001 - no dashboard is not an error
+        return None
+
+
+class Watchdog:
+    """Per-video time limits, measured on the client from the moment a worker starts the video.
+
+    Workers announce ``start`` and ``probed`` (with the duration) on ``topic``; the limit is
+    ``base + per_second * duration`` (just ``base`` until the duration is known). A video past its
+    limit is reported by :meth:`expired`; the caller cancels it and :meth:`restart` restarts the
+    worker, because a decode stuck in C cannot be interrupted from another thread.
+    """
+
+    def __init__(self, client: Client, topic: str, base: float | None, per_second: float) -> None:
+        self.client, self.topic, self.base, self.per_second = client, topic, base, per_second
+        self._lock = threading.Lock()
+        self._expected: set[str] = set()
+        self._running: dict[str, list] = {}  # key -> [worker, started (monotonic), duration or None]
+        self.enabled = bool(base)
+        if self.enabled:
+            client.subscribe_topic(topic, self._on_event)
+
+    def _on_event(self, event) -> None:
+        _, msg = event
+        key = msg.get("key")
+        with self._lock:
+            if key not in self._expected:
+                return
+            if msg.get("stage") == "start":  # also a retry after a worker death: the clock restarts
+                self._running[key] = [msg.get("worker"), time.monotonic(), None]
+            elif msg.get("stage") == "probed" and key in self._running:
+                self._running[key][2] = float(msg.get("duration") or 0.0)
+
+    def expect(self, key: str) -> None:
+        with self._lock:
+            self._expected.add(key)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._expected.discard(key)
+            self._running.pop(key, None)
+
+    def limit(self, duration: float | None) -> float:
+        return float(self.base or 0.0) + self.per_second * (duration or 0.0)
+
+    def expired(self) -> list[tuple[str, str, float, float]]:
+        """``(key, worker, elapsed, limit)`` of every running video past its limit."""
+        if not self.enabled:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            return [(key, w, now - t, self.limit(d)) for key, (w, t, d) in self._running.items()
+                    if now - t > self.limit(d)]
+
+    def restart(self, worker: str | None) -> None:
+        """Restart a worker (through its nanny; one without a nanny is shut down)."""
+        if worker and worker in self.client.scheduler_info(n_workers=-1).get("workers", {}):
+            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
+
+    def close(self) -> None:
+        if self.enabled and self.client.status == "running":
+            try:
+                self.client.unsubscribe_topic(self.topic)
+            except Exception:  # noqa: BLE001 - the scheduler may be gone already
+                pass

@@ -8,6 +8,7 @@ import click
 from tqdm import tqdm
 
 from .cache import CacheError
+from .cluster import TIMEOUT_PER_SECOND, VIDEO_TIMEOUT
 from .decode import DecodeParams
 from .extractors.base import ExtractOptions, ExtractorError
 from .inputs import InputError
@@ -34,15 +35,25 @@ def print_summary(summary: RunSummary) -> None:
 
 
 def run(*, inputs: list[str], cache: Path, visual, audio, fps: float, max_seconds, pad: str, workers: int,
-        scheduler, device: str, batch_size: int, tokens: bool, weights, dtype, extra, quiet: bool) -> int:
-    """Run ``featpipe extract``; returns the exit code (0 ok, 1 some videos failed, 2 setup error)."""
+        scheduler, device: str, batch_size: int, tokens: bool, weights, dtype, extra, quiet: bool,
+        video_timeout: float = VIDEO_TIMEOUT, video_timeout_scale: float = TIMEOUT_PER_SECOND,
+        max_in_flight: int | None = None) -> int:
+    """Run ``featpipe extract``; returns the exit code (0 ok, 1 some videos failed, 2 setup error).
+
+    A lost scheduler also exits 2, with a message; what was committed stays and a rerun resumes.
+    """
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")
+    if video_timeout < 0 or video_timeout_scale < 0:
+        raise click.BadParameter("must be >= 0 (0 turns the time limit off)", param_hint="--video-timeout")
+    if max_in_flight is not None and max_in_flight < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-in-flight")
     options = ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, weights=weights,
                              extra=_parse_extra(extra))
     cfg = ExtractConfig(inputs=inputs, cache=cache, visual=tuple(visual), audio=tuple(audio),
                         params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad), options=options,
-                        workers=workers, scheduler=scheduler, dtype=dtype)
+                        workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
+                        video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale)
     bar: dict = {}
 
     def on_start(total: int, todo: int, dashboard: str | None) -> None:
