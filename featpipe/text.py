@@ -29,7 +29,6 @@ import numpy as np
 from . import __version__, extractors
 from .avqa import load_questions
 from .cache import CacheError, CacheWriter, open_cache
-from .cache.layout import INDEX, RECORDS, TEXTS, decode_records
 from .extractors.base import ExtractOptions, Extractor, ExtractorError, WeightsError
 
 TEXT_KINDS = ("clip", "clap")
@@ -85,7 +84,7 @@ class ClipText(TextEncoder):
         import open_clip
 
         self.ext.load(device)  # same weights file and seeded "random" init as the image side
-        self.model = self.ext._model  # noqa: SLF001 - ClipExtractor keeps the loaded CLIP model here
+        self.model = self.ext.model
         self.tokenizer = open_clip.get_tokenizer(self.ext.model_name)
         self.device = device
 
@@ -169,18 +168,9 @@ def collect_texts(questions: Sequence[str | Path] = (), strings: Sequence[str | 
 
 def _stored(cache, encoder: str) -> tuple[dict[str, int], dict[int, str]]:
     """Latest row of each stored text, and the text each stored question id points to."""
-    g = cache.f[TEXTS][encoder]
-    n = g[INDEX].shape[0]
-    by_text: dict[str, int] = {}
-    id_text: dict[int, str] = {}
-    if n:
-        idx = g[INDEX][:n]
-        for rec in decode_records(idx, g[RECORDS][: int((idx[:, 0] + idx[:, 1]).max())]):
-            for i, item in enumerate(rec["items"]):
-                by_text[item["text"]] = rec["rows"][0] + i
-                for qid in item.get("ids", []):
-                    id_text[int(qid)] = item["text"]
-    return by_text, id_text
+    if encoder not in cache.text_encoders:
+        return {}, {}
+    return cache.text_items(encoder), cache.text_ids(encoder)
 
 
 # -- encoding into the cache ---------------------------------------------------------------

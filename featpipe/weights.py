@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import shutil
 import tempfile
 import urllib.request
@@ -170,3 +171,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def online(host: str = "huggingface.co") -> bool:
+    """Whether downloads may be tried: not switched off, and the host's name resolves.
+
+    A DNS lookup fails at once on an offline machine, where a download would retry for a minute.
+    ``HF_HUB_OFFLINE=1`` and ``FEATPIPE_NO_DOWNLOAD=1`` switch downloads off.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(ENV_NO_DOWNLOAD, "0") not in ("", "0"):
+        return False
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False

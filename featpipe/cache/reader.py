@@ -83,7 +83,7 @@ class Cache:
         self.timeline: dict[str, Any] = json.loads(self.f.attrs["timeline"])
         self._records: dict[str, dict] = {}
         self._seen = 0
-        self._texts: dict[str, tuple[dict[str, int], dict[int, int]]] = {}
+        self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
         self.refresh()
 
     # -- discovery -----------------------------------------------------------------------
@@ -220,7 +220,7 @@ class Cache:
     def text_encoders(self) -> list[str]:
         return sorted(self.f[TEXTS])
 
-    def _text_maps(self, encoder: str) -> tuple[dict[str, int], dict[int, int]]:
+    def _text_maps(self, encoder: str) -> tuple[dict[str, int], dict[int, int], dict[int, str]]:
         if encoder not in self._texts:
             if encoder not in self.f[TEXTS]:
                 raise KeyError(f"no text embeddings {encoder!r} in {self.path}; it has: "
@@ -231,6 +231,7 @@ class Cache:
             n = g[INDEX].shape[0]
             by_text: dict[str, int] = {}
             by_id: dict[int, int] = {}
+            id_text: dict[int, str] = {}
             if n:
                 idx = g[INDEX][:n]
                 for rec in decode_records(idx, g[RECORDS][: int((idx[:, 0] + idx[:, 1]).max())]):
@@ -239,13 +240,14 @@ class Cache:
                         by_text[item["text"]] = row
                         for qid in item.get("ids", []):
                             by_id[int(qid)] = row
-            self._texts[encoder] = (by_text, by_id)
+                            id_text[int(qid)] = item["text"]
+            self._texts[encoder] = (by_text, by_id, id_text)
         return self._texts[encoder]
 
     def text_embeddings(self, encoder: str, question_ids: Iterable[int] | None = None,
                         texts: Iterable[str] | None = None, dtype: Any = np.float32) -> np.ndarray:
         """Embeddings ``(N, D)`` looked up by question id or by the (filled-in) text."""
-        by_text, by_id = self._text_maps(encoder)
+        by_text, by_id, _ = self._text_maps(encoder)
         if (question_ids is None) == (texts is None):
             raise ValueError("give exactly one of question_ids or texts")
         try:
@@ -263,6 +265,10 @@ class Cache:
     def text_items(self, encoder: str) -> dict[str, int]:
         """Every embedded text and its row."""
         return dict(self._text_maps(encoder)[0])
+
+    def text_ids(self, encoder: str) -> dict[int, str]:
+        """Every question id with an embedding, and the text it was embedded as."""
+        return dict(self._text_maps(encoder)[2])
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:

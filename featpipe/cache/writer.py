@@ -108,6 +108,9 @@ class CacheWriter:
                 self.f.close()
                 raise CacheError(f"{self.path} is an HDF5 file but not a featpipe cache")
             stored = json.loads(self.f.attrs["timeline"])
+            if not stored and timeline:  # made without one (e.g. texts first): the first extract sets it
+                self.f.attrs["timeline"] = json.dumps(timeline, sort_keys=True)
+                stored = dict(timeline)
             if timeline is not None:
                 diff = {k: (stored.get(k), v) for k, v in timeline.items() if stored.get(k) != v}
                 if diff:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
-from .clip import _online
+from ..weights import online as _online
 
 DEFAULT_WINDOW_S = 5.0
 """Default ``clap_window``: context around a 1 s segment without blurring its neighbours away."""

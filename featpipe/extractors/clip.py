@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 
+from ..weights import online
 from . import register
 from .base import Chunk, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
 
@@ -31,16 +31,6 @@ def _register_configs() -> None:
         if item not in _registered_configs:
             open_clip.add_model_config(item)
             _registered_configs.add(item)
-
-
-def _online(host: str = "huggingface.co") -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("FEATPIPE_OFFLINE"):
-        return False
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
 
 
 def _cached_tag_file(cfg: dict) -> str | None:
@@ -143,7 +133,7 @@ class ClipExtractor(Extractor):
         hit = _cached_tag_file(cfg)
         if hit:
             return hit
-        if _online():
+        if online():
             try:
                 return open_clip.download_pretrained(cfg)
             except Exception as exc:  # noqa: BLE001 - reported as one line below
@@ -154,6 +144,13 @@ class ClipExtractor(Extractor):
             f"{self.spec}: weights {reason}; on a connected machine run `python -c \"import open_clip; "
             f"open_clip.create_model('{self.model_name}', pretrained='{self.pretrained}')\"` and copy "
             f"~/.cache/huggingface here, or pass a checkpoint: clip:{self.model_name}/PATH")
+
+    @property
+    def model(self):
+        """The loaded open_clip model (after :meth:`load`); the text encoder reuses it."""
+        if self._model is None:
+            raise RuntimeError(f"{self.spec}: load() has not been called")
+        return self._model
 
     def weights_identity(self) -> str:
         if self.pretrained == "random":
