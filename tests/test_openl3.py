@@ -446,4 +446,4 @@ def test_chunked_equals_whole(mel128_file):
     # stereo is averaged to mono before framing
     mono = ext.extract(make_chunk(audio.mean(axis=0, keepdims=True), 0, 3, 0.2))
     np.testing.assert_allclose(mono[name], whole[name], rtol=1e-5, atol=1e-5)
-    assert ext.weights_identity() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ext.weights_identity() == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

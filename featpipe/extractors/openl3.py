@@ -94,7 +94,7 @@ class OpenL3(Extractor):
             raise WeightsError(f"{self.spec}: {exc}") from None
 
     def weights_identity(self) -> str:
-        return fw.sha256_file(self._path or self._resolve())
+        return "sha256:" + fw.sha256_file(self._path or self._resolve())
 
     def _resolve(self) -> Path:
         return fw.find_weights(self.filename, explicit=self.options.weights, url=self.url, spec=self.spec)
