@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from featpipe.avqa import AvqaFormatError, load_questions
 
 from . import checkpoint, classify, qa
@@ -77,7 +79,6 @@ def _train_head(cache_path, task, train_file, val_file, features, out, seed, mod
             raise HeadError("clip classification needs a cache")
         train_rows = classify.read_labels(train_file)
         if val_file is None:
-            import numpy as np
             perm = np.random.default_rng(seed).permutation(len(train_rows))
             n_val = max(1, len(train_rows) // 10)
             val_rows = [train_rows[i] for i in perm[:n_val]]

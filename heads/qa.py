@@ -26,7 +26,7 @@ from .questions import BowQuestionEncoder, answer_vocabulary
 from .train import fit, predict_logits, seed_everything
 
 HEAD, BASELINE = "avqa-head", "question-only"
-DEFAULTS = {"hidden": 128, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128,
+DEFAULTS = {"hidden": 128, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,
             "max_epochs": 40, "patience": 6}
 BASELINE_DEFAULTS = dict(DEFAULTS, hidden=256)
 
