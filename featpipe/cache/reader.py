@@ -262,6 +262,11 @@ class Cache:
         data = ds[uniq][inverse]  # h5py wants increasing, unique indices
         return data.astype(dtype, copy=False)
 
+    def text_provenance(self, encoder: str) -> dict[str, Any]:
+        """How a text table was made: encoder spec, weights identity, featpipe version."""
+        self._text_maps(encoder)  # raises the helpful KeyError for an unknown encoder
+        return dict(_attr(self.f[TEXTS][encoder], "provenance", {}))
+
     def text_items(self, encoder: str) -> dict[str, int]:
         """Every embedded text and its row."""
         return dict(self._text_maps(encoder)[0])
