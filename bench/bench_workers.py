@@ -140,7 +140,8 @@ def main() -> None:
                       f"{r['steady_videos_per_s']} videos/s after start-up; wall {r['wall_s']} s, "
                       f"CPU {r['cpu_s']} s = {r['cores_busy']} cores busy; "
                       f"load {r['load_before']} -> {r['load_after']})")
-            print(f"2 workers vs 1 (best of each): {out['ratio_2_vs_1']}x, after start-up {out['steady_ratio_2_vs_1']}x")
+            print(f"2 workers vs 1 (best of each): {out['ratio_2_vs_1']}x, "
+                  f"after start-up {out['steady_ratio_2_vs_1']}x")
         out["writer"] = [bench_writer(tmp, args.commits, "none"), bench_writer(tmp, max(20, args.commits // 5), "B32"),
                          bench_writer(tmp, 20, "L14")]
         for w in out["writer"]:

@@ -7,7 +7,6 @@ device with its own ``CUDA_VISIBLE_DEVICES``), or a client of a running schedule
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import threading
@@ -109,14 +108,15 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
 def dashboard_link(client: Client) -> str | None:
     """The dashboard's address, from the port the scheduler actually serves it on.
 
-    None when there is none: no HTTP service, or a cluster started here without bokeh (its
-    page would only say to install bokeh).
+    None when there is none. A scheduler always serves HTTP (health, metrics) and reports it as
+    "dashboard", even with ``--no-dashboard`` or without bokeh; the real dashboard exists only
+    where the scheduler imported its bokeh module, so ask the scheduler (a lambda, pickled by
+    value: the scheduler need not have featpipe).
     """
-    if client.cluster is not None and importlib.util.find_spec("bokeh") is None:
-        return None
     try:
-        info = client.scheduler_info(n_workers=0)
-        port = info.get("services", {}).get("dashboard")
+        if not client.run_on_scheduler(lambda: "distributed.dashboard.scheduler" in __import__("sys").modules):
+            return None
+        port = client.scheduler_info(n_workers=0).get("services", {}).get("dashboard")
         if not port:
             return None
         host = client.scheduler.address.split("://")[-1].rsplit(":", 1)[0]

@@ -229,7 +229,8 @@ class _Dispatch:
 
     def submit(self, job: VideoJob, src: dict) -> None:
         if job.tries is None:
-            job = replace(job, allowed_failures=self.cfg.allowed_failures, tries=f"featpipe-{self.run_id}-tries-{job.video_id}",
+            job = replace(job, allowed_failures=self.cfg.allowed_failures,
+                          tries=f"featpipe-{self.run_id}-tries-{job.video_id}",
                           topic=self.watch.topic if self.watch.enabled else None)
         self.submitted += 1
         key = f"featpipe-{self.run_id}-{self.submitted}-{job.video_id}"
