@@ -232,6 +232,9 @@ class _Dispatch:
             job = replace(job, allowed_failures=self.cfg.allowed_failures,
                           tries=f"featpipe-{self.run_id}-tries-{job.video_id}",
                           topic=self.watch.topic if self.watch.enabled else None)
+            # created before the task runs, so reading it never waits (a wait that times out
+            # makes the scheduler log a traceback)
+            Variable(job.tries, client=self.client).set(0)
         self.submitted += 1
         key = f"featpipe-{self.run_id}-{self.submitted}-{job.video_id}"
         self.watch.expect(key)  # before submitting, so its "start" event is never missed
@@ -242,7 +245,7 @@ class _Dispatch:
     def tries(self, job: VideoJob) -> int:
         """How many times workers started this video (its counter on the scheduler)."""
         try:
-            return int(Variable(job.tries, client=self.client).get(timeout="10ms"))
+            return int(Variable(job.tries, client=self.client).get(timeout=5))
         except TimeoutError:
             return 0
 
