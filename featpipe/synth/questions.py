@@ -75,14 +75,14 @@ def _a_is_there(sc: Scene) -> list[Candidate]:
 @_template("Audio", "Counting", "Are there <Object> and <Object> sound? ", YES_NO,
            "yes iff both kinds are heard; 'no' is asked only when one of the two is heard or seen")
 def _a_are_there(sc: Scene) -> list[Candidate]:
-    heard = {s.kind for s in sounding(sc)}
-    present = heard | {s.kind for s in sc.sources}
-    out = []
-    for a, b in permutations(KINDS, 2):
-        both = a in heard and b in heard
-        if both or a in present or b in present:
-            out.append(((a, b), _yn(both)))
-    return out
+    return _both_kinds(sc, {s.kind for s in sounding(sc)})
+
+
+def _both_kinds(sc: Scene, kinds: set[str]) -> list[Candidate]:
+    """"Are there A and B": yes iff both are in ``kinds``; "no" only when one is seen or heard."""
+    present = kinds | {s.kind for s in sc.sources}
+    return [((a, b), _yn(a in kinds and b in kinds)) for a, b in permutations(KINDS, 2)
+            if (a in kinds and b in kinds) or a in present or b in present]
 
 
 def _pairwise_kinds(sc: Scene, cmp: Callable[[Source, Source], bool | None]) -> list[Candidate]:
@@ -126,14 +126,7 @@ def _v_is_there(sc: Scene) -> list[Candidate]:
 @_template("Visual", "Counting", "Are there <Object> and <Object> instruments in the video?", YES_NO,
            "yes iff both kinds are visible; 'no' is asked only when one of the two is seen or heard")
 def _v_are_there(sc: Scene) -> list[Candidate]:
-    seen = {s.kind for s in visible(sc)}
-    present = seen | {s.kind for s in sc.sources}
-    out = []
-    for a, b in permutations(KINDS, 2):
-        both = a in seen and b in seen
-        if both or a in present or b in present:
-            out.append(((a, b), _yn(both)))
-    return out
+    return _both_kinds(sc, {s.kind for s in visible(sc)})
 
 
 @_template("Visual", "Counting", "How many <Object> are in the entire video?", NUMBERS[0:4],
