@@ -105,7 +105,7 @@ def test_repo_id_from_the_hf_cache_and_one_line_errors(tiny_clap, tmp_path, monk
     import huggingface_hub.constants as hc
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("FEATPIPE_OFFLINE", "1")
+    monkeypatch.setenv("FEATPIPE_NO_DOWNLOAD", "1")
     with pytest.raises(WeightsError) as err:
         build("clap:nosuch-org/nosuch_clap").check()
     msg = str(err.value)
