@@ -300,11 +300,18 @@ class _AudioWindow:
         self.done = False
 
     def window(self, start: int, stop: int) -> np.ndarray:
-        while not self.done and self.offset + self.buf.shape[1] < stop:
+        have = self.offset + self.buf.shape[1]
+        parts = [self.buf]
+        while not self.done and have < stop:
             try:
-                self.buf = np.concatenate([self.buf, next(self.blocks)], axis=1)
+                block = next(self.blocks)
             except StopIteration:
                 self.done = True
+                break
+            parts.append(block)
+            have += block.shape[1]
+        if len(parts) > 1:  # one concatenation per window: linear, not quadratic, in the blocks
+            self.buf = np.concatenate(parts, axis=1)
         out = np.zeros((self.buf.shape[0], stop - start), np.float32)
         lo, hi = max(start, self.offset), min(stop, self.offset + self.buf.shape[1])
         if hi > lo:
