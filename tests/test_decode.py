@@ -110,3 +110,25 @@ def test_frame_size_and_needs_merge():
                           MediaNeeds(frame_positions=(0.1, 0.5), frame_short_side=64, audio=True, audio_context=0.5)])
     assert merged.frame_positions == (0.1, 0.5) and merged.frame_short_side == 224
     assert merged.audio and merged.audio_context == 0.5
+
+
+def test_memory_is_bounded_by_a_chunk_not_the_video(tmp_path):
+    """Peak numpy memory while decoding a 4x longer video stays about the same."""
+    import tracemalloc
+
+    def peak(seconds: float) -> int:
+        path = write_clip(tmp_path / f"{seconds}.mp4", seconds=seconds, fps=5, size=(32, 32), rate=48000)
+        info = probe(str(path))
+        params = DecodeParams(fps=1, chunk_segments=4)
+        _, valid = count_segments(info.duration, params)
+        tracemalloc.start()
+        for chunk in iter_chunks(info, NEEDS, params, "x", valid):
+            del chunk
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    short, long = peak(20.0), peak(80.0)
+    whole_long_audio = 80 * 48000 * 2 * 4
+    assert long < 1.5 * short + 200_000
+    assert long < whole_long_audio / 2  # holding the whole audio would need at least this
