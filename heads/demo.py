@@ -44,7 +44,8 @@ def available_specs(specs: tuple[str, ...], echo: Callable[[str], Any]) -> tuple
             extractors.build(spec, ExtractOptions()).check()
             kept.append(spec)
         except (WeightsError, extractors.ExtractorError) as exc:
-            echo(f"  skipping {spec}: {str(exc).split(';')[0]}")
+            reason = str(exc).split(";")[0].removeprefix(f"{spec}: ")
+            echo(f"      skipping {spec}: {reason}")
     return tuple(kept)
 
 
