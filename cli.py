@@ -14,6 +14,9 @@ from pathlib import Path
 import click
 
 
+DEMO_VIDEOS, DEMO_SECONDS = 900, 4.0  # heads/demo.py DemoConfig explains the choice
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"featpipe: error: {message}", err=True)
     sys.exit(code)
@@ -243,8 +246,8 @@ def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> 
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("featpipe-demo"), show_default=True)
-@click.option("--videos", default=120, show_default=True, help="Synthetic videos to make.")
-@click.option("--seconds", default=10.0, show_default=True, help="Length of each video.")
+@click.option("--videos", default=DEMO_VIDEOS, show_default=True, help="Synthetic videos to make.")
+@click.option("--seconds", default=DEMO_SECONDS, show_default=True, help="Length of each video.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Dask workers (and synth processes).")
 @click.option("--no-pretrained", is_flag=True, help="Use only the weight-free extractors even if weights are present.")

@@ -6,9 +6,12 @@ features, 512-d question embeddings, 42 answers. The arrays are random; only spe
 
 Reports seconds per epoch and how that time splits into forward+backward, the optimiser step
 and everything else (making batches: gathering each batch's videos from memory, numpy -> torch),
-for each torch thread count asked for. Also one epoch of the question-only baseline.
+for each torch thread count asked for. Also one epoch of the question-only baseline, and with
+``--spatial`` one epoch of the spatial head (:class:`heads.spatial.AvqaSpatialHead`) on the
+weight-free widths: 70-d ``priors`` audio (9 stereo level-difference dims) and 118-d ``motion``
+visual rows (a 4x4 grid, 7 cell blocks).
 
-    .venv/bin/python bench/bench_heads.py [--threads 1 2] [--questions 32000] [--json out.json]
+    .venv/bin/python bench/bench_heads.py [--threads 1 2] [--questions 32000] [--spatial] [--json out.json]
 
 The machine may be shared: report its load with the numbers.
 """
@@ -27,6 +30,7 @@ import torch
 from heads.batches import AvqaArrays, AvqaBatches, masked_stats
 from heads.models import AvqaHead, QuestionOnlyHead
 from heads.qa import BASELINE_DEFAULTS, DEFAULTS, _set_stats
+from heads.spatial import AvqaSpatialHead
 from heads.train import fit, seed_everything, torch_threads
 
 
@@ -50,6 +54,18 @@ def one_epoch(model: torch.nn.Module, data: AvqaArrays, hp: dict, use_video: boo
             "batches_share": e["batch_seconds"] / e["seconds"]}
 
 
+def spatial_epoch(args: argparse.Namespace, threads: int) -> dict:
+    data = make_data(args.questions, args.videos, args.segments, 70, 118, args.dim, args.answers)
+    stats = {"q": masked_stats(data.q), "a": masked_stats(data.a, data.mask_a), "v": masked_stats(data.v, data.mask_v)}
+    with torch_threads(threads):
+        seed_everything(0)
+        head = AvqaSpatialHead(args.dim, args.answers, args.segments, a_dim=70, v_dim=118, grid=4,
+                               cells=[16 * k for k in range(7)], ild=list(range(59, 68)),
+                               hidden=DEFAULTS["hidden"], pointers=DEFAULTS["pointers"], dropout=DEFAULTS["dropout"])
+        _set_stats(head, stats)
+        return one_epoch(head, data, DEFAULTS, True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--questions", type=int, default=32_000)
@@ -58,6 +74,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512, help="audio, visual and question width")
     ap.add_argument("--answers", type=int, default=42)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--spatial", action="store_true", help="also time the spatial head on priors+motion widths")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -80,11 +97,17 @@ def main() -> None:
             base = QuestionOnlyHead(args.dim, args.answers, hidden=BASELINE_DEFAULTS["hidden"])
             _set_stats(base, stats)
             b = one_epoch(base, data, BASELINE_DEFAULTS, False)
-        out["runs"].append({"threads": n, "avqa_head": r, "question_only": b})
+        run = {"threads": n, "avqa_head": r, "question_only": b}
         print(f"threads={n}: AVQA head {r['seconds']:.1f} s/epoch (forward+backward {r['fwd_bwd']:.1f} s, "
               f"optimiser {r['step']:.2f} s, batches {r['batches']:.2f} s; outside forward/backward "
               f"{100 * r['outside_fwd_bwd_share']:.1f}%, of which making batches {100 * r['batches_share']:.1f}%); "
               f"question-only {b['seconds']:.2f} s/epoch")
+        if args.spatial:
+            run["spatial_head"] = sp = spatial_epoch(args, n)
+            print(f"threads={n}: spatial head (priors 70-d + motion 118-d) {sp['seconds']:.1f} s/epoch "
+                  f"(forward+backward {sp['fwd_bwd']:.1f} s, optimiser {sp['step']:.2f} s, "
+                  f"batches {sp['batches']:.2f} s)")
+        out["runs"].append(run)
     out["load_after"] = os.getloadavg()
     print(f"load average before {out['load_before'][0]:.2f}, after {out['load_after'][0]:.2f} "
           f"on {out['cores']} cores (a shared machine slows every number)")

@@ -19,6 +19,8 @@ import numpy as np
 from featpipe import open_cache
 from featpipe.avqa import Question
 
+from .layout import FeatureLayout, read_layout
+
 
 class HeadError(Exception):
     """A head cannot be trained, evaluated or applied as asked; the message is one line."""
@@ -33,6 +35,7 @@ class FeatureMeta:
     role: str
     shape: tuple[int, ...]
     provenance: dict
+    layout: FeatureLayout | None = None  # what is inside a row (grid cells, stereo cues), from cache.info attrs
 
     def to_json(self) -> dict:
         return {"name": self.name, "role": self.role, "shape": list(self.shape), "provenance": self.provenance}
@@ -72,7 +75,7 @@ def describe(cache: Any, names: Sequence[str]) -> list[FeatureMeta]:
         else:
             raise HeadError(f"feature {name!r} has rows of shape {shape}; heads take vectors or visual "
                             "(tokens, dim) patch tokens")
-        out.append(FeatureMeta(info.name, role, shape, cache.provenance(name)))
+        out.append(FeatureMeta(info.name, role, shape, cache.provenance(name), read_layout(info)))
     return out
 
 

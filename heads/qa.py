@@ -20,14 +20,22 @@ from featpipe.avqa import Question
 from . import checkpoint
 from .batches import AvqaArrays, AvqaBatches, masked_stats
 from .data import FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings
+from .layout import StreamLayout, mirror_rows, stream_layout
 from .metrics import avqa_table
 from .models import AvqaHead, QuestionOnlyHead
-from .questions import BowQuestionEncoder, answer_vocabulary
+from .questions import BowQuestionEncoder, answer_vocabulary, mirror_question
+from .spatial import AvqaSpatialHead
 from .train import fit, predict_logits, seed_everything
 
 HEAD, BASELINE = "avqa-head", "question-only"
+ARCHS = ("auto", "spatial", "temporal")
+# arch: "spatial" (AvqaSpatialHead: grid cells, pointers) needs audio and a visual feature with grid
+# cells and no patch tokens; "temporal" is AvqaHead; "auto" takes spatial where it can.
+# mirror: also train on the left-right mirrored copy of every training video and question where
+# every feature's mirror is known (heads.layout) and questions use the bag-of-words encoding.
+# schedule: "cosine" decays the learning rate to 0 over max_epochs; the best validation epoch is kept.
 DEFAULTS = {"hidden": 128, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,
-            "max_epochs": 40, "patience": 6}
+            "max_epochs": 30, "patience": 30, "schedule": "cosine", "arch": "auto", "pointers": 2, "mirror": True}
 BASELINE_DEFAULTS = dict(DEFAULTS, hidden=256)
 
 
@@ -110,6 +118,50 @@ def prepare(cache: Any, questions: Sequence[Question], metas: Sequence[FeatureMe
     return Prepared(arrays, kept, len(questions) - len(kept)), T
 
 
+def stream_layout_of(metas: Sequence[FeatureMeta]) -> StreamLayout:
+    """Where grid cells and stereo cues sit in the concatenated audio and visual vectors."""
+    roles = split_roles(metas)
+    lay = stream_layout([m.layout for m in roles["audio"] if m.layout is not None],
+                        [m.layout for m in roles["visual"] if m.layout is not None])
+    if any(m.layout is None for m in metas) or roles["tokens"]:
+        lay.mirror_a = lay.mirror_v = None  # a feature without a known mirror
+    return lay
+
+
+def choose_arch(arch: str, lay: StreamLayout, metas: Sequence[FeatureMeta]) -> str:
+    if arch not in ARCHS:
+        raise HeadError(f"unknown AVQA architecture {arch!r}; choose {', '.join(ARCHS)}")
+    roles = split_roles(metas)
+    possible = lay.spatial and bool(roles["audio"]) and not roles["tokens"]
+    if arch == "spatial" and not possible:
+        raise HeadError("the spatial AVQA head needs audio features and a visual feature with grid cells "
+                        "(e.g. priors and motion) and no patch tokens")
+    return "spatial" if arch == "spatial" or (arch == "auto" and possible) else "temporal"
+
+
+def mirrored(prep: Prepared, lay: StreamLayout, encode, answers: Sequence[str]) -> Prepared:
+    """``prep`` plus a left-right mirrored copy of every video (features mirrored as
+    :mod:`heads.layout` says) with its mirrored questions (:func:`mirror_question`); the copy's
+    questions are appended after the originals and point at the copied videos."""
+    d = prep.arrays
+    pairs = [(i, m) for i, m in enumerate(map(mirror_question, prep.questions)) if m is not None]
+    idx = np.array([i for i, _ in pairs], dtype=np.int64)
+    mq = [m for _, m in pairs]
+    index = {ans: i for i, ans in enumerate(answers)}
+    n_videos = d.a.shape[0] if d.a is not None else d.v.shape[0]
+
+    def both(x, mirror):
+        return None if x is None else np.concatenate([x, mirror_rows(x, mirror) if mirror else x])
+
+    arrays = AvqaArrays(
+        q=np.concatenate([d.q, encode(mq)]) if mq else d.q,
+        vid=np.concatenate([d.vid, d.vid[idx] + n_videos]),
+        y=np.concatenate([d.y, np.array([index.get(q.answer, -1) for q in mq], dtype=np.int64)]),
+        a=both(d.a, lay.mirror_a), v=both(d.v, lay.mirror_v), tok=None,
+        mask_a=both(d.mask_a, None), mask_v=both(d.mask_v, None))
+    return Prepared(arrays, list(prep.questions) + mq, prep.skipped)
+
+
 def _stats(d: AvqaArrays) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     used = np.unique(d.vid)  # statistics over the training videos actually asked about
     out = {"q": masked_stats(d.q)}
@@ -123,6 +175,11 @@ def build_model(meta: dict) -> torch.nn.Module:
     dims, hp = meta["dims"], meta["hparams"]
     if meta["model"] == BASELINE:
         return QuestionOnlyHead(dims["q"], dims["n_answers"], hidden=hp["hidden"], dropout=hp["dropout"])
+    if hp.get("arch") == "spatial":
+        sp = dims["spatial"]
+        return AvqaSpatialHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
+                               grid=sp["grid"], cells=sp["cells"], ild=sp["ild"], ild_sign=sp["ild_sign"],
+                               hidden=hp["hidden"], pointers=hp["pointers"], dropout=hp["dropout"])
     return AvqaHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
                     t_dim=dims["t"], t_patches=dims.get("p", 0), hidden=hp["hidden"], dropout=hp["dropout"])
 
@@ -156,12 +213,21 @@ def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Questi
     qspec = question_encoding(cache, train_qs, question)
     tr, T = prepare(cache, train_qs, metas, answers, qspec)
     va, _ = prepare(cache, val_qs, metas, answers, qspec, T)
+    lay = stream_layout_of(metas)
+    hp["arch"] = choose_arch(hp["arch"], lay, metas) if metas else "temporal"
+    # mirrored copies need every feature's mirror and questions encoded from their words
+    hp["mirror"] = bool(hp["mirror"] and metas and lay.mirrorable and qspec["kind"] == "bow")
+    n_train = len(tr.questions)
+    if hp["mirror"]:
+        tr = mirrored(tr, lay, lambda qs: encode_questions(cache, qspec, qs), answers)
     common = {"task": "avqa", "answers": answers, "question": qspec, "seed": seed,
               "features": [m.to_json() for m in metas], "sources": sources or {},
-              "n_train": len(tr.questions), "n_val": len(va.questions),
+              "n_train": n_train, "n_train_mirrored": len(tr.questions) - n_train, "n_val": len(va.questions),
               "skipped": {"train": tr.skipped, "val": va.skipped}}
     histories = {}
+    # the baseline trains on the same questions (mirrored copies included) as the head
     bhp = dict(BASELINE_DEFAULTS, **{k: v for k, v in (hparams or {}).items() if k != "hidden"})
+    bhp.update(arch="temporal", mirror=hp["mirror"])
     if not metas:
         jobs = [(BASELINE, bhp, out)]
     else:
@@ -171,13 +237,16 @@ def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Questi
     stats = _stats(tr.arrays)
     for method, h, path in jobs:
         meta = dict(common, model=method, hparams=h, dims=_dims(tr.arrays, T, len(answers)))
+        if method == HEAD and h["arch"] == "spatial":
+            meta["dims"]["spatial"] = lay.to_json()
         seed_everything(seed)
         model = build_model(meta)
         _set_stats(model, stats)
         use_video = method == HEAD
         hist = fit(model, AvqaBatches(tr.arrays, h["batch_size"], use_video),
                    AvqaBatches(va.arrays, h["batch_size"], use_video), lr=h["lr"], weight_decay=h["weight_decay"],
-                   max_epochs=h["max_epochs"], patience=h["patience"], seed=seed, progress=progress, desc=method)
+                   max_epochs=h["max_epochs"], patience=h["patience"], seed=seed, progress=progress, desc=method,
+                   schedule=h["schedule"])
         checkpoint.save(path, dict(meta, history=hist), model.state_dict())
         histories[method] = hist
     return histories

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 import time
 from typing import Iterable, Iterator
@@ -79,9 +80,12 @@ def _evaluate(model: nn.Module, batches: Iterable[Batch]) -> tuple[float, float]
 
 def fit(model: nn.Module, train, val, *, lr: float = 1e-3, weight_decay: float = 0.0,
         max_epochs: int = 100, patience: int = 10, seed: int = 0, progress: bool = False,
-        desc: str = "train") -> dict:
+        desc: str = "train", schedule: str = "constant") -> dict:
     """Train ``model`` on ``train`` batches, stop when validation accuracy has not improved for
     ``patience`` epochs, and leave the best epoch's weights in ``model``.
+
+    ``schedule``: "constant" learning rate, or "cosine": decayed from ``lr`` to 0 over
+    ``max_epochs`` (half a cosine, stepped once per epoch).
 
     ``train``/``val`` are batch sources (:class:`heads.batches.AvqaBatches` or ``ClipBatches``);
     ``val`` may be None (then the last epoch is kept). Returns the history: one dict per epoch
@@ -90,6 +94,8 @@ def fit(model: nn.Module, train, val, *, lr: float = 1e-3, weight_decay: float =
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r} (constant or cosine)")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     epochs: list[dict] = []
     best = (-1.0, float("inf"))
@@ -99,6 +105,9 @@ def fit(model: nn.Module, train, val, *, lr: float = 1e-3, weight_decay: float =
         from tqdm.auto import tqdm
         bar = tqdm(total=max_epochs, desc=desc, unit="epoch")
     for epoch in range(1, max_epochs + 1):
+        if schedule == "cosine":
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max_epochs))
         model.train()
         t0 = time.perf_counter()
         t_fb = t_step = 0.0

@@ -38,7 +38,7 @@ def test_bow_encoding_blocks_and_slot_order():
     # same words, but the positional slot block tells which object is compared with which
     w = len(enc.words)
     assert (a[:w] == b[:w]).all() and not (a == b).all()
-    assert a.sum() == len(set("is the violin louder than piano".split())) + 1 + 2
+    assert a.sum() == len(set("is the violin louder than piano".split())) + 1 + 2 + 2  # words, template, slots x2
     # unseen words, templates and values add nothing
     (u,) = enc.encode([_q(4, "Which <Object> is tuba?", ["cello"])])
     assert u[enc._w["is"]] == 1 and u.sum() == 1
