@@ -171,6 +171,7 @@ def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
     return MediaNeeds(
         frame_positions=tuple(sorted({p for n in needs for p in n.frame_positions})),
         frame_short_side=max((n.frame_short_side for n in needs), default=0),
+        native_frames=any(n.native_frames for n in needs),
         audio=any(n.audio for n in needs),
         audio_context=max((n.audio_context for n in needs), default=0.0),
     )
@@ -337,7 +338,8 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
     positions = needs.frame_positions
     frames_iter = None
     if needs.video:
-        size = frame_size(info.width, info.height, needs.frame_short_side)
+        short_side = 0 if needs.native_frames else needs.frame_short_side
+        size = frame_size(info.width, info.height, short_side)
         targets = ((k + p) * seg for k in range(n_segments) for p in positions)
         frames_iter = _frames_at(info.path, info, targets, size, use_seek(info, needs, params))
     audio = None

@@ -19,6 +19,7 @@ from .base import (
     Extractor,
     ExtractorError,
     MediaNeeds,
+    Option,
     OutputSpec,
     WeightsError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Extractor",
     "ExtractorError",
     "MediaNeeds",
+    "Option",
     "OutputSpec",
     "WeightsError",
     "available",

@@ -61,11 +61,15 @@ class MediaNeeds:
     the centre, MUSIC-AVQA's convention). ``frame_short_side`` is the smallest short side the
     extractor can work from; the decoder scales frames down to the largest any extractor asks
     for (never up). ``audio_context`` is how many seconds of audio the extractor needs beyond
-    each edge of a chunk (zeros outside the recording).
+    each edge of a chunk (zeros outside the recording). ``native_frames`` asks for frames at
+    their displayed size, unscaled by the decoder, for extractors whose own preprocessing must
+    see the original pixels (open_clip's transform, the field's resize rules); when any extractor
+    of a run asks for it, every extractor receives native frames.
     """
 
     frame_positions: tuple[float, ...] = ()
     frame_short_side: int = 0
+    native_frames: bool = False
     audio: bool = False
     audio_context: float = 0.0
 
@@ -126,6 +130,43 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One ``--set key=value`` option an extractor declares: its type, default and help.
+
+    ``type`` is ``str``, ``int``, ``float`` or ``bool`` (``1/0/true/false/yes/no``);
+    ``choices`` restricts the value. ``affects_output`` is False only for options that change
+    speed or memory but never the stored values (they stay out of the feature's identity).
+    """
+
+    type: type = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    affects_output: bool = True
+
+    def parse(self, key: str, raw: str | None) -> Any:
+        """The typed value of ``raw`` (the default when ``None``); one-line ExtractorError otherwise."""
+        if raw is None:
+            return self.default
+        text = str(raw).strip()
+        try:
+            if self.type is bool:
+                low = text.lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(text)
+                value: Any = low in ("1", "true", "yes", "on")
+            elif self.type in (int, float):
+                value = self.type(text)
+            else:
+                value = text
+        except ValueError:
+            raise ExtractorError(f"{key}={raw!r} is not a valid {self.type.__name__}") from None
+        if self.choices and value not in self.choices:
+            raise ExtractorError(f"{key}={raw!r}; use one of {', '.join(map(str, self.choices))}")
+        return value
+
+
+@dataclass(frozen=True)
 class ExtractOptions:
     """Options shared by all extractors, set from the command line."""
 
@@ -146,10 +187,24 @@ class Extractor(ABC):
     summary: ClassVar[str] = ""  # one line for ``featpipe models``
     spec_help: ClassVar[str] = ""  # e.g. "clip:<model>/<pretrained tag or checkpoint>"
     examples: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[str] = "1"
+    """Changes whenever the stored values would change for the same input (part of the identity)."""
+    option_specs: ClassVar[dict[str, Option]] = {}
+    """The ``--set`` keys this extractor reads, typed, with defaults (read them with :meth:`opt`)."""
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         self.args = args
         self.options = options
+
+    def opt(self, key: str) -> Any:
+        """The typed value of declared option ``key`` (its default when not set)."""
+        if key not in self.option_specs:
+            raise KeyError(f"{type(self).__name__} declares no option {key!r}")
+        return self.option_specs[key].parse(key, self.options.get(key))
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every declared option with its typed value: what a feature's identity records."""
+        return {k: self.opt(k) for k in sorted(self.option_specs)}
 
     @property
     def spec(self) -> str:
