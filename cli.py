@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from featpipe.config import ExtractConfig
+
 
 DEMO_VIDEOS, DEMO_SECONDS = 900, 4.0  # heads/demo.py DemoConfig explains the choice
 
@@ -28,43 +30,123 @@ def main() -> None:
     """featpipe: aligned audio-visual embedding caches for music videos, and heads that train on them."""
 
 
+class _KeyValue(click.ParamType):
+    """``--set KEY=VALUE``, parsed into ``(key, value)``."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, val = str(value).partition("=")
+        if not sep or not key.strip():
+            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
+        return key.strip(), val.strip()
+
+
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_AT_LEAST_1 = click.IntRange(min=1)
+_NOT_NEGATIVE = click.FloatRange(min=0)
+
+
+_X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the one home of extract's defaults
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Cache file (.h5) to create or extend.")
 @click.option("--visual", multiple=True, metavar="SPEC", help="Visual extractor spec, e.g. clip:ViT-B-32/openai or motion.")
 @click.option("--audio", multiple=True, metavar="SPEC", help="Audio extractor spec, e.g. priors or openl3:mel256/music/512.")
-@click.option("--fps", default=1.0, show_default=True, help="Segments per second (MUSIC-AVQA uses 1).")
-@click.option("--max-seconds", type=float, default=None,
+@click.option("--fps", type=_POSITIVE, default=_X.params.fps, show_default=True,
+              help="Segments per second (MUSIC-AVQA uses 1).")
+@click.option("--max-seconds", type=_POSITIVE, default=_X.params.max_seconds,
               help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad).")
-@click.option("--pad", type=click.Choice(["repeat", "zero"]), default="repeat", show_default=True,
+@click.option("--pad", type=click.Choice(["repeat", "zero"]), default=_X.params.pad, show_default=True,
               help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros.")
-@click.option("--workers", default=2, show_default=True,
+@click.option("--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
               help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
+# "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", default=32, show_default=True, help="Frames or windows per model call.")
+@click.option("--batch-size", type=_AT_LEAST_1, default=_X.options.batch_size, show_default=True,
+              help="Frames or windows per model call.")
 @click.option("--tokens", is_flag=True, help="Also store patch tokens of visual models that have them.")
 @click.option("--weights", default=None, metavar="PATH", help="Weight file for extractors that take one (e.g. OpenL3).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
-@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Extractor option, e.g. --set native=1.")
+@click.option("--set", "extra", type=_KeyValue(), multiple=True, help="Extractor option, e.g. --set native=1.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--video-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
-              help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video past it is "
-                   "failed and its worker restarted. 0: no limit.")
-@click.option("--video-timeout-scale", type=float, default=10.0, show_default=True, metavar="FACTOR",
-              help="Seconds added to the time limit per second of video.")
-@click.option("--max-in-flight", type=int, default=None, metavar="N",
+@click.option("--video-timeout", type=_NOT_NEGATIVE, default=_X.tries.video_timeout, show_default=True,
+              metavar="SECONDS", help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video "
+                                      "past it is failed and its worker restarted. 0: no limit.")
+@click.option("--video-timeout-scale", type=_NOT_NEGATIVE, default=_X.tries.timeout_per_second, show_default=True,
+              metavar="FACTOR", help="Seconds added to the time limit per second of video.")
+@click.option("--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
               help="Videos submitted and not yet committed at once (default: two per worker thread).")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
             weights, dtype, extra, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
-    from featpipe.runner import run
+    from featpipe.cache import CacheError
+    from featpipe.config import PipelineError
+    from featpipe.contracts import ExtractOptions
+    from featpipe.decode import DecodeParams
+    from featpipe.extractors import ExtractorError
+    from featpipe.inputs import InputError
+    from featpipe.pipeline import run_extract
+    from featpipe.tries import TryPolicy
 
-    sys.exit(run(inputs=list(inputs), cache=cache, visual=visual, audio=audio, fps=fps, max_seconds=max_seconds,
-                 pad=pad, workers=workers, scheduler=scheduler, device=device, batch_size=batch_size, tokens=tokens,
-                 weights=weights, dtype=dtype, extra=extra, quiet=quiet, video_timeout=video_timeout,
-                 video_timeout_scale=video_timeout_scale, max_in_flight=max_in_flight))
+    cfg = ExtractConfig(
+        inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
+        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad),
+        options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, weights=weights,
+                               extra=tuple(sorted(extra))),
+        workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
+        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale))
+    progress = _ExtractProgress(quiet)
+    try:
+        summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)
+    except (ExtractorError, CacheError, InputError, PipelineError) as exc:
+        _fail(str(exc))  # a lost scheduler too: what was committed stays, and a rerun resumes
+    finally:
+        progress.close()
+    _print_summary(summary)
+    sys.exit(0 if summary.ok else 1)
+
+
+class _ExtractProgress:
+    """The progress bar of ``featpipe extract``: videos, with segments and failures so far."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.segments, self.failed = quiet, None, 0, 0
+
+    def start(self, total: int, todo: int, dashboard: str | None) -> None:
+        from tqdm import tqdm
+
+        if dashboard:
+            click.echo(f"dask dashboard: {dashboard}", err=True)
+        self.bar = tqdm(total=total, initial=total - todo, unit="video", disable=self.quiet, dynamic_ncols=True,
+                        desc="extract")
+
+    def step(self, kind: str, result) -> None:
+        if self.bar is None or kind == "skipped":
+            return
+        self.segments += result.segments if result is not None else 0
+        self.failed += kind == "failed"
+        self.bar.update(1)
+        self.bar.set_postfix(segments=self.segments, failed=self.failed, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(summary) -> None:
+    rate = len(summary.done) / summary.seconds if summary.seconds else 0.0
+    click.echo(f"done {len(summary.done)}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
+               f"in {summary.seconds:.1f} s ({rate:.2f} videos/s, {summary.segments} segments)", err=True)
+    for vid, path, reason in summary.failed:
+        click.echo(f"  failed {vid} ({path}): {reason}", err=True)
+    click.echo(f"report: {summary.report}", err=True)
 
 
 @main.command()

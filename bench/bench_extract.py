@@ -4,7 +4,7 @@ The clip set is `featpipe synth --videos N --seed 0 --seconds S` (224x128, 15 fp
 Measured in one command, on the same files:
   baseline   decode every video frame to RGB and all audio with PyAV, sequentially, in this process
              (what one-off scripts do before running any model)
-  process    featpipe.worker.process_video for `priors` + `motion`, sequentially, in this process
+  process    featpipe.video.process_video for `priors` + `motion`, sequentially, in this process
   extract    featpipe's full pipeline (run_extract: LocalCluster with --workers, cache commits)
 Ratios are baseline seconds / featpipe seconds (higher is faster).
 
@@ -24,7 +24,7 @@ from featpipe.decode import DecodeParams
 from featpipe.extractors.base import ExtractOptions
 from featpipe.pipeline import ExtractConfig, run_extract
 from featpipe.synth import make_dataset
-from featpipe.worker import VideoJob, process_video
+from featpipe.video import VideoJob, process_video
 
 
 def plain_decode(path: Path) -> None:

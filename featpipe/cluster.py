@@ -1,4 +1,4 @@
-"""The client's side of the cluster: getting a Dask client, and a watchdog for per-video time limits.
+"""The client's side of the cluster: getting a Dask client (how videos are tried: :mod:`featpipe.tries`).
 
 ``connect`` gives a LocalCluster of CPU worker processes by default, one worker per visible
 GPU with ``device="cuda"`` (dask-cuda's LocalCUDACluster when installed, else one Nanny per
@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from contextlib import contextmanager
 from typing import Iterator
 
 import dask
 from distributed import Client, LocalCluster
 
-ALLOWED_FAILURES = 2
-"""How many times a video may take its worker down before it is marked failed (3 tries)."""
-
-VIDEO_TIMEOUT = 60.0
-TIMEOUT_PER_SECOND = 10.0
-"""Default per-video time limit: ``VIDEO_TIMEOUT + TIMEOUT_PER_SECOND * duration`` seconds."""
-
+from .config import LOCAL_WORKERS
+from .tries import TryPolicy
 
 class ClusterError(Exception):
     """No cluster of the kind asked for can be had (e.g. ``--device cuda`` without a GPU)."""
@@ -72,8 +65,8 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
 
 
 @contextmanager
-def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
-            timeout: float = 30.0, device: str = "cpu") -> Iterator[Client]:
+def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_per_worker: int = 1,
+            timeout: float = 30.0, device: str = "cpu", policy: TryPolicy | None = None) -> Iterator[Client]:
     """Yield a client; a cluster it starts is closed on exit, an external one is left alone.
 
     Local workers are separate processes (decoders and models are not thread-safe enough to
@@ -81,7 +74,7 @@ def connect(scheduler: str | None = None, workers: int = 2, threads_per_worker: 
     """
     # worker-saturation 1.0: a worker holds only the videos it runs, none queued, so a crash
     # does not count against innocent videos that were merely waiting on that worker.
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+    with dask.config.set({**(policy or TryPolicy()).scheduler_config(),
                           "distributed.scheduler.worker-saturation": 1.0,
                           "distributed.worker.daemon": False}):
         if scheduler:
@@ -124,66 +117,3 @@ def dashboard_link(client: Client) -> str | None:
             scheme="http", host=host, port=port, **os.environ)
     except Exception:  # noqa: BLE001 - no dashboard is not an error
         return None
-
-
-class Watchdog:
-    """Per-video time limits, measured on the client from the moment a worker starts the video.
-
-    Workers announce ``start`` and ``probed`` (with the duration) on ``topic``; the limit is
-    ``base + per_second * duration`` (just ``base`` until the duration is known). A video past its
-    limit is reported by :meth:`expired`; the caller cancels it and :meth:`restart` restarts the
-    worker, because a decode stuck in C cannot be interrupted from another thread.
-    """
-
-    def __init__(self, client: Client, topic: str, base: float | None, per_second: float) -> None:
-        self.client, self.topic, self.base, self.per_second = client, topic, base, per_second
-        self._lock = threading.Lock()
-        self._expected: set[str] = set()
-        self._running: dict[str, list] = {}  # key -> [worker, started (monotonic), duration or None]
-        self.enabled = bool(base)
-        if self.enabled:
-            client.subscribe_topic(topic, self._on_event)
-
-    def _on_event(self, event) -> None:
-        _, msg = event
-        key = msg.get("key")
-        with self._lock:
-            if key not in self._expected:
-                return
-            if msg.get("stage") == "start":  # also a retry after a worker death: the clock restarts
-                self._running[key] = [msg.get("worker"), time.monotonic(), None]
-            elif msg.get("stage") == "probed" and key in self._running:
-                self._running[key][2] = float(msg.get("duration") or 0.0)
-
-    def expect(self, key: str) -> None:
-        with self._lock:
-            self._expected.add(key)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._expected.discard(key)
-            self._running.pop(key, None)
-
-    def limit(self, duration: float | None) -> float:
-        return float(self.base or 0.0) + self.per_second * (duration or 0.0)
-
-    def expired(self) -> list[tuple[str, str, float, float]]:
-        """``(key, worker, elapsed, limit)`` of every running video past its limit."""
-        if not self.enabled:
-            return []
-        now = time.monotonic()
-        with self._lock:
-            return [(key, w, now - t, self.limit(d)) for key, (w, t, d) in self._running.items()
-                    if now - t > self.limit(d)]
-
-    def restart(self, worker: str | None) -> None:
-        """Restart a worker (through its nanny; one without a nanny is shut down)."""
-        if worker and worker in self.client.scheduler_info(n_workers=-1).get("workers", {}):
-            self.client.restart_workers([worker], timeout=60, raise_for_error=False)
-
-    def close(self) -> None:
-        if self.enabled and self.client.status == "running":
-            try:
-                self.client.unsubscribe_topic(self.topic)
-            except Exception:  # noqa: BLE001 - the scheduler may be gone already
-                pass

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import av
 import numpy as np
 
-from .extractors.base import AUDIO_RATE, Chunk, MediaNeeds
+from .contracts import AUDIO_RATE, Chunk, MediaNeeds
 
 TAIL_KEEP = 0.25
 """A last partial segment is kept when it is at least this fraction of a segment long."""

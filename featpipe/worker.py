@@ -1,271 +1,43 @@
-"""What runs on a Dask worker for one video: decode once, run every extractor, pad.
+"""What the client sends to Dask workers: the task of one video, and the pre-flight check.
 
-Extractors are built and loaded once per worker process (``_EXTRACTORS``), not per video.
-Decoding runs in a prefetch thread one chunk ahead of the models (:func:`prefetch`), so a GPU
-is not left idle while the CPU decodes. Errors become a failed :class:`VideoResult` with a
-one-line reason, so a bad file never takes the run down; only a crash of the process itself
-escapes, and Dask retries the video on another worker a bounded number of times
-(:func:`run_video` counts those deaths itself, whatever the scheduler's setting).
+:func:`run_video` is :func:`featpipe.video.process_video` inside the run's fault bounds: it
+counts its try first (:mod:`featpipe.tries` says how a video is tried), then announces "start"
+and, once probed, the duration, which the client's watchdog turns into a time limit. Only a
+crash of the process itself escapes a task; Dask then runs the video again elsewhere, and the
+try counter stops it after the bound, whatever the scheduler's own setting.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import queue
-import threading
-import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
-from dataclasses import dataclass, field, replace
-from typing import TypeVar
-
-import numpy as np
 
 from . import __version__, extractors
-from .decode import DecodeError, DecodeParams, MediaInfo, count_segments, iter_chunks, merge_needs, probe
-from .extractors.base import ExtractOptions, Extractor, MediaNeeds
-
-_EXTRACTORS: dict[tuple[str, ExtractOptions], Extractor] = {}
-T = TypeVar("T")
+from .contracts import ExtractOptions
+from .tries import Tries
+from .video import VideoJob, VideoResult, one_line, process_video
 
 
-@dataclass(frozen=True)
-class VideoJob:
-    video_id: str
-    path: str
-    specs: tuple[str, ...]  # extractors to run for this video (only those with missing outputs)
-    options: ExtractOptions
-    params: DecodeParams
-    dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
-    allowed_failures: int | None = None  # worker deaths tolerated before giving up (None: no check)
-    topic: str | None = None  # Dask event topic for "start"/"probed" announcements (None: silent)
-    tries: str | None = None  # name of the scheduler-side counter of this video's tries
+def run_video(job: VideoJob, tries: Tries | None = None) -> VideoResult:
+    """The task the client submits for one video (``tries`` None: no counting, no announcements).
 
-
-@dataclass
-class VideoResult:
-    video_id: str
-    path: str
-    ok: bool
-    reason: str = ""
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    valid: dict[str, int] = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-    segments: int = 0
-    seconds: float = 0.0
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def get_extractor(spec: str, options: ExtractOptions) -> Extractor:
-    """The loaded extractor for ``spec`` in this process (built and loaded on first use)."""
-    key = (spec, options)
-    if key not in _EXTRACTORS:
-        ext = extractors.build(spec, options)
-        ext.load(resolve_device(options.device))
-        _EXTRACTORS[key] = ext
-    return _EXTRACTORS[key]
-
-
-# -- decoding ahead of the models ---------------------------------------------------------------
-_DONE = object()
-
-
-def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
-
-    The producer's exceptions are raised in the consumer, in order. When the consumer stops
-    early (an extractor raised), the producer is told to stop and closes its iterator in its
-    own thread, so decoders release their files.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        it = iter(items)
-        try:
-            for item in it:
-                if not put((item, None)):
-                    break
-            else:
-                put((_DONE, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put((_DONE, exc))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="featpipe-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is _DONE:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-
-
-def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> DecodeParams:
-    """Decode parameters whose chunks hold at least ``batch_size`` frames, so models see full batches.
-
-    Only the chunking changes; extractors give the same rows however a video is chunked.
-    """
-    per_segment = len(needs.frame_positions)
-    if per_segment == 0:
-        return params
-    segments = max(params.chunk_segments, math.ceil(batch_size / per_segment))
-    return params if segments == params.chunk_segments else replace(params, chunk_segments=segments)
-
-
-# -- one video ----------------------------------------------------------------------------------
-def _pad(arr: np.ndarray, rows: int, mode: str) -> np.ndarray:
-    if arr.shape[0] >= rows:
-        return arr[:rows]
-    if arr.shape[0] == 0 or mode == "zero":
-        fill = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
-    else:  # MUSIC-AVQA's rule: repeat the last second
-        fill = np.repeat(arr[-1:], rows - arr.shape[0], axis=0)
-    return np.concatenate([arr, fill])
-
-
-def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    text = msg[0] if msg else ""
-    if isinstance(exc, DecodeError):
-        return text
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    loc = f" (at {where.name}:{where.lineno})" if where else ""
-    return f"{type(exc).__name__}: {text}{loc}"
-
-
-def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = None) -> VideoResult:
-    """Decode ``job.path`` once and return every requested output, padded to the timeline.
-
-    ``on_probe(info)`` is called once the duration is known (the client scales its time limit
-    with it).
-    """
-    t0 = time.perf_counter()
-    result = VideoResult(job.video_id, job.path, ok=False)
-    try:
-        exts = [get_extractor(s, job.options) for s in job.specs]
-        info = probe(job.path)
-        if on_probe is not None:
-            on_probe(info)
-        params = job.params
-        stored, valid = count_segments(info.duration, params)
-        needs = merge_needs([e.needs() for e in exts])
-        parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
-        chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, valid)
-        with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
-            for chunk in ahead:
-                for e in exts:
-                    out = e.extract(chunk)
-                    for name, arr in out.items():
-                        parts[name].append(np.asarray(arr))
-        for e in exts:
-            for o in e.outputs():
-                arr = np.concatenate(parts[o.name]) if parts[o.name] else np.zeros((0, *o.shape), np.float32)
-                if arr.shape[1:] != tuple(o.shape):
-                    raise ValueError(f"{e.spec} gave rows of shape {arr.shape[1:]}, declared {o.shape}")
-                if o.hop is None:
-                    rows, ok_rows = stored, valid
-                    if arr.shape[0] != valid:
-                        raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {valid} segments")
-                else:
-                    rows = max(1, round(stored * params.seg_len / o.hop))
-                    ok_rows = min(arr.shape[0], math.ceil(valid * params.seg_len / o.hop))
-                if not np.all(np.isfinite(arr)):
-                    raise ValueError(f"{e.spec} produced non-finite values")
-                result.arrays[o.name] = _pad(arr, rows, params.pad).astype(job.dtype or o.dtype)
-                result.valid[o.name] = ok_rows
-        result.info = {
-            "duration": info.duration, "segments": stored, "valid": valid,
-            "media": {"width": info.width, "height": info.height, "frame_rate": info.frame_rate,
-                      "audio_rate": info.audio_rate, "audio_channels": info.audio_channels,
-                      "video_codec": info.video_codec, "audio_codec": info.audio_codec},
-        }
-        result.segments = stored
-        result.ok = True
-    except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
-        result.reason = _one_line(exc)
-        result.arrays = {}
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-# -- the Dask task ------------------------------------------------------------------------------
-def count_try(name: str) -> int | None:
-    """Add one to the scheduler-side try counter ``name`` and return it (None when it cannot be asked).
-
-    Tries of one video run one after another (Dask retries a task only after its worker died),
-    so reading and then setting the counter does not race. Counted here, where the work starts,
-    rather than with the scheduler's own death count, which also blames tasks that were only
-    queued on a dying worker.
-    """
-    try:
-        from distributed import Variable, get_client
-
-        var = Variable(name, client=get_client())
-        try:
-            n = int(var.get(timeout=5))  # the client created it when it submitted the video
-        except TimeoutError:
-            n = 0
-        var.set(n + 1)
-        return n + 1
-    except Exception:  # noqa: BLE001 - e.g. an old scheduler: the scheduler's own bound still holds
-        return None
-
-
-def run_video(job: VideoJob) -> VideoResult:
-    """The task the client submits: :func:`process_video`, inside the client's fault bounds.
-
-    Before any work it counts this try of the video (:func:`count_try`); when the earlier tries
-    all ended with their worker dead more than ``job.allowed_failures`` times, it gives up with
-    a reason instead of killing one more worker. This bounds tries on any scheduler, whatever
-    its own ``allowed-failures``. It then announces "start" and, once probed, the duration on
-    ``job.topic``, which the client's watchdog turns into a time limit.
+    Outside a Dask worker (a test calling it directly) it is just :func:`process_video`.
     """
     from distributed import get_worker
 
     try:
         worker = get_worker()
         key = worker.get_current_task()
-    except ValueError:  # not on a Dask worker (tests call it directly)
+    except ValueError:  # not on a Dask worker
         return process_video(job)
-    if job.allowed_failures is not None and job.tries:
-        n = count_try(job.tries)
-        deaths = n - 1 if n is not None else 0
-        if deaths > job.allowed_failures:
-            return VideoResult(job.video_id, job.path, ok=False, reason=(
-                f"its worker died {deaths} times while processing it (a crash in the decoder or an "
-                "extractor, or out of memory); see the worker logs"))
+    if tries is None:
+        return process_video(job)
+    refused = tries.refused()
+    if refused:  # the earlier tries all killed their worker: do not kill one more
+        return VideoResult(job.video_id, job.path, ok=False, reason=refused)
 
     def announce(stage: str, **extra) -> None:
-        if job.topic:
-            worker.log_event(job.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
+        if tries.topic:
+            worker.log_event(tries.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
     return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration))
@@ -279,5 +51,5 @@ def worker_check(specs: tuple[str, ...], options: ExtractOptions, sample: str | 
         for spec in specs:
             extractors.build(spec, options)
     except Exception as exc:  # noqa: BLE001 - reported to the client as one line
-        return __version__, f"{_one_line(exc)} (workers need the client's FEATPIPE_* environment)"
+        return __version__, f"{one_line(exc)} (workers need the client's FEATPIPE_* environment)"
     return __version__, None

@@ -29,7 +29,8 @@ from featpipe.cache.layout import INDEX, VIDEOS, decode_records
 from featpipe.cluster import ClusterError, connect, dashboard_link, gpu_devices
 from featpipe.decode import DecodeParams
 from featpipe.extractors.base import MediaNeeds
-from featpipe.worker import chunk_params, prefetch
+from featpipe.prefetch import prefetch
+from featpipe.video import chunk_params
 
 import distributed_plugin  # noqa: F401 - registers the "faults" extractor in this process too
 from media import write_clip

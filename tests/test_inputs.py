@@ -6,7 +6,7 @@ import pytest
 
 from featpipe.extractors.base import ExtractOptions
 from featpipe.inputs import InputError, discover
-from featpipe.worker import get_extractor
+from featpipe.loaded import get_extractor
 
 
 def test_folders_lists_and_duplicates(tmp_path):

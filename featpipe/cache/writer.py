@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..extractors.base import OutputSpec
+from ..contracts import OutputSpec
 from .layout import (FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, chunk_rows,
                      decode_records, encode_json)
 from .recover import clear_write_flags, write_flags

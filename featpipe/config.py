@@ -1,0 +1,67 @@
+"""An extraction run's settings (:class:`ExtractConfig`, the one home of every default of
+``featpipe extract``), what it reports back (:class:`RunSummary`), and how it fails as a whole
+(:class:`PipelineError`).
+
+The command line takes its defaults from here; the decode defaults are
+:class:`featpipe.decode.DecodeParams`'s, the extractor defaults :class:`featpipe.contracts.ExtractOptions`'s,
+and the tries and time limits :class:`featpipe.tries.TryPolicy`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .contracts import ExtractOptions
+from .decode import DecodeParams
+from .tries import TryPolicy
+
+LOCAL_WORKERS = 2
+"""Worker processes of the local cluster when no scheduler is given (``--workers``)."""
+WORKER_WAIT = 60.0
+"""Seconds to wait for a first worker to join an external scheduler."""
+
+
+class PipelineError(Exception):
+    """The run as a whole cannot go on (bad spec, missing weights, lost scheduler)."""
+
+
+@dataclass
+class ExtractConfig:
+    """What to extract, from which videos, into which cache, on which cluster."""
+
+    inputs: list[str]
+    cache: Path
+    visual: tuple[str, ...] = ()
+    audio: tuple[str, ...] = ()
+    params: DecodeParams = field(default_factory=DecodeParams)
+    options: ExtractOptions = field(default_factory=ExtractOptions)
+    workers: int = LOCAL_WORKERS
+    scheduler: str | None = None
+    dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
+    max_in_flight: int | None = None  # None: two per worker thread
+    tries: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
+    worker_wait: float = WORKER_WAIT
+
+    def __post_init__(self) -> None:
+        # The command line checks these with click's types; library callers get the same bounds.
+        if self.workers < 1:
+            raise PipelineError(f"workers must be at least 1, not {self.workers}")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise PipelineError(f"max_in_flight must be at least 1, not {self.max_in_flight}")
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (video_id, path, reason)
+    segments: int = 0
+    seconds: float = 0.0
+    report: Path | None = None
+    dashboard: str | None = None
+    peak_in_flight: int = 0  # most videos submitted and not yet committed at once
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed

@@ -1,0 +1,131 @@
+"""The contracts between featpipe's stages: plain data that decoding, extractors, workers and
+the cache all speak, so none of them depends on another's package.
+
+- :class:`MediaNeeds`: extractor -> decoder (what to decode);
+- :class:`Chunk`: decoder -> extractor (consecutive segments, decoded once);
+- :class:`OutputSpec`: extractor -> cache (one array per video, its row shape and timeline);
+- :class:`ExtractOptions`: command line -> extractors (options shared by all of them);
+- :data:`AUDIO_RATE`: the one audio rate every audio extractor receives.
+
+This module imports nothing of featpipe; :mod:`featpipe.extractors` re-exports every name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+AUDIO_RATE = 48_000
+"""Every audio extractor receives audio at this rate; the decoder resamples once."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One array an extractor writes per video.
+
+    ``shape`` is the shape of one row (one segment, or one native frame when ``hop`` is set).
+    Rows follow the common segment timeline (segment k covers [k/fps, (k+1)/fps)) unless
+    ``hop`` is given, in which case row i is centred at ``start + i * hop`` seconds.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    modality: str  # "audio", "visual" or "text"
+    dtype: str = "float16"
+    hop: float | None = None
+    start: float = 0.0
+    window: float | None = None
+    layout: str = ""  # human-readable description of the last axis, stored with the feature
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MediaNeeds:
+    """What an extractor needs from the decoder.
+
+    ``frame_positions`` are positions inside a segment, as fractions of its length (0.5 is
+    the centre, MUSIC-AVQA's convention). ``frame_short_side`` is the smallest short side the
+    extractor can work from; the decoder scales frames down to the largest any extractor asks
+    for (never up). ``audio_context`` is how many seconds of audio the extractor needs beyond
+    each edge of a chunk (zeros outside the recording). ``native_frames`` asks for frames at
+    their displayed size, unscaled by the decoder, for extractors whose own preprocessing must
+    see the original pixels (open_clip's transform, the field's resize rules); when any extractor
+    of a run asks for it, every extractor receives native frames.
+    """
+
+    frame_positions: tuple[float, ...] = ()
+    frame_short_side: int = 0
+    native_frames: bool = False
+    audio: bool = False
+    audio_context: float = 0.0
+
+    @property
+    def video(self) -> bool:
+        return bool(self.frame_positions)
+
+
+@dataclass
+class Chunk:
+    """Consecutive segments ``first .. first+count-1`` of one video, decoded once.
+
+    ``frames[p]`` is a ``(count, H, W, 3)`` uint8 RGB array of the frames at position ``p``
+    (a fraction of the segment) for every segment of the chunk; frames past the end of the
+    video repeat the last decoded frame.
+    ``audio`` is ``(channels, samples)`` float32 at ``audio_rate`` Hz, channels kept (1 or 2),
+    covering ``[t0 - audio_context, t1 + audio_context]`` where ``t0 = first * seg_len`` and
+    ``t1 = (first + count) * seg_len``; samples outside the recording are zero.
+    """
+
+    video_id: str
+    first: int
+    count: int
+    seg_len: float
+    duration: float
+    frames: dict[float, np.ndarray] = field(default_factory=dict)
+    audio: np.ndarray | None = None
+    audio_rate: int = AUDIO_RATE
+    audio_context: float = 0.0
+
+    @property
+    def t0(self) -> float:
+        return self.first * self.seg_len
+
+    @property
+    def t1(self) -> float:
+        return (self.first + self.count) * self.seg_len
+
+    def mono(self) -> np.ndarray:
+        """Mono audio as the mean of the channels (not the 0.7071 sum some resamplers use)."""
+        if self.audio is None:
+            raise ValueError("this chunk has no audio")
+        return self.audio.mean(axis=0)
+
+    def segment_audio(self, k: int, context: float = 0.0) -> np.ndarray:
+        """Audio of segment ``first + k`` widened by ``context`` seconds on each side.
+
+        ``context`` must not exceed ``audio_context``. Returns ``(channels, samples)``.
+        """
+        if self.audio is None:
+            raise ValueError("this chunk has no audio")
+        if context > self.audio_context + 1e-9:
+            raise ValueError(f"context {context}s exceeds the decoded {self.audio_context}s")
+        per_seg = self.seg_len * self.audio_rate
+        start = round((self.audio_context - context) * self.audio_rate + k * per_seg)
+        stop = round((self.audio_context + context) * self.audio_rate + (k + 1) * per_seg)
+        return self.audio[:, start:stop]
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Options shared by all extractors, set from the command line."""
+
+    device: str = "cpu"
+    batch_size: int = 32
+    tokens: bool = False  # also store patch tokens (visual extractors that have them)
+    weights: str | None = None  # explicit weights path for the extractors that take one
+    extra: tuple[tuple[str, str], ...] = ()  # free-form key=value options
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.extra).get(key, default)

@@ -1,0 +1,32 @@
+"""Extractors built and loaded once per process, not once per video.
+
+A worker process keeps every extractor it has loaded, keyed by spec and options, for the rest of
+its life; a restarted worker starts empty and reloads on its next video.
+"""
+
+from __future__ import annotations
+
+from . import extractors
+from .contracts import ExtractOptions
+from .extractors.base import Extractor
+
+_EXTRACTORS: dict[tuple[str, ExtractOptions], Extractor] = {}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def get_extractor(spec: str, options: ExtractOptions) -> Extractor:
+    """The loaded extractor for ``spec`` in this process (built and loaded on first use)."""
+    key = (spec, options)
+    if key not in _EXTRACTORS:
+        ext = extractors.build(spec, options)
+        ext.load(resolve_device(options.device))
+        _EXTRACTORS[key] = ext
+    return _EXTRACTORS[key]

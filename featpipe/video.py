@@ -1,0 +1,141 @@
+"""One video, start to end: probe, decode once, run every extractor on every chunk, pad.
+
+This is the whole per-video algorithm, with no cluster in it: :func:`process_video` runs the
+same in a test, a benchmark or a Dask worker (:mod:`featpipe.worker` wraps it in the task).
+Decoding runs in a prefetch thread one chunk ahead of the models. Errors become a failed
+:class:`VideoResult` with a one-line reason, so a bad file never takes the run down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .contracts import ExtractOptions, MediaNeeds
+from .decode import DecodeError, DecodeParams, MediaInfo, count_segments, iter_chunks, merge_needs, probe
+from .extractors.base import Extractor
+from .loaded import get_extractor
+from .prefetch import prefetch
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to extract: which extractors, with which options, on which timeline."""
+
+    video_id: str
+    path: str
+    specs: tuple[str, ...]  # extractors to run for this video (only those with missing outputs)
+    options: ExtractOptions
+    params: DecodeParams
+    dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
+
+
+@dataclass
+class VideoResult:
+    """What came of one video: the padded arrays and valid rows, or a one-line reason."""
+
+    video_id: str
+    path: str
+    ok: bool
+    reason: str = ""
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    valid: dict[str, int] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    segments: int = 0
+    seconds: float = 0.0
+
+
+def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> DecodeParams:
+    """Decode parameters whose chunks hold at least ``batch_size`` frames, so models see full batches.
+
+    Only the chunking changes; extractors give the same rows however a video is chunked.
+    """
+    per_segment = len(needs.frame_positions)
+    if per_segment == 0:
+        return params
+    segments = max(params.chunk_segments, math.ceil(batch_size / per_segment))
+    return params if segments == params.chunk_segments else replace(params, chunk_segments=segments)
+
+
+def _pad(arr: np.ndarray, rows: int, mode: str) -> np.ndarray:
+    if arr.shape[0] >= rows:
+        return arr[:rows]
+    if arr.shape[0] == 0 or mode == "zero":
+        fill = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
+    else:  # MUSIC-AVQA's rule: repeat the last second
+        fill = np.repeat(arr[-1:], rows - arr.shape[0], axis=0)
+    return np.concatenate([arr, fill])
+
+
+def one_line(exc: BaseException) -> str:
+    """The reason an exception gives for a failed video: its first line, and where it was raised."""
+    msg = str(exc).strip().splitlines()
+    text = msg[0] if msg else ""
+    if isinstance(exc, DecodeError):
+        return text
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    loc = f" (at {where.name}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {text}{loc}"
+
+
+def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = None,
+                  load: Callable[[str, ExtractOptions], Extractor] = get_extractor) -> VideoResult:
+    """Decode ``job.path`` once and return every requested output, padded to the timeline.
+
+    ``on_probe(info)`` is called once the duration is known (the client scales its time limit
+    with it). ``load(spec, options)`` gives the loaded extractors (by default the ones this
+    process keeps). Every exception becomes a failed result with a one-line reason.
+    """
+    t0 = time.perf_counter()
+    result = VideoResult(job.video_id, job.path, ok=False)
+    try:
+        exts = [load(s, job.options) for s in job.specs]
+        info = probe(job.path)
+        if on_probe is not None:
+            on_probe(info)
+        params = job.params
+        stored, valid = count_segments(info.duration, params)
+        needs = merge_needs([e.needs() for e in exts])
+        parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
+        chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, valid)
+        with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
+            for chunk in ahead:
+                for e in exts:
+                    out = e.extract(chunk)
+                    for name, arr in out.items():
+                        parts[name].append(np.asarray(arr))
+        for e in exts:
+            for o in e.outputs():
+                arr = np.concatenate(parts[o.name]) if parts[o.name] else np.zeros((0, *o.shape), np.float32)
+                if arr.shape[1:] != tuple(o.shape):
+                    raise ValueError(f"{e.spec} gave rows of shape {arr.shape[1:]}, declared {o.shape}")
+                if o.hop is None:
+                    rows, ok_rows = stored, valid
+                    if arr.shape[0] != valid:
+                        raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {valid} segments")
+                else:
+                    rows = max(1, round(stored * params.seg_len / o.hop))
+                    ok_rows = min(arr.shape[0], math.ceil(valid * params.seg_len / o.hop))
+                if not np.all(np.isfinite(arr)):
+                    raise ValueError(f"{e.spec} produced non-finite values")
+                result.arrays[o.name] = _pad(arr, rows, params.pad).astype(job.dtype or o.dtype)
+                result.valid[o.name] = ok_rows
+        result.info = {
+            "duration": info.duration, "segments": stored, "valid": valid,
+            "media": {"width": info.width, "height": info.height, "frame_rate": info.frame_rate,
+                      "audio_rate": info.audio_rate, "audio_channels": info.audio_channels,
+                      "video_codec": info.video_codec, "audio_codec": info.audio_codec},
+        }
+        result.segments = stored
+        result.ok = True
+    except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
+        result.reason = one_line(exc)
+        result.arrays = {}
+    result.seconds = time.perf_counter() - t0
+    return result
