@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+import urllib.request
 from pathlib import Path
 
 import h5py
@@ -277,7 +279,23 @@ def test_gpu_layout_one_worker_per_device(monkeypatch) -> None:
         seen = client.run(os.getenv, "CUDA_VISIBLE_DEVICES")
         assert sorted(seen.values()) == ["0", "1"]
         assert client.scheduler_info()["services"].get("dashboard") != 8787  # a free port
-        assert dashboard_link(client) is None  # no bokeh here: no dashboard to point at
+        check_dashboard_link(client, monkeypatch)
+
+
+def check_dashboard_link(client, monkeypatch) -> None:
+    """Both states, whether or not bokeh (the ``[dashboard]`` extra) is installed here.
+
+    The local scheduler runs in this process, so its modules are ours: with the dashboard module
+    absent there is no link; with it present the link is the port the scheduler really serves.
+    """
+    dashboard_module = "distributed.dashboard.scheduler"
+    monkeypatch.delitem(sys.modules, dashboard_module, raising=False)
+    assert dashboard_link(client) is None  # HTTP is served (health, metrics), but no dashboard
+    monkeypatch.setitem(sys.modules, dashboard_module, types.ModuleType(dashboard_module))
+    port = client.scheduler_info(n_workers=0)["services"]["dashboard"]
+    assert dashboard_link(client) == f"http://127.0.0.1:{port}/status"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+        assert answer.read() == b"ok"  # the link's port is the scheduler's HTTP server
 
 
 # -- backpressure (in-process client, local cluster) ------------------------------------------
@@ -307,7 +325,8 @@ def test_in_flight_stays_bounded_with_a_slow_writer(tmp_path, media, monkeypatch
     assert sorted(summary.done) == sorted([*GOOD, "slow0"]) and summary.ok
     assert summary.peak_in_flight == 2
     assert len(ahead) == 7 and max(ahead) <= 2, ahead
-    assert summary.dashboard is None
+    # a link exactly when this (in-process) scheduler serves a dashboard: bokeh installed or not
+    assert (summary.dashboard is None) == ("distributed.dashboard.scheduler" not in sys.modules)
 
 
 @pytest.mark.slow

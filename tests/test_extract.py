@@ -195,3 +195,31 @@ def test_kill_9_of_the_extracting_process_then_resume_equals_a_clean_run(tmp_pat
         assert a.keys() == b.keys() and len(a) == 10
         for vid in a:
             np.testing.assert_array_equal(a[vid], b[vid])
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--workers", "0", "x>=1"), ("--batch-size", "0", "x>=1"), ("--max-in-flight", "0", "x>=1"),
+    ("--max-seconds", "0", "x>0"), ("--max-seconds", "-3", "x>0"), ("--fps", "0", "x>0"),
+    ("--video-timeout", "-1", "x>=0"), ("--video-timeout-scale", "-1", "x>=0"), ("--set", "novalue", "KEY=VALUE"),
+])
+def test_bad_extract_options_are_usage_errors_before_any_work(clips, tmp_path, option, value, says):
+    cache = tmp_path / "c.h5"
+    res = CliRunner().invoke(cli.main, ["extract", str(clips), "-o", str(cache), "--audio", "priors", "--quiet",
+                                        option, value])
+    assert res.exit_code == 2, res.output
+    assert f"Invalid value for '{option}'" in res.output and says in res.output
+    assert not cache.exists()  # refused before any cache, cluster or worker
+
+
+def test_extract_defaults_have_one_home() -> None:
+    """The command line shows the library's defaults (featpipe.config, DecodeParams, ExtractOptions, TryPolicy)."""
+    from featpipe.config import ExtractConfig, PipelineError
+
+    lib = ExtractConfig(inputs=[], cache=Path("c.h5"))
+    shown = {p.name: p.default for p in cli.extract.params}
+    assert (shown["fps"], shown["pad"], shown["max_seconds"]) == (lib.params.fps, lib.params.pad, lib.params.max_seconds)
+    assert (shown["workers"], shown["batch_size"]) == (lib.workers, lib.options.batch_size)
+    assert (shown["video_timeout"], shown["video_timeout_scale"]) == (60.0, 10.0) == (
+        lib.tries.video_timeout, lib.tries.timeout_per_second)
+    with pytest.raises(PipelineError, match="workers must be at least 1"):
+        ExtractConfig(inputs=[], cache=Path("c.h5"), workers=0)  # library callers are refused too
