@@ -75,6 +75,9 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
 @click.option("--weights", default=None, metavar="PATH", help="Weight file for extractors that take one (e.g. OpenL3).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
 @click.option("--set", "extra", type=_KeyValue(), multiple=True, help="Extractor option, e.g. --set native=1.")
+@click.option("--name", "names", multiple=True, metavar="[SPEC=]NAME",
+              help="Store an extractor's features under another name: a variant (e.g. another --set) beside the "
+                   "original in one cache. SPEC (or the extractor's name) says which, when the run has several.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--video-timeout", type=_NOT_NEGATIVE, default=_X.tries.video_timeout, show_default=True,
               metavar="SECONDS", help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video "
@@ -84,7 +87,7 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
 @click.option("--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
               help="Videos submitted and not yet committed at once (default: two per worker thread).")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
+            weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -101,6 +104,7 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
         options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, weights=weights,
                                extra=tuple(sorted(extra))),
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
+        names=tuple(n.rpartition("=")[::2] for n in names),
         tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale))
     progress = _ExtractProgress(quiet)
     try:

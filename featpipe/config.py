@@ -42,6 +42,7 @@ class ExtractConfig:
     max_in_flight: int | None = None  # None: two per worker thread
     tries: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
     worker_wait: float = WORKER_WAIT
+    names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.

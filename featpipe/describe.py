@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from .cache import open_cache
+from .identity import describe_identity, fingerprint
 
 
 def describe(path: str) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def describe(path: str) -> dict[str, Any]:
                 "timeline": {"hop": info.hop, "start": info.start, "window": info.window,
                              "on_segment_timeline": info.on_timeline},
                 "weights": info.weights, "featpipe": prov.get("featpipe"), "layout": info.layout,
+                "fingerprint": fingerprint(prov["identity"]) if prov.get("identity") else None,
+                "identity": prov.get("identity"),
             }
         texts = {}
         for enc in cache.text_encoders:
@@ -47,6 +50,8 @@ def format_description(desc: dict[str, Any]) -> str:
         lines.append(f"  {name}  [{f['modality']}] {tuple(f['shape'])} {f['dtype']}, {f['videos']} videos, "
                      f"{f['rows']} rows; {where}: row i at {t['start']:g} + i*{t['hop']:g} s")
         lines.append(f"      spec {f['spec']}, weights {f['weights']}")
+        if f.get("fingerprint"):
+            lines.append(f"      fingerprint {f['fingerprint']}: {describe_identity(f['identity'])}")
     for enc, t in desc["texts"].items():
         lines.append(f"  text {enc}: {t['texts']} texts")
     return "\n".join(lines)

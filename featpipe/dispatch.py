@@ -55,8 +55,12 @@ def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]])
 
 
 def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob, dict]], summary: RunSummary,
-             note: Callable[..., None], on_progress: Callable | None, on_start: Callable | None, total: int) -> None:
-    """Connect to the cluster, check the workers, and run ``jobs`` (video job, source stat) to the end."""
+             note: Callable[..., None], on_progress: Callable | None, on_start: Callable | None, total: int,
+             stored: dict[str, str] | None = None) -> None:
+    """Connect to the cluster, check the workers, and run ``jobs`` (video job, source stat) to the end.
+
+    ``stored`` maps output names to the names they are committed under (``--name`` variants).
+    """
     if not jobs:
         if on_start:
             on_start(total, 0, None)
@@ -73,7 +77,7 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
         check_workers(client, cfg, jobs)
         if on_start:
             on_start(total, len(jobs), summary.dashboard)
-        Dispatch(client, cfg, writer, summary, note, on_progress).run(jobs)
+        Dispatch(client, cfg, writer, summary, note, on_progress, stored).run(jobs)
     except (OSError, TimeoutError) as exc:
         raise PipelineError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); rerun to resume") from None
     finally:
@@ -85,8 +89,10 @@ class Dispatch:
 
     TICK = 0.5  # seconds between time-limit checks while waiting for results
 
-    def __init__(self, client, cfg: ExtractConfig, writer: CacheWriter, summary: RunSummary, note, on_progress):
+    def __init__(self, client, cfg: ExtractConfig, writer: CacheWriter, summary: RunSummary, note, on_progress,
+                 stored: dict[str, str] | None = None):
         self.client, self.cfg, self.writer, self.summary = client, cfg, writer, summary
+        self.stored = stored or {}
         self.note, self.on_progress = note, on_progress
         self.run_id = uuid.uuid4().hex[:12]
         self.policy = cfg.tries
@@ -177,7 +183,9 @@ class Dispatch:
         summary = self.summary
         if result.ok:
             record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
-            self.writer.commit(record, result.arrays, result.valid)
+            name = self.stored.get
+            self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
+                               {name(k, k): n for k, n in result.valid.items()})
             summary.done.append(job.video_id)
             summary.segments += result.segments
             self.note("done", job.video_id, job.path, seconds=result.seconds)

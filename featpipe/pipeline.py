@@ -9,22 +9,25 @@ is :func:`featpipe.video.process_video` on a worker, tried as :mod:`featpipe.tri
 from __future__ import annotations
 
 import json
+import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from . import __version__, extractors
 from .cache import CacheWriter, same_source, source_stat
 from .config import ExtractConfig, PipelineError, RunSummary
-from .contracts import ExtractOptions
+from .contracts import ExtractOptions, OutputSpec
 from .decode import DecodeParams
 from .dispatch import run_jobs
 from .extractors.base import Extractor, ExtractorError
+from .identity import identity, mismatch
 from .inputs import discover
 from .video import VideoJob, VideoResult
 
-__all__ = ["ExtractConfig", "PipelineError", "RunSummary", "build_extractors", "provenance", "run_extract",
-           "timeline_of"]
+__all__ = ["ExtractConfig", "PipelineError", "RunSummary", "build_extractors", "check_options", "provenance",
+           "run_extract", "timeline_of", "variant_names"]
 
 
 def build_extractors(visual: tuple[str, ...], audio: tuple[str, ...], options: ExtractOptions) -> list[Extractor]:
@@ -45,24 +48,73 @@ def build_extractors(visual: tuple[str, ...], audio: tuple[str, ...], options: E
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ExtractorError(f"two specs write the same feature {sorted(dup)}")
+    check_options(built, options)
     return built
 
 
-def provenance(ext: Extractor, params: DecodeParams) -> dict:
-    return {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
-            "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **dict(ext.options.extra)}}
+def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
+    """Every ``--set`` key must be declared by an extractor of the run, and every value must parse."""
+    declared = {key for e in exts for key in e.option_specs}
+    for key, _ in options.extra:
+        if key not in declared:
+            reads = "; ".join(f"{e.name} reads {', '.join(sorted(e.option_specs)) or 'none'}" for e in exts)
+            raise ExtractorError(f"--set {key}: no extractor of this run has that option ({reads})")
+    for e in exts:
+        e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
+
+
+def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None) -> dict:
+    """How a feature is made; with ``out``, also its identity (:mod:`featpipe.identity`; the fingerprint is
+    its digest, computed when read, so a reader comparing provenance sees which part differs)."""
+    prov = {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
+            "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **ext.resolved_options()}}
+    if out is not None:
+        prov["identity"] = identity(ext, out, params, dtype)
+    return prov
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """Stored name of every output renamed by ``--name [SPEC=]NAME`` (output name -> stored name).
+
+    The selector is a spec or an extractor name; none is needed when the run has one extractor.
+    The first output takes NAME; the others keep their suffix (``<NAME>-native``, ``<NAME>-tokens``).
+    """
+    renamed: dict[str, str] = {}
+    for selector, name in names:
+        if not _NAME.fullmatch(name):
+            raise ExtractorError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (a feature name, not a path)")
+        chosen = [e for e in exts if selector in (e.spec, e.name)] if selector else exts
+        if len(chosen) != 1:
+            specs = ", ".join(e.spec for e in exts)
+            raise ExtractorError(f"--name {selector + '=' if selector else ''}{name}: "
+                                 f"{'say which extractor, as SPEC=NAME' if not selector else 'no such extractor'}"
+                                 f" (this run has {specs})")
+        outs = [o.name for o in chosen[0].outputs()]
+        for o in outs:
+            renamed[o] = name + o[len(outs[0]):] if o.startswith(outs[0]) else f"{name}-{o}"
+    return renamed
+
+
+def _check_identity(writer: CacheWriter, cache: Path, name: str, prov: dict) -> None:
+    old = writer.feature_provenance(name)
+    why = mismatch(name, str(cache), old, prov["identity"]) if old is not None else None
+    if why:
+        raise PipelineError(why)
 
 
 def timeline_of(params: DecodeParams) -> dict:
     return {"fps": params.fps, "seg_len": params.seg_len, "max_seconds": params.max_seconds, "pad": params.pad}
 
 
-def _needed(record: dict | None, source: dict, exts: list[Extractor]) -> tuple[str, ...]:
-    """Specs whose outputs this video still lacks (all of them when the source changed)."""
+def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: dict[str, str]) -> tuple[str, ...]:
+    """Specs whose outputs (by stored name) this video still lacks (all of them when the source changed)."""
     if record is None or not same_source(record, {"source": source}):
         return tuple(e.spec for e in exts)
     have = record.get("features", {})
-    return tuple(e.spec for e in exts if any(o.name not in have for o in e.outputs()))
+    return tuple(e.spec for e in exts if any(stored.get(o.name, o.name) not in have for o in e.outputs()))
 
 
 def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | None], None] | None = None,
@@ -74,6 +126,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     """
     t_start = time.perf_counter()
     exts = build_extractors(cfg.visual, cfg.audio, cfg.options)
+    stored = variant_names(exts, cfg.names)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
     report_lines: list[dict] = []
@@ -87,9 +140,11 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
         note("failed", Path(path).stem, path, reason)
     with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
         for ext in exts:
-            prov = provenance(ext, cfg.params)
             for out in ext.outputs():
-                writer.ensure_feature(out, prov, cfg.dtype)
+                prov = provenance(ext, cfg.params, out, cfg.dtype)
+                name = stored.get(out.name, out.name)
+                _check_identity(writer, cfg.cache, name, prov)
+                writer.ensure_feature(replace(out, name=name), prov, cfg.dtype)
         writer.start()
         jobs: list[tuple[VideoJob, dict]] = []
         for v in videos:
@@ -99,7 +154,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
                 summary.failed.append((v.video_id, v.path, str(exc)))
                 note("failed", v.video_id, v.path, str(exc))
                 continue
-            specs = _needed(writer.records.get(v.video_id), src, exts)
+            specs = _needed(writer.records.get(v.video_id), src, exts, stored)
             if not specs:
                 summary.skipped.append(v.video_id)
                 note("skipped", v.video_id, v.path)
@@ -108,7 +163,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
                 continue
             jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype), src))
         try:
-            run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos))
+            run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
         finally:
             summary.seconds = time.perf_counter() - t_start
             with open(summary.report, "w") as fh:

@@ -223,3 +223,13 @@ def test_extract_defaults_have_one_home() -> None:
         lib.tries.video_timeout, lib.tries.timeout_per_second)
     with pytest.raises(PipelineError, match="workers must be at least 1"):
         ExtractConfig(inputs=[], cache=Path("c.h5"), workers=0)  # library callers are refused too
+
+
+def test_set_keys_must_be_declared_and_typed(clips, tmp_path):
+    cache = tmp_path / "c.h5"
+    res = CliRunner().invoke(cli.main, ["extract", str(clips), "-o", str(cache), "--audio", "priors", "--visual",
+                                        "motion", "--set", "clap_window=3", "--quiet"])
+    assert res.exit_code == 2
+    (line,) = res.output.strip().splitlines()
+    assert "--set clap_window: no extractor of this run has that option" in line and "priors reads none" in line
+    assert not cache.exists()

@@ -131,6 +131,11 @@ class CacheWriter:
             self.f.flush()
         self.swmr = False
 
+    def feature_provenance(self, name: str) -> dict[str, Any] | None:
+        """The stored provenance of feature ``name`` (None when the cache has no such feature)."""
+        group = self.f[FEATURES]
+        return json.loads(group[name].attrs["provenance"]) if name in group else None
+
     def ensure_feature(self, spec: OutputSpec, provenance: dict[str, Any], dtype: str | None = None) -> None:
         """Create the dataset for a feature, or check an existing one matches ``provenance``."""
         if self.swmr:

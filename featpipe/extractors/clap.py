@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from . import register
-from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from .base import (AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec,
+                   WeightsError)
 from ..weights import online as _online
 
 DEFAULT_WINDOW_S = 5.0
@@ -197,6 +198,13 @@ class ClapExtractor(Extractor):
     summary = "CLAP audio embedding per segment (transformers), window centred on the segment"
     spec_help = "clap:<Hugging Face repo id | local folder>"
     examples = ("clap:laion/larger_clap_music", "clap:laion/clap-htsat-unfused", "clap:/data/my_clap_folder")
+    version = "1"
+    option_specs = {
+        "clap_window": Option(float, DEFAULT_WINDOW_S, "seconds of audio per embedding, centred on the segment "
+                                                       "(at most the model's 10 s)"),
+        "clap_padding": Option(str, "repeatpad", "how windows shorter than the model's input are filled",
+                               choices=PADDINGS),
+    }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
@@ -204,16 +212,10 @@ class ClapExtractor(Extractor):
         if not self.ref:
             raise ExtractorError(f"clap spec {self.spec!r} must be {self.spec_help}")
         require_transformers()
-        raw = options.get("clap_window", str(DEFAULT_WINDOW_S))
-        try:
-            self.window_req = float(raw)
-        except (TypeError, ValueError):
-            raise ExtractorError(f"clap_window={raw!r} is not a number of seconds") from None
+        self.window_req = self.opt("clap_window")
         if not 0 < self.window_req:
-            raise ExtractorError(f"clap_window={raw!r} must be positive")
-        self.padding = options.get("clap_padding", "repeatpad") or "repeatpad"
-        if self.padding not in PADDINGS:
-            raise ExtractorError(f"clap_padding={self.padding!r}; use one of {', '.join(PADDINGS)}")
+            raise ExtractorError(f"clap_window={self.window_req!r} must be positive")
+        self.padding = self.opt("clap_padding")
         self._folder: Path | None = None
         self._config = None
         self._fe = None

@@ -69,6 +69,8 @@ class Motion(Extractor):
     summary = "weight-free motion energy and Lab colour statistics on a spatial grid (default 4x4: 118-d)"
     spec_help = f"motion[:<grid size 1..{MAX_GRID}, default {DEFAULT_GRID}>]"
     examples = ("motion", "motion:2", "motion:8")
+    version = "1"
+    option_specs = {}  # reads no --set keys
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)

@@ -1,7 +1,7 @@
 """OpenL3 audio embeddings (marl/openl3), in torch, from the official Keras weight files.
 
 Spec: ``openl3:<repr>/<content>/<dim>``, e.g. ``openl3:mel256/music/512``; ``openl3`` alone
-means ``mel256/music/512``. Options through ``ExtractOptions.extra``: ``frontend=v0.4``
+means ``mel256/music/512``. Options (``--set``, declared in ``option_specs``): ``frontend=v0.4``
 (default) or ``v0.3``; ``native=1`` to also store the 10 frames/s embeddings.
 
 OpenL3 embeds 1 s windows centred every 0.1 s (frame i is centred at i * 0.1 s). The
@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import weights as fw
 from . import register
-from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
 DEFAULT_ARGS = "mel256/music/512"
 
@@ -30,6 +30,13 @@ class OpenL3(Extractor):
     summary = "OpenL3 audio embeddings (torch port; official Keras weights), 10 frames/s pooled per segment"
     spec_help = "openl3:<linear|mel128|mel256>/<music|env>/<512|6144>"
     examples = ("openl3:mel256/music/512", "openl3:mel128/env/6144")
+    version = "1"
+    option_specs = {
+        "frontend": Option(str, "v0.4", "spectrogram frontend: v0.4 (kapre 0.3 port) or v0.3 (the older openl3)",
+                           choices=("v0.4", "v0.3")),  # models.openl3.FRONTENDS (imported lazily: torch)
+        "native": Option(bool, False, "also store the 10 frames/s embeddings as <name>-native",
+                         affects_output=False),  # adds a feature; the pooled one is unchanged
+    }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
@@ -45,10 +52,8 @@ class OpenL3(Extractor):
                 f" {', '.join(m.CONTENTS)}; dim one of {', '.join(map(str, m.DIMS))}"
             )
         self.dim = int(dim)
-        self.frontend = (options.get("frontend") or "v0.4").strip()
-        if self.frontend not in m.FRONTENDS:
-            raise ExtractorError(f"openl3: frontend={self.frontend!r}; use one of {', '.join(m.FRONTENDS)}")
-        self.native = options.get("native", "0") == "1"
+        self.frontend = self.opt("frontend")
+        self.native = self.opt("native")
         self.filename = m.weight_filename(self.input_repr, self.content)
         self.url = m.weight_url(self.input_repr, self.content)
         self._path: Path | None = None

@@ -73,6 +73,8 @@ class Priors(Extractor):
                "chroma, mel, stereo ILD)")
     spec_help = "priors"
     examples = ("priors",)
+    version = "1"
+    option_specs = {}  # reads no --set keys
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)

@@ -1,0 +1,100 @@
+"""What makes two features "the same": a canonical identity per feature, and its fingerprint.
+
+A feature's identity is everything that changes its stored values for the same video: the
+extractor and its version, the spec, the weights, the declared options that affect the output,
+the storage dtype, and the decode parameters (the timeline, the audio rate, and the frames the
+extractor asks for). Versions of featpipe and PyAV are kept in the provenance but are not part of
+the identity: an extractor bumps its ``version`` when its output changes.
+
+Appending rows to a feature whose identity differs would mix meanings under one name, so a run
+refuses (:func:`mismatch`), and says what differs and the two ways out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from .contracts import OutputSpec
+from .decode import DecodeParams
+from .extractors.base import Extractor
+
+DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
+"""Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
+
+
+def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None) -> dict[str, Any]:
+    """The canonical identity of output ``out`` of ``ext``, as stored with the feature."""
+    decode = params.as_dict()
+    needs = ext.needs()
+    media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
+    if needs.video:
+        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
+                           "native": needs.native_frames}
+    if decode.get("extra"):
+        media["extra"] = decode["extra"]
+    return {
+        "extractor": ext.name,
+        "version": str(ext.version),
+        "spec": ext.spec,
+        "output": out.name,
+        "weights": ext.weights_identity(),
+        "options": {k: v for k, v in ext.resolved_options().items() if ext.option_specs[k].affects_output},
+        "dtype": np.dtype(dtype or out.dtype).name,
+        "decode": media,
+    }
+
+
+def fingerprint(ident: dict[str, Any]) -> str:
+    """A short, stable digest of an identity (sorted-key JSON)."""
+    text = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every leaf that differs."""
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def mismatch(name: str, cache: str, stored: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The one-line refusal when feature ``name`` in ``cache`` has another identity, else None.
+
+    ``stored`` is the feature's provenance in the cache. A feature written before identities were
+    stored is compared by spec and weights, as then.
+    """
+    old = stored.get("identity")
+    if old is None:
+        old = {k: stored.get(k) for k in ("spec", "weights")}
+        new = {k: new[k] for k in old}
+    diffs = differences(old, new)
+    if not diffs:
+        return None
+    key, a, b = diffs[0]
+    more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+    variant = f"{name}-{fingerprint(new)[7:13]}"
+    return (f"feature {name!r} in {cache} was made with {key}={a!r}, this run gives {b!r}{more}; rows of another "
+            f"meaning cannot share its name: write to a new cache (-o other.h5) or name this variant "
+            f"(--name {variant})")
+
+
+def describe_identity(ident: dict[str, Any]) -> str:
+    """One line for ``featpipe info``."""
+    opts = ", ".join(f"{k}={v}" for k, v in ident.get("options", {}).items()) or "no options"
+    dec = ident.get("decode", {})
+    media = ", ".join(f"{k} {dec[k]}" for k in DECODE_KEYS if k in dec)
+    frames = dec.get("frames")
+    if frames:
+        size = "native size" if frames.get("native") else f"short side >= {frames.get('short_side')}"
+        media += f", frames at {frames.get('positions')} ({size})"
+    return (f"{ident.get('extractor')} v{ident.get('version')}, {opts}, stored {ident.get('dtype')}; "
+            f"decode {media}")
