@@ -26,7 +26,7 @@ from typing import Callable
 
 from .cache import Cache, CacheError, CacheWriter, open_cache
 from .cache.layout import FEATURES, INDEX, RECORDS, TEXTS, decode_records
-from .extractors.base import OutputSpec
+from .contracts import OutputSpec
 
 _COMPARED = ("spec", "weights")
 
