@@ -233,3 +233,26 @@ def test_set_keys_must_be_declared_and_typed(clips, tmp_path):
     (line,) = res.output.strip().splitlines()
     assert "--set clap_window: no extractor of this run has that option" in line and "priors reads none" in line
     assert not cache.exists()
+
+
+def test_resume_recognises_copied_and_touched_files_and_not_edited_ones(clips, tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(clips, folder)
+    cache = tmp_path / "c.h5"
+    res = _run(["extract", folder, "-o", cache, "--audio", "priors", "--workers", 1, "--quiet"])
+    assert res.exit_code == 0, res.output
+    st = (folder / "clip0.mp4").stat()
+    os.utime(folder / "clip0.mp4", (st.st_atime, st.st_mtime + 100))  # touched
+    moved = tmp_path / "elsewhere.mp4"
+    shutil.move(folder / "clip1.mp4", moved)
+    shutil.copy(moved, folder / "clip1.mp4")  # copied back: new mtime, same bytes
+    edited = folder / "clip2.mp4"
+    st = edited.stat()
+    data = bytearray(edited.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, and the mtime put back: only the content tells
+    edited.write_bytes(bytes(data))
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    res = _run(["extract", folder, "-o", cache, "--audio", "priors", "--workers", 1, "--quiet"])
+    report = _report(cache)
+    assert report["clip0"]["status"] == report["clip1"]["status"] == "skipped", report
+    assert report["clip2"]["status"] != "skipped", report  # decoded again (done, or failed if the flip broke it)

@@ -17,6 +17,7 @@ Crash safety rests on three rules:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -271,13 +272,39 @@ class CacheWriter:
         self.close()
 
 
+SAMPLE_BYTES = 1 << 20
+"""Bytes read at each of the start, middle and end of a source file for its content fingerprint."""
+
+
+def content_fingerprint(path: str | os.PathLike, size: int) -> str:
+    """A fast fingerprint of a file's content: sha256 of its size and of 1 MiB at its start, middle and
+    end (all of it for files up to 3 MiB). Containers keep their headers and indexes at the ends, so a
+    re-encode or a different file of the same size changes it; an edit of the same size that touches
+    none of the three samples is not seen."""
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for offset in sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)}):
+            f.seek(offset)
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()[:32]
+
+
 def source_stat(path: str | os.PathLike) -> dict[str, Any]:
-    """Identity of a source file for resume decisions: absolute path, size and mtime."""
+    """Identity of a source file for resume decisions: absolute path, size, mtime, content fingerprint."""
     st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime}
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime": st.st_mtime,
+            "content": content_fingerprint(path, st.st_size)}
 
 
 def same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two records describe the same source content (size and mtime; the path may move)."""
+    """Whether two records describe the same source content (the path may move).
+
+    Same size and content fingerprint: the same, whatever the mtime (a copied or touched file). A
+    record from before content fingerprints is compared by size and mtime, as then.
+    """
     sa, sb = a.get("source") or {}, b.get("source") or {}
-    return sa.get("size") == sb.get("size") and sa.get("mtime") == sb.get("mtime")
+    if sa.get("size") != sb.get("size"):
+        return False
+    if sa.get("content") and sb.get("content"):
+        return sa["content"] == sb["content"]
+    return sa.get("mtime") == sb.get("mtime")
