@@ -72,7 +72,9 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
 @click.option("--batch-size", type=_AT_LEAST_1, default=_X.options.batch_size, show_default=True,
               help="Frames or windows per model call.")
 @click.option("--tokens", is_flag=True, help="Also store patch tokens of visual models that have them.")
-@click.option("--weights", default=None, metavar="PATH", help="Weight file for extractors that take one (e.g. OpenL3).")
+@click.option("--weights", "weights", multiple=True, metavar="[NAME=]PATH",
+              help="Weight file for extractors that take one (e.g. OpenL3); NAME=PATH (an extractor name or spec) "
+                   "gives one extractor its own file.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
 @click.option("--set", "extra", type=_KeyValue(), multiple=True, help="Extractor option, e.g. --set native=1.")
 @click.option("--name", "names", multiple=True, metavar="[SPEC=]NAME",
@@ -101,8 +103,8 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
     cfg = ExtractConfig(
         inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
         params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad),
-        options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, weights=weights,
-                               extra=tuple(sorted(extra))),
+        options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, extra=tuple(sorted(extra)),
+                               **_weights_options(weights)),
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
         names=tuple(n.rpartition("=")[::2] for n in names),
         tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale))
@@ -115,6 +117,21 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
         progress.close()
     _print_summary(summary)
     sys.exit(0 if summary.ok else 1)
+
+
+def _weights_options(values: tuple[str, ...]) -> dict:
+    """``--weights PATH`` (for every extractor that takes one) and ``--weights NAME=PATH`` (for one)."""
+    plain, by = [], []
+    for value in values:
+        name, sep, path = value.partition("=")
+        # NAME=PATH when the part before "=" is an extractor name or a spec, not a path of its own
+        if sep and name and (":" in name or "/" not in name):
+            by.append((name.strip(), path.strip()))
+        else:
+            plain.append(value)
+    if len(plain) > 1:
+        _fail(f"--weights given {len(plain)} plain paths; give one, or NAME=PATH for each extractor")
+    return {"weights": plain[0] if plain else None, "weights_by": tuple(by)}
 
 
 class _ExtractProgress:

@@ -125,7 +125,13 @@ class ExtractOptions:
     batch_size: int = 32
     tokens: bool = False  # also store patch tokens (visual extractors that have them)
     weights: str | None = None  # explicit weights path for the extractors that take one
+    weights_by: tuple[tuple[str, str], ...] = ()  # (extractor name or spec, path): --weights NAME=PATH
     extra: tuple[tuple[str, str], ...] = ()  # free-form key=value options
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return dict(self.extra).get(key, default)
+
+    def weights_for(self, name: str, spec: str) -> str | None:
+        """The weights path given for extractor ``name``/``spec``, else the one given for all."""
+        given = dict(self.weights_by)
+        return given.get(spec) or given.get(name) or self.weights

@@ -40,7 +40,6 @@ def build_extractors(visual: tuple[str, ...], audio: tuple[str, ...], options: E
             if kinds != {modality}:
                 other = "audio" if modality == "visual" else "visual"
                 raise ExtractorError(f"{spec!r} is a {'/'.join(sorted(kinds))} extractor: pass it with --{other}")
-            ext.check()
             built.append(ext)
     if not built:
         raise ExtractorError("no extractor asked for: give at least one --visual or --audio spec")
@@ -49,16 +48,23 @@ def build_extractors(visual: tuple[str, ...], audio: tuple[str, ...], options: E
     if dup:
         raise ExtractorError(f"two specs write the same feature {sorted(dup)}")
     check_options(built, options)
+    for ext in built:
+        ext.check()
     return built
 
 
 def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
-    """Every ``--set`` key must be declared by an extractor of the run, and every value must parse."""
+    """Every ``--set`` key must be declared by an extractor of the run, every value must parse, and every
+    ``--weights NAME=PATH`` must name an extractor of the run."""
     declared = {key for e in exts for key in e.option_specs}
     for key, _ in options.extra:
         if key not in declared:
             reads = "; ".join(f"{e.name} reads {', '.join(sorted(e.option_specs)) or 'none'}" for e in exts)
             raise ExtractorError(f"--set {key}: no extractor of this run has that option ({reads})")
+    for selector, _ in options.weights_by:
+        if not any(selector in (e.spec, e.name) for e in exts):
+            raise ExtractorError(f"--weights {selector}=...: no extractor {selector!r} in this run "
+                                 f"({', '.join(e.spec for e in exts)})")
     for e in exts:
         e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
 

@@ -108,3 +108,35 @@ def test_set_values_and_names_are_checked_before_any_work(clips, tmp_path, gain_
         (line,) = out.strip().splitlines()
         assert says in line, line
     assert not cache.exists()
+
+
+def test_weights_per_extractor_checked_against_the_spec(clips, tmp_path):
+    from featpipe.models import openl3 as m
+    from test_openl3 import random_arrays, write_keras_h5
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    a = first / m.weight_filename("mel128", "music")
+    b = second / m.weight_filename("mel128", "music")
+    write_keras_h5(a, random_arrays(seed=0))
+    write_keras_h5(b, random_arrays(seed=1))  # same model, other weights
+    cache = tmp_path / "c.h5"
+    code, out = _extract(clips, cache, "--audio", "openl3:mel128/music/512", "--audio", "priors",
+                         "--weights", f"openl3={a}")
+    assert code == 0, out
+    with open_cache(cache) as c:
+        assert c.info("openl3-mel128-music-512").weights.startswith("sha256:")
+
+    line = _refused(clips, cache, "--audio", "openl3:mel128/music/512", "--weights", f"openl3:mel128/music/512={b}")
+    assert "feature 'openl3-mel128-music-512'" in line and "weights='sha256:" in line
+
+    for args, says in [
+        (("--audio", "openl3:mel256/music/512", "--weights", f"openl3={a}"),  # mel128 file for a mel256 spec
+         "holds the mel128/music model; this spec needs openl3_audio_mel256_music-v0_4_0.h5"),
+        (("--audio", "openl3:mel128/env/512", "--weights", str(a)), "holds the mel128/music model"),
+        (("--audio", "priors", "--weights", f"clip={a}"), "--weights clip=...: no extractor 'clip' in this run"),
+    ]:
+        code, out = _extract(clips, tmp_path / "new.h5", *args)
+        assert code == 2, out
+        (line,) = out.strip().splitlines()
+        assert says in line, line

@@ -102,6 +102,11 @@ class Extractor(ABC):
     def spec(self) -> str:
         return f"{self.name}:{self.args}" if self.args else self.name
 
+    @property
+    def weights_path(self) -> str | None:
+        """``--weights`` for this extractor: ``--weights NAME=PATH`` (or ``SPEC=PATH``), else a plain ``--weights PATH``."""
+        return self.options.weights_for(self.name, self.spec)
+
     @abstractmethod
     def outputs(self) -> list[OutputSpec]:
         """The arrays this extractor writes; cheap (no model build)."""

@@ -11,6 +11,7 @@ native output holds the frames themselves. See docs/openl3.md.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from . import register
 from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
 DEFAULT_ARGS = "mel256/music/512"
+_VARIANT = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)")
 
 
 @register
@@ -102,7 +104,13 @@ class OpenL3(Extractor):
         return "sha256:" + fw.sha256_file(self._path or self._resolve())
 
     def _resolve(self) -> Path:
-        return fw.find_weights(self.filename, explicit=self.options.weights, url=self.url, spec=self.spec)
+        path = fw.find_weights(self.filename, explicit=self.weights_path, url=self.url, spec=self.spec)
+        found = _VARIANT.search(path.name)  # the official names say which model a file holds
+        if found and (found[1], found[2]) != (self.input_repr, self.content):
+            raise WeightsError(f"{self.spec}: {path} holds the {found[1]}/{found[2]} model; this spec needs "
+                               f"{self.filename} ({self.input_repr}/{self.content}), whose layers have the same "
+                               "shapes, so loading it would give wrong embeddings silently")
+        return path
 
     # ------------------------------------------------------------------ compute
     def load(self, device: str) -> None:
