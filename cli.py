@@ -211,6 +211,9 @@ def models() -> None:
         click.echo(f"{cls.spec_help or name:45s} {cls.summary}")
         for ex in cls.examples:
             click.echo(f"    e.g. {ex}")
+        for key, opt in sorted(cls.option_specs.items()):
+            kind = "|".join(map(str, opt.choices)) or opt.type.__name__
+            click.echo(f"    --set {key}=<{kind}> (default {opt.default}){': ' + opt.help if opt.help else ''}")
 
 
 @main.command()

@@ -19,21 +19,32 @@ from typing import Any
 import numpy as np
 
 from .contracts import OutputSpec
-from .decode import DecodeParams
+from .decode import DecodeParams, merge_needs
 from .extractors.base import Extractor
 
 DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
 """Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
 
 
-def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None) -> dict[str, Any]:
-    """The canonical identity of output ``out`` of ``ext``, as stored with the feature."""
+def run_frames(exts: list[Extractor]) -> tuple[int, bool] | None:
+    """(short side, native) of the frames one decode serves every visual extractor of a run: the
+    largest any asks for, native when any asks for it. Part of each visual feature's identity."""
+    needs = merge_needs([e.needs() for e in exts])
+    return (needs.frame_short_side, needs.native_frames) if needs.video else None
+
+
+def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
+             frames: tuple[int, bool] | None = None) -> dict[str, Any]:
+    """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
+
+    ``frames`` is :func:`run_frames` of the run (None: what ``ext`` asks for alone).
+    """
     decode = params.as_dict()
     needs = ext.needs()
     media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
     if needs.video:
-        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
-                           "native": needs.native_frames}
+        short, native = frames or (needs.frame_short_side, needs.native_frames)
+        media["frames"] = {"positions": list(needs.frame_positions), "short_side": short, "native": native}
     if decode.get("extra"):
         media["extra"] = decode["extra"]
     return {

@@ -22,7 +22,7 @@ from .contracts import ExtractOptions, OutputSpec
 from .decode import DecodeParams
 from .dispatch import run_jobs
 from .extractors.base import Extractor, ExtractorError
-from .identity import identity, mismatch
+from .identity import identity, mismatch, run_frames
 from .inputs import discover
 from .video import VideoJob, VideoResult
 
@@ -69,13 +69,14 @@ def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
         e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
 
 
-def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None) -> dict:
+def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None,
+               frames: tuple[int, bool] | None = None) -> dict:
     """How a feature is made; with ``out``, also its identity (:mod:`featpipe.identity`; the fingerprint is
     its digest, computed when read, so a reader comparing provenance sees which part differs)."""
     prov = {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
             "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **ext.resolved_options()}}
     if out is not None:
-        prov["identity"] = identity(ext, out, params, dtype)
+        prov["identity"] = identity(ext, out, params, dtype, frames)
     return prov
 
 
@@ -133,6 +134,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     t_start = time.perf_counter()
     exts = build_extractors(cfg.visual, cfg.audio, cfg.options)
     stored = variant_names(exts, cfg.names)
+    frames = run_frames(exts)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
     report_lines: list[dict] = []
@@ -147,7 +149,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
         for ext in exts:
             for out in ext.outputs():
-                prov = provenance(ext, cfg.params, out, cfg.dtype)
+                prov = provenance(ext, cfg.params, out, cfg.dtype, frames)
                 name = stored.get(out.name, out.name)
                 _check_identity(writer, cfg.cache, name, prov)
                 writer.ensure_feature(replace(out, name=name), prov, cfg.dtype)
@@ -167,7 +169,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
                 if on_progress:
                     on_progress("skipped", None)
                 continue
-            jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype), src))
+            jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype, frames), src))
         try:
             run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
         finally:

@@ -34,6 +34,9 @@ class VideoJob:
     options: ExtractOptions
     params: DecodeParams
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
+    # (short side, native) of the frames the run's decoder serves every visual extractor, so a
+    # video decoded for a subset of the run's extractors gives them the same pixels; None: this job's own
+    frames: tuple[int, bool] | None = None
 
 
 @dataclass
@@ -102,6 +105,8 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         params = job.params
         stored, valid = count_segments(info.duration, params)
         needs = merge_needs([e.needs() for e in exts])
+        if job.frames is not None and needs.video:
+            needs = replace(needs, frame_short_side=job.frames[0], native_frames=job.frames[1])
         parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
         chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, valid)
         with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises

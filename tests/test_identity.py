@@ -140,3 +140,14 @@ def test_weights_per_extractor_checked_against_the_spec(clips, tmp_path):
         assert code == 2, out
         (line,) = out.strip().splitlines()
         assert says in line, line
+
+
+def test_frames_served_by_the_run_are_part_of_a_visual_identity(clips, tmp_path, tiny_clip):
+    cache = tmp_path / "c.h5"
+    code, out = _extract(clips, cache, "--visual", "motion")
+    assert code == 0, out
+    # ViT-B-32 asks for 224-pixel frames: one decode would then serve motion larger frames than before
+    line = _refused(clips, cache, "--visual", "motion", "--visual", "clip:ViT-B-32/random")
+    assert "feature 'motion'" in line and "decode.frames.short_side=64, this run gives 224" in line
+    code, out = _extract(clips, cache, "--visual", "motion", "--visual", f"clip:{tiny_clip}/random")
+    assert code == 0 and "done 3" in out, out  # a 32-pixel model leaves motion's frames as they were

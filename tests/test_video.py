@@ -105,6 +105,19 @@ def test_process_video_turns_any_error_into_a_one_line_reason(tmp_path) -> None:
     assert not missing.ok and "\n" not in missing.reason and missing.reason
 
 
+def test_the_runs_frame_size_is_served_to_every_visual_extractor(tmp_path) -> None:
+    clip = write_clip(tmp_path / "v.mp4", seconds=2.0, size=(320, 240))
+
+    def motion(frames):
+        r = process_video(VideoJob("v", str(clip), ("motion",), ExtractOptions(), DecodeParams(), frames=frames))
+        assert r.ok, r.reason
+        return r.arrays["motion"]
+
+    alone = motion(None)
+    np.testing.assert_array_equal(alone, motion((64, False)))  # motion's own size: the same frames
+    assert not np.array_equal(alone, motion((0, True)))  # a run that decodes native frames for another extractor
+
+
 def test_a_video_gets_three_tries_each_with_a_time_limit() -> None:
     policy = TryPolicy()
     assert TRIES == policy.tries == 3
