@@ -4,7 +4,8 @@ Rules, which are the single writer's own (:class:`featpipe.cache.CacheWriter`):
 
 * every input must have the same timeline (fps, segment length, max_seconds, pad);
 * a feature present in several inputs must have the same provenance (extractor spec, weights
-  identity, row shape, dtype), else the merge stops with the reason;
+  identity, feature identity (:mod:`featpipe.identity`), row shape, dtype), else the merge stops
+  with the reason;
 * every input's latest record of each video is committed to the new cache in the order the
   records were first committed (ties: argument order), so the later record wins. As in
   ``featpipe extract``, a later record of the same source keeps the features it does not
@@ -27,6 +28,7 @@ from typing import Callable
 from .cache import Cache, CacheError, CacheWriter, open_cache
 from .cache.layout import FEATURES, INDEX, RECORDS, TEXTS, decode_records
 from .contracts import OutputSpec
+from .identity import differences
 
 _COMPARED = ("spec", "weights")
 
@@ -65,6 +67,9 @@ def _plan_features(caches: list[Cache]) -> dict[str, tuple[OutputSpec, dict, Pat
                 continue
             spec0, prov0, where = plan[name]
             diff = [f"{k} {prov0.get(k)!r} vs {prov.get(k)!r}" for k in _COMPARED if prov0.get(k) != prov.get(k)]
+            if prov0.get("identity") is not None or prov.get("identity") is not None:  # options, version, dtype...
+                diff += [f"identity.{k} {a!r} vs {b!r}" for k, a, b in
+                         differences(prov0.get("identity") or {}, prov.get("identity") or {})][:1]
             if (spec0.shape, spec0.dtype) != (spec.shape, spec.dtype):
                 diff.append(f"rows {spec0.shape} {spec0.dtype} vs {spec.shape} {spec.dtype}")
             if diff:

@@ -88,6 +88,8 @@ def test_another_identity_is_refused_and_the_ways_out_work(clips, tmp_path, gain
     other = tmp_path / "other.h5"  # the other way out: a new cache
     code, out = _extract(clips, other, "--audio", "gain", "--set", "gain=2")
     assert code == 0, out
+    res = CliRunner().invoke(cli.main, ["merge", str(cache), str(other), "-o", str(tmp_path / "merged.h5")])
+    assert res.exit_code == 2 and "identity.options.gain 1.0 vs 2.0" in res.output, res.output  # shards must agree
     from heads.data import HeadError, check_features
 
     with open_cache(cache) as a, open_cache(other) as b:
