@@ -102,6 +102,10 @@ def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> 
         outs = [o.name for o in chosen[0].outputs()]
         for o in outs:
             renamed[o] = name + o[len(outs[0]):] if o.startswith(outs[0]) else f"{name}-{o}"
+    final = [renamed.get(o.name, o.name) for e in exts for o in e.outputs()]
+    if len(set(final)) != len(final):
+        clash = sorted({n for n in final if final.count(n) > 1})
+        raise ExtractorError(f"--name: two features of this run would be called {clash}")
     return renamed
 
 
@@ -147,12 +151,12 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
         summary.failed.append((Path(path).stem, path, reason))
         note("failed", Path(path).stem, path, reason)
     with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
-        for ext in exts:
-            for out in ext.outputs():
-                prov = provenance(ext, cfg.params, out, cfg.dtype, frames)
-                name = stored.get(out.name, out.name)
-                _check_identity(writer, cfg.cache, name, prov)
-                writer.ensure_feature(replace(out, name=name), prov, cfg.dtype)
+        features = [(replace(out, name=stored.get(out.name, out.name)),
+                     provenance(ext, cfg.params, out, cfg.dtype, frames)) for ext in exts for out in ext.outputs()]
+        for out, prov in features:  # every check before any new feature is created
+            _check_identity(writer, cfg.cache, out.name, prov)
+        for out, prov in features:
+            writer.ensure_feature(out, prov, cfg.dtype)
         writer.start()
         jobs: list[tuple[VideoJob, dict]] = []
         for v in videos:

@@ -81,7 +81,8 @@ def test_another_identity_is_refused_and_the_ways_out_work(clips, tmp_path, gain
     desc = json.loads(CliRunner().invoke(cli.main, ["info", str(cache), "--json"]).output)["features"]
     assert desc["gain"]["identity"]["options"] == {"gain": 1.0}  # threads does not affect the output
     assert desc["gain2"]["identity"]["options"] == {"gain": 2.0}
-    assert desc["gain"]["fingerprint"].startswith("sha256:") and desc["gain"]["fingerprint"] != desc["gain2"]["fingerprint"]
+    assert desc["gain"]["fingerprint"].startswith("sha256:")
+    assert desc["gain"]["fingerprint"] != desc["gain2"]["fingerprint"]
     text = CliRunner().invoke(cli.main, ["info", str(cache)]).output
     assert f"fingerprint {desc['gain2']['fingerprint']}: gain v1, gain=2.0, stored float32" in text
 
