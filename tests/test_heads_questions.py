@@ -9,9 +9,9 @@ import numpy as np
 from avqa_data import real_file
 
 from featpipe.avqa import QUESTION_TYPES, Question, load_questions
-from heads import api
-from heads.metrics import TYPE_KEYS
-from heads.questions import BowQuestionEncoder, answer_vocabulary
+from featpipe.heads import api
+from featpipe.heads.metrics import TYPE_KEYS
+from featpipe.heads.questions import BowQuestionEncoder, answer_vocabulary
 
 VAL, TEST = real_file("avqa-val.json"), real_file("avqa-test.json")
 

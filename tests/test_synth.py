@@ -408,7 +408,7 @@ def test_errors_and_cli(tmp_path):
         make_dataset(tmp_path, videos=0, seed=0)
     with pytest.raises(SynthError, match="seconds must be >= 2"):
         make_dataset(tmp_path, videos=2, seed=0, seconds=1.0)
-    from cli import main
+    from featpipe.cli import main
 
     res = CliRunner().invoke(main, ["synth", str(tmp_path / "o"), "--videos", "4", "--seed", "1", "--no-videos"])
     assert res.exit_code == 0, res.output

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.avqa import fill_template, load_questions, write_questions
 from featpipe.cache import CacheWriter
