@@ -4,7 +4,8 @@ In the repository ``cli.py``, ``demo.py`` and ``heads/`` sit at the top, beside 
 layout in docs/architecture.md); installed, they are ``featpipe.cli``, ``featpipe.demo`` and
 ``featpipe.heads``, so that no generic top-level ``cli`` or ``heads`` lands in site-packages.
 ``heads/`` is mapped with ``package_dir``; single modules cannot be placed inside a package that
-way, so ``build_py`` copies ``cli.py`` and ``demo.py`` to ``featpipe/`` in the wheel. In a source checkout
+way, so ``build_py`` copies ``cli.py`` and ``demo.py`` to ``featpipe/`` in the wheel (MANIFEST.in
+puts them in the sdist). In a source checkout
 (editable install, or PYTHONPATH) ``featpipe/__init__.py`` adds the repository root to the
 package's path, which gives the same names. Everything else is in pyproject.toml.
 """
