@@ -1,4 +1,4 @@
-"""featpipe command line: a thin click layer over featpipe/ and heads/.
+"""featpipe command line: a thin click layer over featpipe/ and heads/ (and demo.py beside it).
 
 Each command parses its options and calls one library function; exit codes: 0 success,
 1 some items failed (the rest were committed), 2 usage or setup errors (bad spec, missing
@@ -14,9 +14,7 @@ from pathlib import Path
 import click
 
 from featpipe.config import ExtractConfig
-
-
-DEMO_VIDEOS, DEMO_SECONDS = 900, 4.0  # heads/demo.py DemoConfig explains the choice
+from featpipe.demo import DemoConfig
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -265,8 +263,8 @@ def _features(values: tuple[str, ...]) -> list[str] | None:
 def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, question, no_baseline, seed, epochs,
                    patience, lr, batch_size, hidden, out, quiet) -> None:
     """Train a head on CACHE and save it to a directory."""
-    from heads.api import train_head
-    from heads.data import HeadError
+    from featpipe.heads.api import train_head
+    from featpipe.heads.data import HeadError
 
     hp = {k: v for k, v in {"max_epochs": epochs, "patience": patience, "lr": lr, "batch_size": batch_size,
                             "hidden": hidden, "fusion": fusion}.items() if v is not None}
@@ -291,8 +289,8 @@ def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, q
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the figure (PNG).")
 def evaluate_cmd(head, cache, test_file, report, plot) -> None:
     """Score HEAD on a test file, with features from CACHE."""
-    from heads.api import evaluate
-    from heads.data import HeadError
+    from featpipe.heads.api import evaluate
+    from featpipe.heads.data import HeadError
 
     try:
         result = evaluate(head, cache, test_file, report=report, plot=plot)
@@ -314,8 +312,8 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="Output .jsonl.")
 def predict_cmd(head, cache, questions, videos, out) -> None:
     """Predict answers (--questions) or labels (--videos) with HEAD, one JSON line each."""
-    from heads.api import predict
-    from heads.data import HeadError
+    from featpipe.heads.api import predict
+    from featpipe.heads.data import HeadError
 
     if (questions is None) == (videos is None):
         _fail("give exactly one of --questions or --videos")
@@ -351,15 +349,15 @@ def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> 
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("featpipe-demo"), show_default=True)
-@click.option("--videos", default=DEMO_VIDEOS, show_default=True, help="Synthetic videos to make.")
-@click.option("--seconds", default=DEMO_SECONDS, show_default=True, help="Length of each video.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Dask workers (and synth processes).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DemoConfig.out, show_default=True)
+@click.option("--videos", default=DemoConfig.videos, show_default=True, help="Synthetic videos to make.")
+@click.option("--seconds", default=DemoConfig.seconds, show_default=True, help="Length of each video.")
+@click.option("--seed", default=DemoConfig.seed, show_default=True)
+@click.option("--workers", default=DemoConfig.workers, show_default=True, help="Dask workers (and synth processes).")
 @click.option("--no-pretrained", is_flag=True, help="Use only the weight-free extractors even if weights are present.")
 def demo(out: Path, videos: int, seconds: float, seed: int, workers: int, no_pretrained: bool) -> None:
     """Synthesise music videos, extract features, train and evaluate the AVQA head: all offline."""
-    from heads.demo import DemoConfig, run_demo
+    from featpipe.demo import run_demo
 
     try:
         run_demo(DemoConfig(out=out, videos=videos, seconds=seconds, seed=seed, workers=workers,

@@ -7,7 +7,7 @@ features, 512-d question embeddings, 42 answers. The arrays are random; only spe
 Reports seconds per epoch and how that time splits into forward+backward, the optimiser step
 and everything else (making batches: gathering each batch's videos from memory, numpy -> torch),
 for each torch thread count asked for. Also one epoch of the question-only baseline, and with
-``--spatial`` one epoch of the spatial head (:class:`heads.spatial.AvqaSpatialHead`) on the
+``--spatial`` one epoch of the spatial head (:class:`heads.spatial.AvqaSpatialNet`) on the
 weight-free widths: 70-d ``priors`` audio (9 stereo level-difference dims) and 118-d ``motion``
 visual rows (a 4x4 grid, 7 cell blocks).
 
@@ -27,11 +27,12 @@ import time
 import numpy as np
 import torch
 
-from heads.batches import AvqaArrays, AvqaBatches, masked_stats
-from heads.models import AvqaHead, QuestionOnlyHead
-from heads.qa import BASELINE_DEFAULTS, DEFAULTS, _set_stats
-from heads.spatial import AvqaSpatialHead
-from heads.train import fit, seed_everything, torch_threads
+from featpipe.heads.batches import AvqaArrays, AvqaBatches, masked_stats
+from featpipe.heads.estimators import set_stats
+from featpipe.heads.models import AvqaNet, QuestionOnlyNet
+from featpipe.heads.qa import BASELINE_DEFAULTS, DEFAULTS
+from featpipe.heads.spatial import AvqaSpatialNet
+from featpipe.heads.train import fit, seed_everything, torch_threads
 
 
 def make_data(n_q: int, n_v: int, T: int, d_a: int, d_v: int, d_q: int, n_ans: int, seed: int = 0) -> AvqaArrays:
@@ -59,10 +60,10 @@ def spatial_epoch(args: argparse.Namespace, threads: int) -> dict:
     stats = {"q": masked_stats(data.q), "a": masked_stats(data.a, data.mask_a), "v": masked_stats(data.v, data.mask_v)}
     with torch_threads(threads):
         seed_everything(0)
-        head = AvqaSpatialHead(args.dim, args.answers, args.segments, a_dim=70, v_dim=118, grid=4,
+        head = AvqaSpatialNet(args.dim, args.answers, args.segments, a_dim=70, v_dim=118, grid=4,
                                cells=[16 * k for k in range(7)], ild=list(range(59, 68)),
                                hidden=DEFAULTS["hidden"], pointers=DEFAULTS["pointers"], dropout=DEFAULTS["dropout"])
-        _set_stats(head, stats)
+        set_stats(head, stats)
         return one_epoch(head, data, DEFAULTS, True)
 
 
@@ -89,13 +90,13 @@ def main() -> None:
     for n in args.threads:
         with torch_threads(n):
             seed_everything(0)
-            head = AvqaHead(args.dim, args.answers, args.segments, a_dim=args.dim, v_dim=args.dim,
+            head = AvqaNet(args.dim, args.answers, args.segments, a_dim=args.dim, v_dim=args.dim,
                             hidden=DEFAULTS["hidden"], dropout=DEFAULTS["dropout"])
-            _set_stats(head, stats)
+            set_stats(head, stats)
             r = one_epoch(head, data, DEFAULTS, True)
             seed_everything(0)
-            base = QuestionOnlyHead(args.dim, args.answers, hidden=BASELINE_DEFAULTS["hidden"])
-            _set_stats(base, stats)
+            base = QuestionOnlyNet(args.dim, args.answers, hidden=BASELINE_DEFAULTS["hidden"])
+            set_stats(base, stats)
             b = one_epoch(base, data, BASELINE_DEFAULTS, False)
         run = {"threads": n, "avqa_head": r, "question_only": b}
         print(f"threads={n}: AVQA head {r['seconds']:.1f} s/epoch (forward+backward {r['fwd_bwd']:.1f} s, "

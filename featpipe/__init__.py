@@ -6,7 +6,19 @@ Data flow: videos -> :mod:`featpipe.decode` -> :mod:`featpipe.extractors` -> :mo
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
+
+# The application layer, cli.py and heads/, sits beside this package at the top of the
+# repository and is imported as featpipe.cli and featpipe.heads. An installed wheel has them
+# inside this folder (setup.py); in a source checkout (editable install, or PYTHONPATH) the
+# repository root joins the package's path instead, ahead of any other install's mapping.
+_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(__path__[0], "heads")) and os.path.isfile(os.path.join(_root, "setup.py")) \
+        and os.path.isfile(os.path.join(_root, "heads", "__init__.py")):
+    __path__.append(_root)
+del _root
 
 __all__ = ["__version__", "open_cache"]
 

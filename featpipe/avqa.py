@@ -1,7 +1,7 @@
 """MUSIC-AVQA question files: parse, fill templates, write back in the dataset's own format.
 
-The dataset stores each question as a JSON object with seven keys (see
-``/work/shared/music-avqa/README.md``)::
+The dataset stores each question as a JSON object with seven keys (GeWu-Lab/MUSIC-AVQA,
+``data/json_update/``; the val and test files ship with the tests, ``tests/data/music-avqa/``)::
 
     {"video_id": "00000028", "question_id": 7,
      "type": "[\\"Audio-Visual\\", \\"Existential\\"]",          # a JSON string inside JSON

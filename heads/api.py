@@ -50,7 +50,7 @@ def train_head(cache_path: Any, task: str, train_file: str | Path, val_file: str
     ``features`` None: every audio/visual feature of the cache (patch tokens for AVQA only);
     empty (or no cache, ``cache_path`` None) for AVQA: only the question-only head, as ``out``.
     ``val_file`` None: 10% of the training videos are held out for early stopping.
-    ``threads``: torch CPU threads (see :func:`heads.train.torch_threads`; None keeps torch's).
+    ``threads``: torch CPU threads (see :func:`.train.torch_threads`; None keeps torch's).
     Returns ``{method: history}``.
     """
     with torch_threads(threads):

@@ -3,14 +3,17 @@
 Three models on any combination of cached features:
 
 - ``linear``: scikit-learn ``LogisticRegression`` on the standardised, concatenated mean over
-  valid segments of each feature; C picked on the validation set from :data:`C_GRID`. Stored
-  as arrays (``coef_``, ``intercept_``, ``classes_``) and rebuilt on load; no pickle.
+  valid segments of each feature; C picked on the validation set from ``C_grid``. Stored as
+  arrays (``coef``, ``intercept``, ``classes``, ``mean``, ``std``); the loaded probe computes its
+  probabilities from them (:class:`.estimators.LinearProbe`); no pickle.
 - ``mlp``: HEAR-style MLP on the same pooled vectors (hidden 1024, batch norm, dropout, Adam,
   early stopping on validation accuracy).
 - ``attention``: temporal attention pooling over the segment sequence.
 
 ``fusion`` ("concat" or "gated") says how several features are combined in the torch heads;
-patch-token features are averaged over their patches first.
+patch-token features are averaged over their patches first. The models are the estimators
+:class:`.estimators.LinearProbe`, :class:`.estimators.MLPHead` and :class:`.estimators.AttentionHead`;
+this module reads the label files and the cache and saves them as head directories.
 """
 
 from __future__ import annotations
@@ -20,24 +23,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from . import checkpoint
-from .batches import ClipBatches, masked_mean, masked_stats
+from .batches import masked_mean
 from .data import HeadError, check_features, covered, describe, load_segments
+from .estimators import AttentionHead, LinearProbe, MLPHead
 from .metrics import classification_metrics
-from .models import AttentionHead, MLPHead
-from .train import fit, predict_logits, seed_everything
+from .params import check_hparams
 
-MODELS = ("linear", "mlp", "attention")
-C_GRID = (0.01, 0.1, 1.0, 10.0)
-DEFAULTS = {
-    "mlp": {"hidden": 1024, "layers": 1, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 1024,
-            "max_epochs": 500, "patience": 20, "fusion": "concat"},
-    "attention": {"hidden": 256, "heads": 4, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,
-                  "max_epochs": 200, "patience": 20, "fusion": "concat"},
-    "linear": {"C_grid": list(C_GRID), "max_iter": 2000},
-}
+ESTIMATORS = {"linear": LinearProbe, "mlp": MLPHead, "attention": AttentionHead}
+MODELS = tuple(ESTIMATORS)
+DEFAULTS = {model: cls.hyperparameters() for model, cls in ESTIMATORS.items()}
+KNOWN = {k: v for hp in DEFAULTS.values() for k, v in hp.items()}  # any classifier's hyperparameters
 
 
 def read_labels(path: str | Path) -> list[tuple[str, str]]:
@@ -93,46 +90,17 @@ def _kept(cache: Any, rows: Sequence[tuple[str, str]], names: Sequence[str]) -> 
     return kept
 
 
-def build_model(meta: dict) -> torch.nn.Module:
-    hp, dims, n = meta["hparams"], meta["dims"], len(meta["labels"])
-    if meta["model"] == "mlp":
-        return MLPHead(dims["features"], n, hidden=hp["hidden"], layers=hp["layers"], dropout=hp["dropout"],
-                       fusion=hp["fusion"])
-    return AttentionHead(dims["features"], n, dims["max_len"], hidden=hp["hidden"], heads=hp["heads"],
-                         dropout=hp["dropout"], fusion=hp["fusion"])
-
-
-def _fit_linear(Xtr, ytr, Xva, yva, hp: dict, seed: int):
-    from sklearn.linear_model import LogisticRegression
-
-    best = None
-    for C in hp["C_grid"]:
-        clf = LogisticRegression(C=C, max_iter=hp["max_iter"], random_state=seed).fit(Xtr, ytr)
-        acc = float((clf.predict(Xva) == yva).mean()) if len(yva) else 0.0
-        if best is None or acc > best[0]:
-            best = (acc, C, clf)
-    return best
-
-
-def linear_model(tensors: dict[str, torch.Tensor]):
-    """Rebuild the stored ``LogisticRegression`` from its arrays."""
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression()
-    clf.coef_ = tensors["coef"].numpy().astype(np.float64)
-    clf.intercept_ = tensors["intercept"].numpy().astype(np.float64)
-    clf.classes_ = tensors["classes"].numpy()
-    clf.n_features_in_ = clf.coef_.shape[1]
-    return clf
-
-
 def train_classifier(cache: Any, train_rows, val_rows, features: Sequence[str], out: str, model: str = "mlp",
                      seed: int = 0, hparams: dict | None = None, progress: bool = False,
                      sources: dict | None = None) -> dict:
     """Train one clip classifier and save it to ``out``. Returns its history."""
     if model not in MODELS:
         raise HeadError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    hp = dict(DEFAULTS[model], **(hparams or {}))
+    hp = dict(DEFAULTS[model], **check_hparams(hparams, KNOWN, "a classifier", DEFAULTS[model]))
+    try:
+        ESTIMATORS[model](**hp).validate_params()
+    except ValueError as exc:
+        raise HeadError(str(exc)) from None
     metas = describe(cache, features)
     names = [m.name for m in metas]
     train_rows, val_rows = _kept(cache, train_rows, names), _kept(cache, val_rows, names)
@@ -147,30 +115,18 @@ def train_classifier(cache: Any, train_rows, val_rows, features: Sequence[str], 
     meta = {"task": "classify", "model": model, "labels": labels, "hparams": hp, "seed": seed,
             "features": [m.to_json() for m in metas], "sources": sources or {},
             "dims": {"features": [f.shape[-1] for f in Ftr], "max_len": T},
-            "n_train": len(train_rows), "n_val": len(val_rows)}
+            "n_train": len(train_rows), "n_val": len(val_rows),
+            "ignored_hparams": sorted(set(hparams or {}) - set(hp))}
+    if model != "linear" and len(train_rows) < 2:
+        raise HeadError("need at least two training videos")
+    est = ESTIMATORS[model](**hp, seed=seed, **({} if model == "linear" else {"verbose": progress}))
+    seq = {"mask": mtr, "mask_val": mva} if model == "attention" else {}
+    est.fit(Ftr, ytr, Fva, yva, classes=range(len(labels)), **seq)
     if model == "linear":
-        Xtr, Xva = np.concatenate(Ftr, 1), np.concatenate(Fva, 1)
-        mean, std = masked_stats(Xtr)
-        std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
-        acc, C, clf = _fit_linear((Xtr - mean) / std, ytr, (Xva - mean) / std, yva, hp, seed)
-        hist = {"epochs": [], "best_epoch": 0, "stopped_early": False, "C": C, "val_acc": acc}
-        tensors = {"coef": clf.coef_, "intercept": clf.intercept_, "classes": clf.classes_.astype(np.int64),
-                   "mean": mean, "std": std}
+        hist = {"epochs": [], "best_epoch": 0, "stopped_early": False, "C": est.C_, "val_acc": est.val_accuracy_}
     else:
-        if len(train_rows) < 2:
-            raise HeadError("need at least two training videos")
-        seed_everything(seed)
-        net = build_model(meta)
-        for s, f, mk in zip(net.std, Ftr, [mtr] * len(Ftr)):
-            mean, std = masked_stats(f, mk if model == "attention" else None)
-            s.mean.copy_(torch.from_numpy(mean))
-            s.std.copy_(torch.from_numpy(np.where(std < 1e-6, 1.0, std).astype(np.float32)))
-        seq = model == "attention"
-        hist = fit(net, ClipBatches(Ftr, ytr, hp["batch_size"], mtr if seq else None),
-                   ClipBatches(Fva, yva, hp["batch_size"], mva if seq else None), lr=hp["lr"],
-                   weight_decay=hp["weight_decay"], max_epochs=hp["max_epochs"], patience=hp["patience"],
-                   seed=seed, progress=progress, desc=model)
-        tensors = net.state_dict()
+        hist = est.history_
+    tensors = est.state()
     checkpoint.save(out, dict(meta, history=hist), tensors)
     return hist
 
@@ -186,15 +142,8 @@ def scores(path: str, cache: Any, video_ids: Sequence[str]) -> tuple[dict, list[
     if not ids:
         raise HeadError(f"none of the {len(video_ids)} videos is in the cache with the head's features")
     feats, mask, _ = _inputs(cache, ids, metas, meta["model"], meta["dims"]["max_len"])
-    if meta["model"] == "linear":
-        X = (np.concatenate(feats, 1) - tensors["mean"].numpy()) / tensors["std"].numpy()
-        probs = linear_model(tensors).predict_proba(X)
-    else:
-        net = build_model(meta)
-        net.load_state_dict(tensors)
-        bs = meta["hparams"]["batch_size"]
-        batches = ClipBatches(feats, np.zeros(len(ids), np.int64), bs, mask if meta["model"] == "attention" else None)
-        probs = torch.softmax(torch.from_numpy(predict_logits(net, batches.eval(), len(ids))), 1).numpy()
+    head = ESTIMATORS[meta["model"]].restore(meta["hparams"], meta["dims"], range(len(meta["labels"])), tensors)
+    probs = head.predict_proba(feats, mask=mask) if meta["model"] == "attention" else head.predict_proba(feats)
     return meta, ids, probs
 
 

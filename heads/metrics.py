@@ -89,21 +89,21 @@ def format_avqa_tables(rows: dict[str, dict[str, dict]], digits: int = 2) -> str
 
 
 def classification_metrics(labels: Sequence[str], y_true: Sequence[int], y_pred: Sequence[int]) -> dict:
-    """Accuracy, macro-F1 and per-class accuracy (recall) for integer class predictions."""
+    """Accuracy, macro-F1 and per-class accuracy (recall, with counts) for integer class predictions.
+
+    Accuracy and macro-F1 are scikit-learn's (``f1_score(average="macro", zero_division=0)``: the
+    mean over every class that occurs in ``y_true`` or ``y_pred``, a class never predicted right
+    counting 0). ``y_true`` -1 marks a label the head was not trained on: a class of its own,
+    always wrong."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
-    per_class = {}
-    f1s = []
-    for i, lab in enumerate(labels):
-        t, p = y_true == i, y_pred == i
-        tp = int((t & p).sum())
-        per_class[lab] = _cell((y_pred == y_true)[t])
-        denom = int(t.sum()) + int(p.sum())
-        if t.any():
-            f1s.append(2 * tp / denom if denom else 0.0)
+    per_class = {lab: _cell((y_pred == y_true)[y_true == i]) for i, lab in enumerate(labels)}
+    empty = y_true.size == 0
     return {
-        "accuracy": float((y_true == y_pred).mean()) if y_true.size else None,
-        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "accuracy": None if empty else float(accuracy_score(y_true, y_pred)),
+        "macro_f1": None if empty else float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "n": int(y_true.size),
         "per_class": per_class,
     }

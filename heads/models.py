@@ -1,11 +1,11 @@
 """The heads' torch modules. Inputs arrive raw; each model standardises them itself with the
 training statistics it holds as buffers, so the statistics travel with the weights.
 
-- :class:`MLPHead`: HEAR-style MLP on pooled clip features (hidden 1024, batch norm, dropout).
-- :class:`AttentionHead`: temporal attention pooling over the segment sequence.
-- :class:`AvqaHead`: question-guided temporal attention over audio / visual / fused segments,
+- :class:`MLPNet`: HEAR-style MLP on pooled clip features (hidden 1024, batch norm, dropout).
+- :class:`AttentionNet`: temporal attention pooling over the segment sequence.
+- :class:`AvqaNet`: question-guided temporal attention over audio / visual / fused segments,
   audio-guided spatial attention over patch tokens when present.
-- :class:`QuestionOnlyHead`: the question-only baseline.
+- :class:`QuestionOnlyNet`: the question-only baseline.
 
 Several cached features are combined either by concatenation (``fusion="concat"``) or by
 ``"gated"`` fusion: each feature is projected on its own and a per-sample softmax gate weighs them.
@@ -65,7 +65,7 @@ class Fusion(nn.Module):
         return (w * zs).sum(dim=-2)
 
 
-class MLPHead(nn.Module):
+class MLPNet(nn.Module):
     """HEAR-style: ``layers`` hidden layers of ``hidden`` units, batch norm, ReLU, dropout."""
 
     def __init__(self, dims: Sequence[int], n_classes: int, stats: Sequence[Stats] | None = None,
@@ -83,7 +83,7 @@ class MLPHead(nn.Module):
         return self.out(self.body(self.fuse([s(x) for s, x in zip(self.std, feats)])))
 
 
-class AttentionHead(nn.Module):
+class AttentionNet(nn.Module):
     """Per-segment fusion -> positions -> multi-head attention pooling over valid segments -> MLP."""
 
     def __init__(self, dims: Sequence[int], n_classes: int, max_len: int, stats: Sequence[Stats] | None = None,
@@ -105,7 +105,7 @@ class AttentionHead(nn.Module):
         return self.mlp(pooled)
 
 
-class QuestionOnlyHead(nn.Module):
+class QuestionOnlyNet(nn.Module):
     """Question embedding -> 2-layer MLP -> answer logits (no audio, no vision)."""
 
     def __init__(self, q_dim: int, n_answers: int, q_stats: Stats | None = None,
@@ -120,7 +120,7 @@ class QuestionOnlyHead(nn.Module):
         return self.mlp(self.q_std(q))
 
 
-class AvqaHead(nn.Module):
+class AvqaNet(nn.Module):
     """Small spatio-temporal AVQA head.
 
     Video inputs hold one row per *video* of the batch (``(V, T, D)``), questions index them with
@@ -142,7 +142,7 @@ class AvqaHead(nn.Module):
                  dropout: float = 0.1) -> None:
         super().__init__()
         if not (a_dim or v_dim or t_dim):
-            raise ValueError("the AVQA head needs audio or visual features (use QuestionOnlyHead otherwise)")
+            raise ValueError("the AVQA head needs audio or visual features (use QuestionOnlyNet otherwise)")
         stats = stats or {}
         self.hidden = hidden
         self.q_std = Standardise(q_dim, stats.get("q"))

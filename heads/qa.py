@@ -18,14 +18,13 @@ import torch
 from featpipe.avqa import Question
 
 from . import checkpoint
-from .batches import AvqaArrays, AvqaBatches, masked_stats
+from .batches import AvqaArrays
 from .data import FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings
 from .layout import StreamLayout, mirror_rows, stream_layout
+from .estimators import AvqaHead, QuestionOnlyHead
 from .metrics import avqa_table
-from .models import AvqaHead, QuestionOnlyHead
+from .params import check_hparams
 from .questions import BowQuestionEncoder, answer_vocabulary, mirror_question
-from .spatial import AvqaSpatialHead
-from .train import fit, predict_logits, seed_everything
 
 HEAD, BASELINE = "avqa-head", "question-only"
 ARCHS = ("auto", "spatial", "temporal")
@@ -34,9 +33,9 @@ ARCHS = ("auto", "spatial", "temporal")
 # mirror: also train on the left-right mirrored copy of every training video and question where
 # every feature's mirror is known (heads.layout) and questions use the bag-of-words encoding.
 # schedule: "cosine" decays the learning rate to 0 over max_epochs; the best validation epoch is kept.
-DEFAULTS = {"hidden": 128, "dropout": 0.1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64,
-            "max_epochs": 30, "patience": 30, "schedule": "cosine", "arch": "auto", "pointers": 2, "mirror": True}
-BASELINE_DEFAULTS = dict(DEFAULTS, hidden=256)
+# The values are the estimators' defaults (heads.estimators); mirror is this module's own.
+DEFAULTS = dict(AvqaHead.hyperparameters(), mirror=True)
+BASELINE_DEFAULTS = dict(DEFAULTS, hidden=QuestionOnlyHead().hidden)
 
 
 @dataclass
@@ -162,34 +161,6 @@ def mirrored(prep: Prepared, lay: StreamLayout, encode, answers: Sequence[str]) 
     return Prepared(arrays, list(prep.questions) + mq, prep.skipped)
 
 
-def _stats(d: AvqaArrays) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    used = np.unique(d.vid)  # statistics over the training videos actually asked about
-    out = {"q": masked_stats(d.q)}
-    for key, arr, mask in (("a", d.a, d.mask_a), ("v", d.v, d.mask_v), ("t", d.tok, d.mask_v)):
-        if arr is not None:
-            out[key] = masked_stats(arr[used], mask[used])
-    return out
-
-
-def build_model(meta: dict) -> torch.nn.Module:
-    dims, hp = meta["dims"], meta["hparams"]
-    if meta["model"] == BASELINE:
-        return QuestionOnlyHead(dims["q"], dims["n_answers"], hidden=hp["hidden"], dropout=hp["dropout"])
-    if hp.get("arch") == "spatial":
-        sp = dims["spatial"]
-        return AvqaSpatialHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
-                               grid=sp["grid"], cells=sp["cells"], ild=sp["ild"], ild_sign=sp["ild_sign"],
-                               hidden=hp["hidden"], pointers=hp["pointers"], dropout=hp["dropout"])
-    return AvqaHead(dims["q"], dims["n_answers"], dims["max_len"], a_dim=dims["a"], v_dim=dims["v"],
-                    t_dim=dims["t"], t_patches=dims.get("p", 0), hidden=hp["hidden"], dropout=hp["dropout"])
-
-
-def _dims(d: AvqaArrays, T: int, n_answers: int) -> dict:
-    return {"q": d.q.shape[1], "a": 0 if d.a is None else d.a.shape[-1], "v": 0 if d.v is None else d.v.shape[-1],
-            "t": 0 if d.tok is None else d.tok.shape[-1], "p": 0 if d.tok is None else d.tok.shape[-2],
-            "max_len": T, "n_answers": n_answers}
-
-
 def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Question] | None,
                features: Sequence[str], out: str, seed: int = 0, question: str = "auto",
                hparams: dict | None = None, baseline: bool = True, progress: bool = False,
@@ -200,7 +171,11 @@ def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Questi
     itself. ``val_qs`` None: 10% of the training videos (chosen with ``seed``) are held out for
     early stopping. Returns ``{method: history}``.
     """
-    hp = dict(DEFAULTS, **(hparams or {}))
+    hp = dict(DEFAULTS, **check_hparams(hparams, DEFAULTS, "the AVQA head"))
+    try:
+        _estimator(HEAD, hp).validate_params()
+    except ValueError as exc:
+        raise HeadError(str(exc)) from None
     if features and cache is None:
         raise HeadError("features were asked for but no cache was given")
     metas = describe(cache, features) if features else []
@@ -234,54 +209,40 @@ def train_avqa(cache: Any, train_qs: Sequence[Question], val_qs: Sequence[Questi
         jobs = [(HEAD, hp, out)] + ([(BASELINE, bhp, f"{out}/baseline")] if baseline else [])
         if not baseline:
             checkpoint.remove(f"{out}/baseline")
-    stats = _stats(tr.arrays)
     for method, h, path in jobs:
-        meta = dict(common, model=method, hparams=h, dims=_dims(tr.arrays, T, len(answers)))
-        if method == HEAD and h["arch"] == "spatial":
-            meta["dims"]["spatial"] = lay.to_json()
-        seed_everything(seed)
-        model = build_model(meta)
-        _set_stats(model, stats)
-        use_video = method == HEAD
-        hist = fit(model, AvqaBatches(tr.arrays, h["batch_size"], use_video),
-                   AvqaBatches(va.arrays, h["batch_size"], use_video), lr=h["lr"], weight_decay=h["weight_decay"],
-                   max_epochs=h["max_epochs"], patience=h["patience"], seed=seed, progress=progress, desc=method,
-                   schedule=h["schedule"])
-        checkpoint.save(path, dict(meta, history=hist), model.state_dict())
-        histories[method] = hist
+        est = _estimator(method, h, layout=lay.to_json(), seed=seed, verbose=progress)
+        est.fit(tr.arrays, tr.arrays.y, va.arrays, va.arrays.y, classes=range(len(answers)), max_len=T)
+        meta = dict(common, model=method, hparams=h, dims=est.dims_)
+        checkpoint.save(path, dict(meta, history=est.history_), est.state())
+        histories[method] = est.history_
     return histories
 
 
-def _set_stats(model: torch.nn.Module, stats: dict) -> None:
-    for key, (mean, std) in stats.items():
-        mod = getattr(model, f"{key}_std", None)
-        if mod is not None:
-            mod.mean.copy_(torch.from_numpy(mean))
-            mod.std.copy_(torch.from_numpy(np.where(std < 1e-6, 1.0, std).astype(np.float32)))
+def _estimator(method: str, hparams: dict, **params: Any) -> AvqaHead | QuestionOnlyHead:
+    cls = AvqaHead if method == HEAD else QuestionOnlyHead
+    names = cls().get_params()
+    return cls(**{k: v for k, v in {**hparams, **params}.items() if k in names})
 
 
-def load_head(path: str) -> tuple[dict, torch.nn.Module]:
+def load_head(path: str) -> tuple[dict, AvqaHead | QuestionOnlyHead]:
+    """The head saved at ``path`` as a fitted estimator (classes: answer indices), and its meta."""
     meta, tensors = checkpoint.load(path)
     if meta.get("task") != "avqa":
         raise HeadError(f"{path} is a {meta.get('task')!r} head, not an AVQA head")
-    model = build_model(meta)
-    model.load_state_dict(tensors)
-    model.eval()
-    return meta, model
+    cls = AvqaHead if meta["model"] == HEAD else QuestionOnlyHead
+    return meta, cls.restore(meta["hparams"], meta["dims"], range(len(meta["answers"])), tensors)
 
 
 def run_questions(path: str, cache: Any, questions: Sequence[Question]) -> tuple[dict, Prepared, np.ndarray]:
     """Apply the head at ``path`` to ``questions``; returns its meta, the prepared inputs and logits."""
-    meta, model = load_head(path)
+    meta, head = load_head(path)
     if meta["features"] and cache is None:
         raise HeadError(f"{path} was trained on cached features: give the cache")
     metas = check_features(cache, meta["features"], path) if meta["features"] else []
     use_video = meta["model"] == HEAD
     prep, _ = prepare(cache, questions, metas, meta["answers"], meta["question"], meta["dims"]["max_len"],
                       video=use_video)
-    bs = meta["hparams"]["batch_size"]
-    logits = predict_logits(model, AvqaBatches(prep.arrays, bs, use_video).eval(), len(prep.questions))
-    return meta, prep, logits
+    return meta, prep, head.decision_function(prep.arrays)
 
 
 def evaluate_avqa(path: str, cache: Any, test_qs: Sequence[Question]) -> dict:

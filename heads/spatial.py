@@ -1,7 +1,7 @@
 """The spatio-temporal AVQA head for caches whose visual feature has grid cells (``motion``).
 
-:class:`AvqaSpatialHead` keeps the three question-guided temporal streams of
-:class:`heads.models.AvqaHead` (audio, visual, audio-visual fusion) and adds reasoning over
+:class:`AvqaSpatialNet` keeps the three question-guided temporal streams of
+:class:`heads.models.AvqaNet` (audio, visual, audio-visual fusion) and adds reasoning over
 **where** things are:
 
 - **cell tokens**: each grid cell of each segment becomes a token from that cell's values
@@ -27,7 +27,7 @@
   products with the question vector (multiplicative fusion), counts and overlaps.
 
 Everything question-independent runs once per video of a batch (videos ``(V, ...)``, questions
-index them with ``vid``), as in :class:`heads.models.AvqaHead`.
+index them with ``vid``), as in :class:`heads.models.AvqaNet`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torch import nn
 from .models import Stats, Standardise, masked_softmax
 
 
-class AvqaSpatialHead(nn.Module):
+class AvqaSpatialNet(nn.Module):
     """Question-guided attention over segments and over grid cells (see the module docstring).
 
     ``grid``: cells per side; ``cells``: starts of the g²-long cell blocks in the visual vector;
@@ -69,7 +69,7 @@ class AvqaSpatialHead(nn.Module):
         self.v_std = Standardise(v_dim, stats.get("v"))
         self.q_proj = nn.Sequential(nn.Linear(q_dim, H), nn.GELU(), nn.Dropout(dropout))
         self.pos = nn.Parameter(torch.zeros(max_len, H))
-        # temporal streams, as in AvqaHead
+        # temporal streams, as in AvqaNet
         self.a_proj = nn.Sequential(nn.Linear(a_dim, H), nn.LayerNorm(H))
         self.v_proj = nn.Sequential(nn.Linear(v_dim, H), nn.LayerNorm(H))
         self.fuse = nn.Sequential(nn.Linear(3 * H, H), nn.GELU())

@@ -1,10 +1,9 @@
-"""featpipe.avqa against the real MUSIC-AVQA val/test question files."""
+"""featpipe.avqa against the real MUSIC-AVQA val/test question files (tests/data/music-avqa)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,9 @@ from featpipe.avqa import (
     question_to_json,
     write_questions,
 )
+from avqa_data import real_file
 
-DATA = Path("/work/shared/music-avqa")
-VAL, TEST = DATA / "avqa-val.json", DATA / "avqa-test.json"
-needs_data = pytest.mark.skipif(not VAL.exists(), reason="real MUSIC-AVQA files not present")
+VAL, TEST = real_file("avqa-val.json"), real_file("avqa-test.json")
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,6 @@ def real() -> dict[str, list[Question]]:
     return {"val": load_questions(VAL), "test": load_questions(TEST)}
 
 
-@needs_data
 def test_counts_answers_templates_types(real):
     assert len(real["val"]) == 4568
     assert len(real["test"]) == 9129
@@ -42,7 +39,6 @@ def test_counts_answers_templates_types(real):
     assert len({q.question_id for q in both}) == len(both)
 
 
-@needs_data
 def test_filled_text_has_no_slot_left(real):
     for q in real["val"] + real["test"]:
         assert "<" not in q.text and ">" not in q.text, q
@@ -50,7 +46,6 @@ def test_filled_text_has_no_slot_left(real):
             assert v in q.text
 
 
-@needs_data
 def test_first_entry_parsed(real):
     q = real["val"][0]
     assert q == Question(question_id=7, video_id="00000028",
@@ -59,13 +54,12 @@ def test_first_entry_parsed(real):
                          group="Audio-Visual", qtype="Existential", answer="yes")
 
 
-@needs_data
 @pytest.mark.parametrize("name", ["avqa-val.json", "avqa-test.json"])
 def test_round_trip_is_byte_exact(real, tmp_path, name):
     qs = real["val" if "val" in name else "test"]
     out = tmp_path / name
     write_questions(out, qs)
-    assert out.read_bytes() == (DATA / name).read_bytes()
+    assert out.read_bytes() == real_file(name).read_bytes()
     assert load_questions(out) == qs
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.decode import DecodeParams, count_segments, iter_chunks, probe
 from featpipe.extractors import AUDIO_RATE as SR

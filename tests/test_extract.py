@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from media import write_clip
 
@@ -149,7 +149,7 @@ def _env(**extra) -> dict:
 
 
 def _featpipe() -> list[str]:
-    return [sys.executable, "-c", "import cli; cli.main()"]
+    return [sys.executable, "-c", "from featpipe.cli import main; main()"]
 
 
 def test_kill_9_of_the_extracting_process_then_resume_equals_a_clean_run(tmp_path):

@@ -12,8 +12,8 @@ from test_heads_support import planted_clips, prov, write_cache
 
 from featpipe import open_cache
 from featpipe.extractors.base import OutputSpec
-from heads import api
-from heads.data import HeadError, describe, load_segments
+from featpipe.heads import api
+from featpipe.heads.data import HeadError, describe, load_segments
 
 
 def test_native_hop_features_are_averaged_into_segments(tmp_path):

@@ -7,9 +7,9 @@ import json
 from click.testing import CliRunner
 from test_heads_support import planted_avqa, planted_clips
 
-from cli import main
-from heads.api import run_avqa_experiment
-from heads.metrics import TABLE_KEYS
+from featpipe.cli import main
+from featpipe.heads.api import run_avqa_experiment
+from featpipe.heads.metrics import TABLE_KEYS
 
 
 def test_cli_avqa_train_evaluate_predict(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heads.metrics import TABLE_KEYS, avqa_table, classification_metrics, format_avqa_tables
+from featpipe.heads.metrics import TABLE_KEYS, avqa_table, classification_metrics, format_avqa_tables
 
 # (group, type, correct): Audio Counting 2/3, Audio Comparative 0/1, Visual Location 1/2,
 # AV Temporal 4/4; no Visual Counting or other AV questions.

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
-import pytest
+from avqa_data import real_file
 
 from featpipe.avqa import QUESTION_TYPES, Question, load_questions
-from heads import api
-from heads.metrics import TYPE_KEYS
-from heads.questions import BowQuestionEncoder, answer_vocabulary
+from featpipe.heads import api
+from featpipe.heads.metrics import TYPE_KEYS
+from featpipe.heads.questions import BowQuestionEncoder, answer_vocabulary
 
-DATA = Path("/work/shared/music-avqa")
-VAL, TEST = DATA / "avqa-val.json", DATA / "avqa-test.json"
-needs_data = pytest.mark.skipif(not VAL.exists(), reason="real MUSIC-AVQA files not present")
+VAL, TEST = real_file("avqa-val.json"), real_file("avqa-test.json")
 
 CMP = "Is the <Object> louder than the <Object>?"
 
@@ -46,7 +43,6 @@ def test_bow_encoding_blocks_and_slot_order():
     assert (again.encode(train) == enc.encode(train)).all()
 
 
-@needs_data
 def test_real_val_and_test_give_41_answers():
     val, test = load_questions(VAL), load_questions(TEST)
     assert (len(val), len(test)) == (4568, 9129)
@@ -55,7 +51,6 @@ def test_real_val_and_test_give_41_answers():
     assert {(q.group, q.qtype) for q in test} == set(QUESTION_TYPES)
 
 
-@needs_data
 def test_question_only_baseline_val_to_test(tmp_path, capsys):
     """Trained on the real val file (no cache: bag of words), scored on the real test file."""
     hist = api.train_head(None, "avqa", VAL, None, None, tmp_path / "qo", seed=0, hparams={"max_epochs": 15})

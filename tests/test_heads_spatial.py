@@ -13,11 +13,11 @@ from test_heads_support import prov, write_cache
 
 from featpipe.avqa import Question, load_questions, write_questions
 from featpipe.extractors.base import OutputSpec
-from heads import api
-from heads.checkpoint import load as load_checkpoint
-from heads.data import HeadError
-from heads.layout import mirror_rows, read_layout, stream_layout
-from heads.questions import BowQuestionEncoder, mirror_question
+from featpipe.heads import api
+from featpipe.heads.checkpoint import load as load_checkpoint
+from featpipe.heads.data import HeadError
+from featpipe.heads.layout import mirror_rows, read_layout, stream_layout
+from featpipe.heads.questions import BowQuestionEncoder, mirror_question
 
 G, T = 2, 4
 MOTION_LAYOUT = [["motion", 0, 4], ["L_mean", 4, 8], ["motion_mean", 8, 9]]

@@ -146,7 +146,7 @@ def test_decorrelated_labels_carry_no_information():
 
 
 def test_planted_cache_reads_back(tmp_path):
-    from heads.data import default_features, describe
+    from featpipe.heads.data import default_features, describe
 
     files = planted_avqa(tmp_path, n_videos=10, tokens=True, text=True)
     with open_cache(files["cache"]) as cache:

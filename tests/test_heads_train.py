@@ -9,8 +9,8 @@ import pytest
 from safetensors.numpy import load_file
 from test_heads_support import planted_avqa, planted_clips
 
-from heads import api
-from heads.data import HeadError
+from featpipe.heads import api
+from featpipe.heads.data import HeadError
 
 FAST = {"max_epochs": 25, "patience": 25, "batch_size": 32}
 
@@ -100,7 +100,7 @@ def test_linear_probe_is_stored_as_arrays_and_rebuilt(tmp_path):
     meta = json.loads((tmp_path / "h" / "head.json").read_text())
     assert meta["history"]["C"] in meta["hparams"]["C_grid"]
     from featpipe import open_cache
-    from heads.classify import scores
+    from featpipe.heads.classify import scores
 
     with open_cache(files["cache"]) as cache:
         _, ids, probs = scores(str(tmp_path / "h"), cache, [f"{i:08d}" for i in range(90, 120)])

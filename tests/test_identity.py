@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.extractors.priors import Priors
 
@@ -91,7 +91,7 @@ def test_another_identity_is_refused_and_the_ways_out_work(clips, tmp_path, gain
     assert code == 0, out
     res = CliRunner().invoke(cli.main, ["merge", str(cache), str(other), "-o", str(tmp_path / "merged.h5")])
     assert res.exit_code == 2 and "identity.options.gain 1.0 vs 2.0" in res.output, res.output  # shards must agree
-    from heads.data import HeadError, check_features
+    from featpipe.heads.data import HeadError, check_features
 
     with open_cache(cache) as a, open_cache(other) as b:
         trained = [{"name": "gain", "shape": [1], "provenance": a.provenance("gain")}]

@@ -80,7 +80,7 @@ def test_merge_refuses_what_would_mix_meanings(tmp_path) -> None:
 
 
 def test_merge_command(tmp_path) -> None:
-    from cli import main
+    from featpipe.cli import main
 
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
     _shard(a, {"x": {"emb": _rows(3, 1, 4)}})

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.models import openl3 as m
 from media import write_clip

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from avqa_data import real_file
 from click.testing import CliRunner
 
 from featpipe.avqa import QUESTION_TYPES, Question, load_questions
@@ -20,7 +20,6 @@ from featpipe.synth.report import question_only_baseline
 from featpipe.synth.scene import KINDS, POSITION_X, Note, Scene, Source, Voiceover
 from featpipe.synth.sound import SAMPLE_RATE, render_audio, render_stems
 
-REAL = Path("/work/shared/music-avqa")
 NUM = ("zero", "one", "two", "three", "four", "five")
 ORD = ("first", "second", "third", "fourth")
 
@@ -192,9 +191,7 @@ def oracle(sc: Scene, template: str, v: tuple) -> str | None:
 def test_templates_are_the_real_ones():
     assert len(TEMPLATES) == 33 and len({t.text for t in TEMPLATES}) == 33
     assert {(t.group, t.qtype) for t in TEMPLATES} == set(QUESTION_TYPES)
-    if not REAL.exists():
-        pytest.skip("real MUSIC-AVQA files not present")
-    qs = load_questions(REAL / "avqa-val.json") + load_questions(REAL / "avqa-test.json")
+    qs = load_questions(real_file("avqa-val.json")) + load_questions(real_file("avqa-test.json"))
     real = {(q.template, q.group, q.qtype) for q in qs}
     real_answers = {q.answer for q in qs}
     for t in TEMPLATES:
@@ -411,7 +408,7 @@ def test_errors_and_cli(tmp_path):
         make_dataset(tmp_path, videos=0, seed=0)
     with pytest.raises(SynthError, match="seconds must be >= 2"):
         make_dataset(tmp_path, videos=2, seed=0, seconds=1.0)
-    from cli import main
+    from featpipe.cli import main
 
     res = CliRunner().invoke(main, ["synth", str(tmp_path / "o"), "--videos", "4", "--seed", "1", "--no-videos"])
     assert res.exit_code == 0, res.output

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.avqa import fill_template, load_questions, write_questions
 from featpipe.cache import CacheWriter
 from featpipe.extractors import OutputSpec, build
 from featpipe.text import TextError, build_text_encoder, collect_texts
+from avqa_data import real_file
 from test_clap import make_tiny_clap
 
-VAL = Path("/work/shared/music-avqa/avqa-val.json")
+VAL = real_file("avqa-val.json")
 TIMELINE = {"fps": 1.0, "seg_len": 1.0, "max_seconds": None, "pad": "repeat"}
 
 

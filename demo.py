@@ -1,5 +1,8 @@
 """``featpipe demo``: the whole product offline, end to end, in a few minutes on 2 cores.
 
+Application layer, beside cli.py (installed as ``featpipe.demo``): it drives every stage, so it
+lives above both featpipe/ and heads/ rather than inside heads/, which only reads the cache.
+
 1. ``featpipe synth``: synthetic music videos with MUSIC-AVQA questions whose answers are exact;
 2. ``featpipe extract``: the weight-free ``priors`` and ``motion`` features (and CLIP, OpenL3, CLAP
    when their weights are on this machine), on a local Dask cluster;
@@ -14,13 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from featpipe import extractors
-from featpipe.extractors import ExtractOptions, WeightsError
-from featpipe.pipeline import ExtractConfig, run_extract
-from featpipe.synth import make_dataset
-from featpipe.synth.report import format_report
-
-from .api import run_avqa_experiment
+# The stages are imported when the demo runs, so that the CLI can read DemoConfig's defaults
+# without loading the pipeline.
 
 OPTIONAL_VISUAL = ("clip:ViT-B-32/laion2b_s34b_b79k",)
 OPTIONAL_AUDIO = ("openl3:mel256/music/512", "clap:laion/larger_clap_music")
@@ -41,6 +39,9 @@ class DemoConfig:
 
 def available_specs(specs: tuple[str, ...], echo: Callable[[str], Any]) -> tuple[str, ...]:
     """The specs whose weights are present here; the others are named and skipped."""
+    from featpipe import extractors
+    from featpipe.extractors import ExtractOptions, WeightsError
+
     kept = []
     for spec in specs:
         try:
@@ -54,6 +55,11 @@ def available_specs(specs: tuple[str, ...], echo: Callable[[str], Any]) -> tuple
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], Any] = print) -> dict:
     """Run the demo; returns the evaluation report (head and baseline tables)."""
+    from featpipe.heads.api import run_avqa_experiment
+    from featpipe.pipeline import ExtractConfig, run_extract
+    from featpipe.synth import make_dataset
+    from featpipe.synth.report import format_report
+
     data = cfg.out / "data"
     if (data / "avqa-test.json").is_file() and (data / "videos").is_dir():
         echo(f"[1/4] reusing the synthetic set in {data}")
