@@ -34,7 +34,7 @@ def write_config_folder(folder: Path) -> Path:
     return folder
 
 
-def write_textured_clip(path: Path, seconds: int = 3, fps: int = 10, size: tuple[int, int] = (120, 72)) -> Path:
+def write_textured_clip(path: Path, seconds: int = 3, fps: int = 10, size: tuple[int, int] = (320, 180)) -> Path:
     """H.264 clip whose frames carry fine texture (interpolation filters change the pixels) and
     differ from second to second."""
     w, h = size

@@ -77,7 +77,7 @@ def test_preprocessing_equals_open_clips_transform(model, pre, video, tmp_path):
     ext.check()
     ext.load("cpu")
     frames = _decoded(ext, video)
-    assert frames.shape[1:] == (72, 120, 3)  # native size: the decoder did not scale them
+    assert frames.shape[1:] == (180, 320, 3)  # native size: the decoder did not scale them
     assert np.array_equal(frames, centre_frames(video))
     _, _, ref_tf = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     ref = torch.stack([ref_tf(Image.fromarray(f)) for f in frames])
