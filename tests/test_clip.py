@@ -97,6 +97,26 @@ def test_tag_preprocessing_reaches_the_model(tmp_path):
         {"size": 32, "mode": "RGB", "fill_color": 0, **siglip})
 
 
+def test_a_tags_preprocessing_and_weights_through_load(video, tmp_path, monkeypatch):
+    """A pretrained tag (registered here with a local file) gets the tag's preprocessing, as
+    open_clip's own create_model_and_transforms(model, pretrained=tag) gives it."""
+    import open_clip
+    import open_clip.pretrained as ocp
+
+    ckpt = save_weights("tiny-vit", tmp_path / "w.safetensors", seed=6)
+    tag = {"file": str(ckpt), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear",
+           "resize_mode": "squash"}
+    monkeypatch.setitem(ocp._PRETRAINED, "tiny-vit", {"faketag": tag})
+    ext = build("clip:tiny-vit/faketag")
+    ext.check()
+    ext.load("cpu")
+    frames = centre_frames(video)
+    model, ref_x, ref = open_clip_reference("tiny-vit", "faketag", frames)
+    assert model.visual.preprocess_cfg["resize_mode"] == "squash"
+    assert torch.equal(ext.preprocess(frames), ref_x)
+    np.testing.assert_allclose(ext.extract(_chunk(frames))["clip-tiny-vit-faketag"], ref, rtol=1e-5, atol=1e-6)
+
+
 # the real configs resolve without weights, with open_clip's preprocessing for their tags
 REAL = {
     "RN50/openai": ("ModifiedResNet", 1024, None, {**OPENAI, "interpolation": "bicubic", "resize_mode": "shortest",
