@@ -231,8 +231,8 @@ def preprocess_frames(frames: np.ndarray, transform: Callable) -> torch.Tensor:
     """uint8 (N, H, W, 3) RGB frames at their decoded size -> (N, 3, h, w) float32 model input.
 
     Each frame goes through open_clip's own transform as a PIL image, so the tensors equal
-    open_clip's by construction. (torchvision's antialiased uint8 tensor resize was measured
-    against it: up to 6 grey levels apart on 20% of the pixels, and 3x slower at 1080p on a CPU.)
+    open_clip's by construction. (torchvision's antialiased uint8 tensor resize is faster but
+    1 grey level apart on up to 0.5% of the pixels: bench/bench_clip_preprocess.py.)
     """
     from PIL import Image
 
