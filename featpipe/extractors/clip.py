@@ -96,10 +96,10 @@ class ClipExtractor(Extractor):
     # -- weights ---------------------------------------------------------------------------
     def check(self) -> None:
         self.outputs()  # --tokens on a tower without tokens: one line, before any video
-        self._file = self.source.weights_file()
         mismatch = self.source.quick_gelu_mismatch()
-        if mismatch:
+        if mismatch:  # said once, here on the client, rather than by open_clip in every worker
             warnings.warn(mismatch, UserWarning, stacklevel=2)
+        self._file = self.source.weights_file()
 
     @property
     def model(self):
