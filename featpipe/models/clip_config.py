@@ -70,7 +70,7 @@ def _cached_tag_file(cfg: dict) -> str | None:
     if hub:
         parts = hub.strip("/").split("/")
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
-        hit = _hf_cached(repo, [filename] if filename else list(HF_WEIGHTS))
+        hit = _hf_cached(repo, _hf_names(filename))
         if hit:
             return hit
     url = cfg.get("url", "")
@@ -79,6 +79,15 @@ def _cached_tag_file(cfg: dict) -> str | None:
         if local.is_file():
             return str(local)
     return None
+
+
+def _hf_names(filename: str) -> list[str]:
+    """The files open_clip's download_pretrained_from_hf tries for ``filename``, in its order."""
+    if not filename or filename == HF_WEIGHTS[1]:
+        return list(HF_WEIGHTS)
+    if filename.endswith((".bin", ".pth")):
+        return [filename[:-4] + ".safetensors", filename]
+    return [filename]
 
 
 def _hf_cached(repo: str, names: list[str]) -> str | None:
