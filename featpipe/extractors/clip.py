@@ -1,149 +1,105 @@
-"""CLIP visual embeddings through open_clip: ``clip:<model>/<pretrained tag or checkpoint>``.
+"""CLIP image embeddings through open_clip, for every model open_clip builds.
 
-One embedding per segment from the frame at the segment centre; with ``--tokens`` also the patch
-tokens (after ``ln_post``, projected into the embedding space with ``visual.proj``), which
-spatial designs attend over. Weights are resolved on the client: a pretrained tag from the local
-Hugging Face / open_clip cache (downloaded when the network allows), a local checkpoint path,
-or ``random`` (seeded random weights, for tests and throughput runs). Extra model configs are
-registered from the folders or JSON files in ``FEATPIPE_OPENCLIP_CONFIGS`` (``os.pathsep``
-separated), in the client and in every worker.
+Specs: ``clip:<model>/<pretrained tag | checkpoint path | random>``, ``clip:hf-hub:<org>/<name>``,
+``clip:local-dir:<folder>`` (see :mod:`featpipe.models.clip_config`). One embedding per segment
+from the frame at the segment centre, decoded at its displayed size and preprocessed by
+open_clip's own transform for that model and weights (``resize_mode``, ``interpolation``,
+mean/std), so nothing is resized twice. ``--tokens`` adds the patch tokens in the embedding space
+where the tower has them (ViTs; see :mod:`featpipe.models.clip_towers`), and is refused at
+start-up with one line for towers that have none (ResNets, ConvNeXt). ``--set
+token_layout=cls+patches`` stores PSTP-Net's layout instead: row 0 the image embedding, rows 1..
+the patch tokens. See docs/clip.md for what is measured.
+
+Extra model configs are registered from the folders or JSON files in ``FEATPIPE_OPENCLIP_CONFIGS``
+(``os.pathsep`` separated), in the client and in every worker.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
+import warnings
 
 import numpy as np
 
-from ..weights import online
+from ..models.clip_config import ClipSource, normalise_preprocess, size_2d
 from . import register
-from .base import Chunk, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from .base import Chunk, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 
-_registered_configs: set[str] = set()
-
-
-def _register_configs() -> None:
-    import open_clip
-
-    for item in filter(None, os.environ.get("FEATPIPE_OPENCLIP_CONFIGS", "").split(os.pathsep)):
-        if item not in _registered_configs:
-            open_clip.add_model_config(item)
-            _registered_configs.add(item)
-
-
-def _cached_tag_file(cfg: dict) -> str | None:
-    """The checkpoint of a pretrained tag if it is already on disk (HF cache or open_clip's URL cache)."""
-    if cfg.get("file"):
-        return cfg["file"]
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        for name in names:
-            hit = try_to_load_from_cache(repo, name)
-            if isinstance(hit, str):
-                return hit
-    url = cfg.get("url", "")
-    if url:
-        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
-        if local.is_file():
-            return str(local)
-    return None
+TOKEN_LAYOUTS = ("patches", "cls+patches")
 
 
 @register
 class ClipExtractor(Extractor):
     name = "clip"
-    summary = "CLIP image embedding per segment (open_clip); --tokens adds patch tokens"
-    spec_help = "clip:<model>/<pretrained tag | checkpoint path | random>"
-    examples = ("clip:ViT-B-32/laion2b_s34b_b79k", "clip:ViT-L-14-quickgelu/openai", "clip:ViT-B-32//data/ckpt.safetensors")
+    summary = "CLIP image embedding per segment (any open_clip model); --tokens adds patch tokens (ViTs)"
+    spec_help = "clip:<model>/<pretrained tag | checkpoint path | random>, clip:hf-hub:<org>/<name>, clip:local-dir:<dir>"
+    examples = ("clip:ViT-B-32-quickgelu/openai", "clip:ViT-L-14-336-quickgelu/openai", "clip:ViT-B-16-SigLIP/webli",
+                "clip:RN50-quickgelu/openai", "clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+                "clip:ViT-B-32//data/ckpt.safetensors", "clip:local-dir:/data/my-clip")
+    version = "2"  # 2: open_clip's transform per model/weights on native frames; every tower family
+    option_specs = {
+        "precision": Option(str, "fp16", "on CUDA: open_clip's fp16 (weights in fp16, norms in fp32, as OpenAI's "
+                            "CLIP) or fp32; the CPU always computes in fp32", choices=("fp16", "fp32")),
+        "token_layout": Option(str, "patches", "with --tokens: 'patches' stores (N, D) patch tokens as "
+                               "<name>-tokens; 'cls+patches' stores (1+N, D) as <name>-cls-tokens, row 0 the image "
+                               "embedding (PSTP-Net's clip_patch-level layout)", choices=TOKEN_LAYOUTS),
+    }
 
     def __init__(self, args, options) -> None:
         super().__init__(args, options)
-        model, sep, pretrained = args.partition("/")
-        if not model or not sep or not pretrained:
-            raise ExtractorError(f"clip spec {self.spec!r} must be clip:<model>/<pretrained tag or checkpoint path>")
-        self.model_name, self.pretrained = model, pretrained
-        _register_configs()
-        import open_clip
-
-        self._cfg = open_clip.get_model_config(model)
-        if self._cfg is None:
-            raise ExtractorError(f"{self.spec}: open_clip has no model {model!r} (see open_clip.list_models(), "
-                                 "or register a config folder in FEATPIPE_OPENCLIP_CONFIGS)")
+        self.source = ClipSource.parse(self.spec, args)
+        self.model_name = self.source.model  # what open_clip.get_tokenizer takes (text.py)
+        self.pretrained = self.source.pretrained
+        self.preprocess_cfg = self.source.preprocess_cfg()
+        self._tower = None
         self._file: str | None = None
         self._model = None
 
     # -- declared --------------------------------------------------------------------------
     @property
-    def _tag(self) -> str:
-        return Path(self.pretrained).stem if self._is_path else self.pretrained
+    def tower(self):
+        """Family, embedding size and token shape of the image tower (a weightless build on ``meta``)."""
+        if self._tower is None:
+            from ..models.clip_towers import describe_tower
 
-    @property
-    def _is_path(self) -> bool:
-        p = self.pretrained
-        return p.startswith(("/", ".", "~")) or p.endswith((".pt", ".pth", ".bin", ".safetensors"))
-
-    def _image_size(self) -> int:
-        size = self._cfg["vision_cfg"].get("image_size", 224)
-        return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-    def _token_shape(self) -> tuple[int, int]:
-        v = self._cfg["vision_cfg"]
-        n = (self._image_size() // int(v.get("patch_size", 16))) ** 2
-        return n, int(self._cfg["embed_dim"])
+            self._tower = describe_tower(self.source.model_cfg)
+        return self._tower
 
     def outputs(self) -> list[OutputSpec]:
-        base = f"clip-{self.model_name}-{self._tag}"
-        outs = [OutputSpec(base, (int(self._cfg["embed_dim"]),), "visual", window=None,
-                           layout="CLIP image embedding (projected, not normalised)",
-                           attrs={"model": self.model_name, "pretrained": self._tag, "image_size": self._image_size()})]
+        base = self.source.feature_base
+        pre = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.preprocess_cfg.items()}
+        attrs = {"model": self.source.model, "pretrained": self.source.pretrained, "family": self.tower.family,
+                 "preprocess": pre, "image_size": list(self.preprocess_cfg["size"])}
+        dim = self.tower.embed_dim
+        outs = [OutputSpec(base, (dim,), "visual", window=None,
+                           layout="CLIP image embedding (encode_image: projected, not normalised)", attrs=attrs)]
         if self.options.tokens:
-            outs.append(OutputSpec(base + "-tokens", self._token_shape(), "visual",
-                                   layout="patch tokens in row-major grid order, after ln_post, projected by visual.proj",
-                                   attrs={"grid": int(self._token_shape()[0] ** 0.5)}))
+            t = self.tower
+            if t.token_shape is None:
+                raise ExtractorError(f"{self.spec}: --tokens: this image tower ({t.family}) has no patch tokens: "
+                                     f"{t.why_no_tokens}; drop --tokens for it (ViT towers have them)")
+            n, d = t.token_shape
+            grid = {"grid": list(t.grid)}
+            if self.opt("token_layout") == "patches":
+                outs.append(OutputSpec(base + "-tokens", (n, d), "visual", attrs=grid,
+                                       layout="patch tokens in row-major grid order, in the embedding space "
+                                              "(after the final norm, projected)"))
+            else:
+                outs.append(OutputSpec(base + "-cls-tokens", (1 + n, d), "visual", attrs=grid,
+                                       layout="row 0 the image embedding (= the CLS token after ln_post, projected, "
+                                              "for class-token ViTs), rows 1.. the patch tokens in row-major grid order"))
         return outs
 
     def needs(self) -> MediaNeeds:
-        return MediaNeeds(frame_positions=(0.5,), frame_short_side=self._image_size())
+        return MediaNeeds(frame_positions=(0.5,), frame_short_side=min(size_2d(self.preprocess_cfg["size"])),
+                          native_frames=True)
 
     # -- weights ---------------------------------------------------------------------------
     def check(self) -> None:
-        self._file = self._resolve()
-
-    def _resolve(self) -> str | None:
-        if self.pretrained == "random":
-            return None
-        if self._is_path:
-            path = Path(self.pretrained).expanduser()
-            if not path.is_file():
-                raise WeightsError(f"{self.spec}: checkpoint {path} does not exist")
-            return str(path)
-        import open_clip
-
-        cfg = open_clip.get_pretrained_cfg(self.model_name, self.pretrained)
-        if not cfg:
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.model_name)) or "none"
-            raise WeightsError(f"{self.spec}: open_clip has no pretrained tag {self.pretrained!r} for "
-                               f"{self.model_name} (tags: {tags}; or give a checkpoint path, or 'random')")
-        hit = _cached_tag_file(cfg)
-        if hit:
-            return hit
-        if online():
-            try:
-                return open_clip.download_pretrained(cfg)
-            except Exception as exc:  # noqa: BLE001 - reported as one line below
-                reason = f"download failed ({type(exc).__name__})"
-        else:
-            reason = "not in the local cache and there is no network"
-        raise WeightsError(
-            f"{self.spec}: weights {reason}; on a connected machine run `python -c \"import open_clip; "
-            f"open_clip.create_model('{self.model_name}', pretrained='{self.pretrained}')\"` and copy "
-            f"~/.cache/huggingface here, or pass a checkpoint: clip:{self.model_name}/PATH")
+        self.outputs()  # --tokens on a tower without tokens: one line, before any video
+        mismatch = self.source.quick_gelu_mismatch()
+        if mismatch:  # said once, here on the client, rather than by open_clip in every worker
+            warnings.warn(mismatch, UserWarning, stacklevel=2)
+        self._file = self.source.weights_file()
 
     @property
     def model(self):
@@ -153,63 +109,60 @@ class ClipExtractor(Extractor):
         return self._model
 
     def weights_identity(self) -> str:
-        if self.pretrained == "random":
+        if self.source.is_random:
             return "random-init"
         from ..weights import sha256_file
 
         if self._file is None:
-            self._file = self._resolve()
+            self._file = self.source.weights_file()
         return "sha256:" + sha256_file(self._file)
 
     # -- running ---------------------------------------------------------------------------
     def load(self, device: str) -> None:
-        import open_clip
-        import torch
+        import torch  # noqa: F401 - fail here, not mid-video, when torch is missing
 
-        if self._file is None and self.pretrained != "random":
-            self._file = self._resolve()
-        torch.manual_seed(0)  # "random" weights are the same in every worker
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # open_clip warns on random
-        model = open_clip.create_model(self.model_name, pretrained=self._file, device=device)
-        model.eval()
-        self.half = device.startswith("cuda") and self.options.get("precision", "fp16") == "fp16"
-        if self.half:
-            model = model.half()
-        model.visual.output_tokens = True
+        from ..models.clip_towers import VisualEncoder, build_model, frame_transform, input_dtype
+
+        if self._file is None and not self.source.is_random:
+            self._file = self.source.weights_file()
+        src = self.source
+        name = f"local-dir:{src.folder}" if src.folder is not None else src.model
+        precision = "fp16" if device.startswith("cuda") and self.opt("precision") == "fp16" else "fp32"
+        force = {k: v for k, v in self.preprocess_cfg.items() if k != "size"}
+        model = build_model(name, self._file, device, precision, force_preprocess=force)
+        got = normalise_preprocess(model.visual.preprocess_cfg)
+        if got != self.preprocess_cfg:
+            raise ExtractorError(f"{self.spec}: the built model's preprocessing {got} differs from the resolved "
+                                 f"{self.preprocess_cfg}")
         self._model, self._device = model, device
-        pre = model.visual.preprocess_cfg
-        self._mean = torch.tensor(pre["mean"], device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(pre["std"], device=device).view(1, 3, 1, 1)
+        self._encoder = VisualEncoder(model.visual, lambda x: model.encode_image(x, normalize=False))
+        self._dtype = input_dtype(model.visual)
+        self._transform = frame_transform(model.visual.preprocess_cfg)
 
-    def _preprocess(self, frames: np.ndarray):
-        """uint8 (N, H, W, 3) -> normalised (N, 3, S, S): shortest side to S (bicubic), centre crop."""
-        import torch
-        import torchvision.transforms.v2.functional as TF
+    def preprocess(self, frames: np.ndarray):
+        """uint8 (N, H, W, 3) decoded frames -> the model's (N, 3, h, w) float32 input (open_clip's transform)."""
+        from ..models.clip_towers import preprocess_frames
 
-        x = torch.from_numpy(frames).to(self._device).permute(0, 3, 1, 2)
-        size = self._image_size()
-        x = TF.resize(x, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-        x = TF.center_crop(x, [size, size]).float().div_(255.0)
-        return (x - self._mean) / self._std
+        return preprocess_frames(frames, self._transform)
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:
         import torch
 
         frames = chunk.frames[0.5]
+        want = self.options.tokens
         pooled, tokens = [], []
+        step = max(1, self.options.batch_size)
         with torch.inference_mode():
-            for i in range(0, len(frames), max(1, self.options.batch_size)):
-                x = self._preprocess(frames[i:i + self.options.batch_size])
-                if self.half:
-                    x = x.half()
-                p, t = self._model.visual(x)
+            for i in range(0, len(frames), step):
+                x = self.preprocess(frames[i:i + step]).to(self._device, self._dtype)
+                p, t = self._encoder(x, tokens=want)
                 pooled.append(p.float().cpu().numpy())
-                if self.options.tokens:
-                    proj = self._model.visual.proj
-                    t = t @ proj if proj is not None else t
+                if want:
+                    if self.opt("token_layout") == "cls+patches":
+                        t = torch.cat([p[:, None, :].to(t.dtype), t], dim=1)
                     tokens.append(t.float().cpu().numpy())
         outs = self.outputs()
         result = {outs[0].name: np.concatenate(pooled)}
-        if self.options.tokens:
+        if want:
             result[outs[1].name] = np.concatenate(tokens)
         return result
