@@ -101,7 +101,8 @@ def _attention(attn: torch.nn.Module, x: torch.Tensor, size: torch.Tensor | None
     q, k = attn.q_norm(q), attn.k_norm(k)
     bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)  # (b, 1, 1, n)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
-    out = attn.norm(out.transpose(1, 2).reshape(b, n, -1))
+    out = out.transpose(1, 2).reshape(b, n, -1)
+    out = attn.norm(out) if hasattr(attn, "norm") else out  # timm >= 1.0: optional scale norm
     if gate is not None:
         out = out * gate
     return attn.proj_drop(attn.proj(out)), k.mean(dim=1)
@@ -109,8 +110,7 @@ def _attention(attn: torch.nn.Module, x: torch.Tensor, size: torch.Tensor | None
 
 def check_supported(vit: torch.nn.Module) -> None:
     """Raise ``ValueError`` (one line) for timm models this implementation does not cover."""
-    from timm.layers import Attention
-    from timm.models.vision_transformer import Block, VisionTransformer
+    from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
     if not isinstance(vit, VisionTransformer):
         raise ValueError(f"ToMe here needs a timm VisionTransformer, got {type(vit).__name__}")
