@@ -280,10 +280,9 @@ def _default_specs(cache_path: Path) -> list[str]:
     return list(dict.fromkeys(s for s in specs if extractors.parse_spec(s)[0] in TEXT_KINDS))
 
 
-def field_tables(enc: ClipText, questions: Sequence[str | Path]) -> list[TextTable]:
-    """The ``-qst``, ``-words`` and ``-qaprompt`` tables of ``enc`` for these question files."""
-    qst = collect_texts(questions, form=field_question_text)
-    prompts = collect_texts(questions, form=_tspm_prompt)
+def field_tables(enc: ClipText, qst: dict[str, list[int]], prompts: dict[str, list[int]]) -> list[TextTable]:
+    """The ``-qst``, ``-words`` and ``-qaprompt`` tables of ``enc``; texts from :func:`collect_texts`
+    with ``form=field_question_text`` (``qst``) and TSPM's prompts (``prompts``)."""
     form = "question as PSTP-Net/TSPM encode it (featpipe.text.field_question_text)"
     return [TextTable(enc.name + "-qst", (enc.dim,), qst, "sentence", form),
             TextTable(enc.name + "-words", (enc.context_length, enc.dim), qst, "words", form),
@@ -320,11 +319,13 @@ def encode_texts_into_cache(cache: str | Path, specs: Sequence[str] = (), questi
         raise TextError("--field-tables needs --questions (its tables are keyed by question id)")
     if with_field_tables and not any(isinstance(e, ClipText) for e in encs):
         raise TextError("--field-tables needs a CLIP text encoder (--text-encoder clip:<model>/<pretrained>)")
+    if with_field_tables:
+        qst, prompts = collect_texts(questions, form=field_question_text), collect_texts(questions, form=_tspm_prompt)
     plans = []
     for enc in encs:
         tables = [TextTable(enc.name, (enc.dim,), texts)]
         if with_field_tables and isinstance(enc, ClipText):
-            tables += field_tables(enc, questions)
+            tables += field_tables(enc, qst, prompts)
         plans.append((enc, tables))
     for enc in encs:
         enc.check()
