@@ -187,3 +187,20 @@ def test_field_tables_one_line_refusals(cache, tmp_path):
     res = _cli(cache, "--questions", bad, "--text-encoder", "clip:ViT-B-32/random", "--field-tables")
     assert res.exit_code != 0 and f"question_id {entry['question_id']}" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_multi_axis_text_tables_survive_a_merge(tmp_path):
+    from featpipe.merge import merge_caches
+
+    rows = {}
+    for name, texts in (("a.h5", ["x", "y"]), ("b.h5", ["z"])):
+        with CacheWriter(tmp_path / name, TIMELINE) as w:
+            w.ensure_text_table("enc-words", (3, 4), {"weights": "w"})
+            emb = np.random.default_rng(len(texts)).normal(size=(len(texts), 3, 4)).astype(np.float16)
+            w.add_texts("enc-words", [{"text": t, "ids": [ord(t)]} for t in texts], emb)
+            rows.update(zip(texts, emb))
+    merge_caches([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "m.h5")
+    with open_cache(tmp_path / "m.h5") as c:
+        got = c.text_embeddings("enc-words", question_ids=[ord("z"), ord("x")], dtype=np.float16)
+        assert c.text_embeddings("enc-words", question_ids=[]).shape == (0, 3, 4)
+    np.testing.assert_array_equal(got, np.stack([rows["z"], rows["x"]]))
