@@ -28,7 +28,7 @@ import numpy as np
 
 from ..weights import online
 from . import register
-from .base import Chunk, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
+from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
 ENV_CONFIGS = "FEATPIPE_TIMM_CONFIGS"
 _FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's Hugging Face repos hold
@@ -98,7 +98,7 @@ class ToMeExtractor(Extractor):
         "tome_prop_attn": Option(bool, True, "proportional attention (+log token size on the attention logits)"),
     }
 
-    def __init__(self, args: str, options) -> None:
+    def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
         model, _, weights = args.partition("/")
         model = model.strip()
