@@ -103,12 +103,13 @@ def np_tome_step(x, size, metric, r, protect=True):
     r = max(0, min(r, (n - int(protect)) // 2))
     a_set, b_set = list(range(0, n, 2)), list(range(1, n, 2))
     unit = metric / np.linalg.norm(metric, axis=1, keepdims=True)
+    cos = unit[a_set] @ unit[b_set].T
     best = []
     for i, a in enumerate(a_set):
         if protect and a == 0:
             best.append((-math.inf, None))
             continue
-        sims = [float(unit[a] @ unit[b]) for b in b_set]
+        sims = list(cos[i])
         j = int(np.argmax(sims))
         best.append((sims[j], j))
     order = sorted(range(len(a_set)), key=lambda i: -best[i][0])
@@ -324,6 +325,17 @@ def test_checkpoint_loads_through_timm_and_matches_direct(variants, tmp_path, ki
                         merge_schedule(4, 3, 3)) for f in frames]
     for g, w in zip(got, want):
         assert _cos(g, w).min() >= 0.9999
+
+
+def test_full_depth_577_to_14_through_the_extractor(variants):
+    ext = build("tome:deep-vit/random")
+    ext.load("cpu")
+    frame = np.random.default_rng(9).integers(0, 256, (1, 360, 480, 3), dtype=np.uint8)
+    got = ext.extract(Chunk("v", 0, 1, 1.0, 1.0, frames={0.5: frame}))["tome14-deep-vit-random"]
+    assert got.shape == (1, 14, 16)
+    want = np_vit_tome(ext.model, preprocess_pil(frame, 384, (0.5,) * 3, (0.5,) * 3)[0].astype(np.float64),
+                       merge_schedule(25, 23, 24))
+    assert want.shape == (14, 16) and _cos(got[0], want).min() >= 0.9999
 
 
 def test_chunked_equals_whole(variants):
