@@ -109,9 +109,8 @@ def np_tome_step(x, size, metric, r, protect=True):
         if protect and a == 0:
             best.append((-math.inf, None))
             continue
-        sims = list(cos[i])
-        j = int(np.argmax(sims))
-        best.append((sims[j], j))
+        j = int(np.argmax(cos[i]))
+        best.append((float(cos[i, j]), j))
     order = sorted(range(len(a_set)), key=lambda i: -best[i][0])
     moved = set(order[:r])
     groups = {j: [b] for j, b in enumerate(b_set)}
