@@ -334,7 +334,10 @@ def predict_cmd(head, cache, questions, videos, out) -> None:
               help="clip:<model>/<pretrained> or clap:<repo or folder>; default: the cache's CLIP/CLAP features.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", default=256, show_default=True, help="Texts per model call.")
-def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> None:
+@click.option("--field-tables", is_flag=True,
+              help="Also store, per question id, what PSTP-Net/TSPM read (CLIP encoders): <enc>-qst, "
+                   "<enc>-words (77 per-token outputs), <enc>-qaprompt (TSPM's prompt).")
+def encode_text_cmd(cache, questions, strings, encoders, device, batch_size, field_tables) -> None:
     """Store text embeddings of questions/strings in CACHE (do not run while extracting into it)."""
     from featpipe.avqa import AvqaFormatError
     from featpipe.cache import CacheError
@@ -342,7 +345,8 @@ def encode_text_cmd(cache, questions, strings, encoders, device, batch_size) -> 
     from featpipe.text import TextError, encode_texts_into_cache, format_summaries
 
     try:
-        summaries = encode_texts_into_cache(cache, encoders, questions, strings, device=device, batch_size=batch_size)
+        summaries = encode_texts_into_cache(cache, encoders, questions, strings, device=device, batch_size=batch_size,
+                                            with_field_tables=field_tables)
     except (TextError, CacheError, ExtractorError, AvqaFormatError) as exc:
         _fail(str(exc))
     click.echo(format_summaries(summaries))

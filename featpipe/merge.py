@@ -78,13 +78,13 @@ def _plan_features(caches: list[Cache]) -> dict[str, tuple[OutputSpec, dict, Pat
     return plan
 
 
-def _plan_texts(caches: list[Cache]) -> dict[str, tuple[int, dict]]:
-    plan: dict[str, tuple[int, dict]] = {}
+def _plan_texts(caches: list[Cache]) -> dict[str, tuple[tuple[int, ...], dict]]:
+    plan: dict[str, tuple[tuple[int, ...], dict]] = {}
     for cache in caches:
         for enc in cache.text_encoders:
             g = cache.f[TEXTS][enc]
             prov = json.loads(g.attrs["provenance"])
-            dim = int(g["data"].shape[1])
+            dim = tuple(int(n) for n in g["data"].shape[1:])  # row shape: (D,) or e.g. (77, D)
             if enc in plan and (plan[enc][0] != dim or plan[enc][1].get("weights") != prov.get("weights")):
                 raise CacheError(f"text encoder {enc!r} in {cache.path} used other weights than an earlier input")
             plan.setdefault(enc, (dim, prov))

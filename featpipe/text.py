@@ -15,6 +15,17 @@ and the table is named like the visual/audio feature of the same spec (``clip-Vi
 ``clap-larger_clap_music``), so a head pairs a feature with its text side by name; weights are
 resolved by the extractor's own code. Without ``--text-encoder`` the specs of the cache's CLIP
 and CLAP features are used. Rerunning adds only texts (and ids) that are not stored yet.
+
+``--field-tables`` (CLIP encoders) also stores what the field's AVQA models read per question id,
+each its own table next to ``/texts/<encoder>``:
+
+- ``<encoder>-qst`` (rows, D): the question as PSTP-Net and TSPM write it before encoding
+  (:func:`field_question_text`: the final question mark dropped), through ``encode_text``
+  (PSTP-Net's ``clip_qst``, TSPM's ``qst``);
+- ``<encoder>-words`` (rows, 77, D): the same texts' per-token outputs of the text transformer
+  after ``ln_final``, projected by ``text_projection`` (PSTP-Net's ``clip_word``);
+- ``<encoder>-qaprompt`` (rows, D): TSPM's declarative prompt of the question
+  (:func:`featpipe.data.tspm.tspm_prompt`) through ``encode_text`` (TSPM's ``qaPrompt``).
 """
 
 from __future__ import annotations
@@ -22,12 +33,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from . import __version__, extractors
-from .avqa import load_questions
+from .avqa import Question, fill_template, load_questions
+from .data.tspm import PromptError, tspm_prompt
 from .cache import CacheError, CacheWriter, open_cache
 from .extractors.base import ExtractOptions, Extractor, ExtractorError, WeightsError
 
@@ -95,6 +107,44 @@ class ClipText(TextEncoder):
             tokens = self.tokenizer(list(texts)).to(self.device)
             return self.model.encode_text(tokens).float().cpu().numpy()
 
+    @property
+    def context_length(self) -> int:
+        import open_clip
+
+        return int(open_clip.get_model_config(self.ext.model_name)["text_cfg"].get("context_length", 77))
+
+    def _text_tower(self):
+        tower = self.model if hasattr(self.model, "ln_final") else getattr(self.model, "text", None)
+        if tower is None or not hasattr(tower, "ln_final") or not hasattr(tower, "text_projection"):
+            raise TextError(f"{self.spec}: word-level features need open_clip's own text transformer "
+                            "(ln_final and text_projection); this model has another text tower")
+        return tower
+
+    def encode_with_words(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``encode_text`` embeddings ``(n, D)`` and every token's output ``(n, 77, D)`` of the same pass.
+
+        The per-token rows are the text transformer's output after ``ln_final``, projected by
+        ``text_projection`` (PSTP-Net's ``clip_word``); the row at the end-of-text token is the
+        sentence embedding itself.
+        """
+        import torch
+
+        tower = self._text_tower()
+        seen: list = []
+        hook = tower.ln_final.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            with torch.inference_mode():
+                pooled = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+                proj = tower.text_projection
+                words = seen[-1]
+                if isinstance(proj, torch.nn.Linear):
+                    words = proj(words)
+                elif proj is not None:
+                    words = words @ proj
+        finally:
+            hook.remove()
+        return pooled.float().cpu().numpy(), words.float().cpu().numpy()
+
 
 class ClapText(TextEncoder):
     """CLAP's RoBERTa text tower (``get_text_features``: projected and L2-normalised)."""
@@ -143,18 +193,41 @@ def build_text_encoder(spec: str, options: ExtractOptions | None = None) -> Text
 
 
 # -- what to encode ------------------------------------------------------------------------
-def collect_texts(questions: Sequence[str | Path] = (), strings: Sequence[str | Path] = ()) -> dict[str, list[int]]:
-    """Distinct texts (in order of first appearance) and the question ids of each."""
+def field_question_text(q: Question) -> str:
+    """The question as PSTP-Net's and TSPM's feature scripts encode it (``clip_qst``, ``qst``).
+
+    They split the template at spaces (after stripping trailing ones), drop the last character (the
+    question mark, also the full-width one), replace each slot word by the next value and join
+    with spaces: the filled template without its final mark, e.g. ``Is the ukulele in the video
+    always playing``.
+    """
+    return fill_template(q.template.rstrip()[:-1], q.values)
+
+
+def _tspm_prompt(q: Question) -> str:
+    try:
+        return tspm_prompt(q.template, q.values)
+    except PromptError as exc:
+        raise TextError(f"question_id {q.question_id}: {exc}") from None
+
+
+def collect_texts(questions: Sequence[str | Path] = (), strings: Sequence[str | Path] = (),
+                  form: Callable[[Question], str] | None = None) -> dict[str, list[int]]:
+    """Distinct texts (in order of first appearance) and the question ids of each.
+
+    ``form`` makes a question's text (default ``Question.text``, the filled template).
+    """
     texts: dict[str, list[int]] = {}
     owner: dict[int, str] = {}
     for path in questions:
         for q in load_questions(path):
-            prev = owner.setdefault(q.question_id, q.text)
-            if prev != q.text:
-                raise TextError(f"{path}: question_id {q.question_id} has two texts, {prev!r} and {q.text!r}")
-            ids = texts.setdefault(q.text, [])
-            if q.question_id not in ids:
-                ids.append(q.question_id)
+            text = form(q) if form else q.text
+            prev = owner.get(q.question_id)
+            if prev is None:
+                owner[q.question_id] = text
+                texts.setdefault(text, []).append(q.question_id)
+            elif prev != text:
+                raise TextError(f"{path}: question_id {q.question_id} has two texts, {prev!r} and {text!r}")
     for path in strings:
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -175,6 +248,20 @@ def _stored(cache, encoder: str) -> tuple[dict[str, int], dict[int, str]]:
 
 # -- encoding into the cache ---------------------------------------------------------------
 @dataclass
+class TextTable:
+    """One ``/texts/<name>`` table: which texts it holds and which output of the encoder fills it."""
+
+    name: str
+    shape: tuple[int, ...]
+    texts: dict[str, list[int]]
+    output: str = "sentence"  # "sentence" (encode_text) or "words" (per-token outputs)
+    form: str = "question text (template filled)"
+
+    def provenance(self, enc: TextEncoder) -> dict:
+        return dict(enc.provenance(), output=self.output, texts=self.form)
+
+
+@dataclass
 class TextSummary:
     encoder: str
     spec: str
@@ -193,11 +280,22 @@ def _default_specs(cache_path: Path) -> list[str]:
     return list(dict.fromkeys(s for s in specs if extractors.parse_spec(s)[0] in TEXT_KINDS))
 
 
+def field_tables(enc: ClipText, qst: dict[str, list[int]], prompts: dict[str, list[int]]) -> list[TextTable]:
+    """The ``-qst``, ``-words`` and ``-qaprompt`` tables of ``enc``; texts from :func:`collect_texts`
+    with ``form=field_question_text`` (``qst``) and TSPM's prompts (``prompts``)."""
+    form = "question as PSTP-Net/TSPM encode it (featpipe.text.field_question_text)"
+    return [TextTable(enc.name + "-qst", (enc.dim,), qst, "sentence", form),
+            TextTable(enc.name + "-words", (enc.context_length, enc.dim), qst, "words", form),
+            TextTable(enc.name + "-qaprompt", (enc.dim,), prompts, "sentence",
+                      "TSPM's declarative prompt (featpipe.data.tspm.tspm_prompt)")]
+
+
 def encode_texts_into_cache(cache: str | Path, specs: Sequence[str] = (), questions: Sequence[str | Path] = (),
                             strings: Sequence[str | Path] = (), device: str = "auto",
-                            batch_size: int = 256) -> list[TextSummary]:
+                            batch_size: int = 256, with_field_tables: bool = False) -> list[TextSummary]:
     """Encode the questions' filled-in texts and the strings into ``cache`` with each encoder.
 
+    ``with_field_tables`` adds, for each CLIP encoder, the tables of :func:`field_tables`.
     Takes the cache's writer lock (do not run while ``featpipe extract`` writes the same cache).
     Texts already stored are skipped; a stored text that gains question ids gets a copy of its
     row listing the new ids. Raises :class:`TextError`, :class:`~featpipe.cache.CacheError`,
@@ -217,6 +315,18 @@ def encode_texts_into_cache(cache: str | Path, specs: Sequence[str] = (), questi
     device = resolve_device(device)
     options = ExtractOptions(device=device, batch_size=batch_size)
     encs = [build_text_encoder(s, options) for s in specs]
+    if with_field_tables and not questions:
+        raise TextError("--field-tables needs --questions (its tables are keyed by question id)")
+    if with_field_tables and not any(isinstance(e, ClipText) for e in encs):
+        raise TextError("--field-tables needs a CLIP text encoder (--text-encoder clip:<model>/<pretrained>)")
+    if with_field_tables:
+        qst, prompts = collect_texts(questions, form=field_question_text), collect_texts(questions, form=_tspm_prompt)
+    plans = []
+    for enc in encs:
+        tables = [TextTable(enc.name, (enc.dim,), texts)]
+        if with_field_tables and isinstance(enc, ClipText):
+            tables += field_tables(enc, qst, prompts)
+        plans.append((enc, tables))
     for enc in encs:
         enc.check()
     summaries = []
@@ -226,49 +336,99 @@ def encode_texts_into_cache(cache: str | Path, specs: Sequence[str] = (), questi
                 if enc.name in reader.features and reader.info(enc.name).weights != enc.ext.weights_identity():
                     raise CacheError(f"feature {enc.name!r} in {path} was made with other weights than "
                                      f"{enc.spec} has now: use a new cache")
-        for enc in encs:
-            writer.ensure_text_table(enc.name, enc.dim, enc.provenance())
-        for enc in encs:
-            summaries.append(_encode_one(writer, path, enc, texts, device, batch_size))
+        for enc, tables in plans:
+            for table in tables:
+                writer.ensure_text_table(table.name, table.shape, table.provenance(enc))
+        for enc, tables in plans:
+            summaries += _encode_tables(writer, path, enc, tables, device, batch_size)
     return summaries
 
 
-def _encode_one(writer: CacheWriter, path: Path, enc: TextEncoder, texts: dict[str, list[int]], device: str,
-                batch_size: int) -> TextSummary:
-    summary = TextSummary(enc.name, enc.spec)
+@dataclass
+class _Plan:
+    table: TextTable
+    summary: TextSummary
+    new: list[tuple[str, list[int]]]
+
+
+def _plan(reader, path: Path, enc: TextEncoder, table: TextTable) -> tuple[_Plan, list[tuple[str, list[int]]]]:
+    """What ``table`` lacks: texts to encode, and stored texts that only gain ids."""
+    summary = TextSummary(table.name, enc.spec)
+    by_text, id_text = _stored(reader, table.name)
+    new, link = [], []
+    for text, ids in table.texts.items():
+        for qid in ids:
+            if id_text.get(qid, text) != text:
+                raise TextError(f"question_id {qid} is stored in {path} ({table.name}) as {id_text[qid]!r}, "
+                                f"now {text!r}: use a new cache")
+        missing = [q for q in ids if q not in id_text]
+        if text not in by_text:
+            new.append((text, ids))
+        elif missing:
+            link.append((text, missing))
+        else:
+            summary.present += 1
+    return _Plan(table, summary, new), link
+
+
+def _encode_tables(writer: CacheWriter, path: Path, enc: TextEncoder, tables: Sequence[TextTable], device: str,
+                   batch_size: int) -> list[TextSummary]:
+    """Fill ``tables``; tables with the same texts share one model pass."""
+    plans, links = [], []
     with open_cache(path) as reader:
-        by_text, id_text = _stored(reader, enc.name)
-        new, link = [], []
-        for text, ids in texts.items():
-            for qid in ids:
-                if id_text.get(qid, text) != text:
-                    raise TextError(f"question_id {qid} is stored in {path} ({enc.name}) as {id_text[qid]!r}, "
-                                    f"now {text!r}: use a new cache")
-            missing = [q for q in ids if q not in id_text]
-            if text not in by_text:
-                new.append((text, ids))
-            elif missing:
-                link.append((text, missing))
-            else:
-                summary.present += 1
-        copies = (reader.text_embeddings(enc.name, texts=[t for t, _ in link], dtype=np.float16)
-                  if link else None)
-    if link:
-        writer.add_texts(enc.name, [{"text": t, "ids": ids} for t, ids in link], copies)
-        summary.linked = len(link)
-    if new:
-        enc.load(device)
-        for start in range(0, len(new), _COMMIT_ROWS):
-            part = new[start:start + _COMMIT_ROWS]
-            strings = [t for t, _ in part]
-            emb = np.concatenate([enc.encode(strings[i:i + batch_size]) for i in range(0, len(strings), batch_size)])
-            if not np.all(np.isfinite(emb)):
-                raise TextError(f"{enc.spec} produced non-finite text embeddings")
-            writer.add_texts(enc.name, [{"text": t, "ids": ids} for t, ids in part], emb)
-            summary.encoded += len(part)
-    return summary
+        for table in tables:
+            plan, link = _plan(reader, path, enc, table)
+            if link:
+                copies = reader.text_embeddings(table.name, texts=[t for t, _ in link], dtype=np.float16)
+                links.append((plan, link, copies))
+            plans.append(plan)
+    for plan, link, copies in links:  # written once the reader is closed
+        writer.add_texts(plan.table.name, [{"text": t, "ids": ids} for t, ids in link], copies)
+        plan.summary.linked = len(link)
+    loaded = False
+    groups: dict[int, list[_Plan]] = {}
+    for plan in plans:
+        groups.setdefault(id(plan.table.texts), []).append(plan)
+    for group in groups.values():
+        todo = list(dict.fromkeys(t for p in group for t, _ in p.new))
+        if not todo:
+            continue
+        if not loaded:
+            enc.load(device)
+            loaded = True
+        words = any(p.table.output == "words" for p in group)
+        for start in range(0, len(todo), _COMMIT_ROWS):
+            part = todo[start:start + _COMMIT_ROWS]
+            out = _encode_block(enc, part, batch_size, words)
+            row = {t: i for i, t in enumerate(part)}
+            for p in group:
+                items = [(t, ids) for t, ids in p.new if t in row]
+                if items:
+                    emb = out[p.table.output][[row[t] for t, _ in items]]
+                    writer.add_texts(p.table.name, [{"text": t, "ids": ids} for t, ids in items], emb)
+                    p.summary.encoded += len(items)
+    return [p.summary for p in plans]
+
+
+def _encode_block(enc: TextEncoder, texts: list[str], batch_size: int, words: bool) -> dict[str, np.ndarray]:
+    """``{"sentence": (n, D)}``, plus ``"words": (n, 77, D)`` when asked (CLIP only)."""
+    sent, toks = [], []
+    for i in range(0, len(texts), batch_size):
+        if words:
+            assert isinstance(enc, ClipText)
+            s, w = enc.encode_with_words(texts[i:i + batch_size])
+            toks.append(w)
+        else:
+            s = enc.encode(texts[i:i + batch_size])
+        sent.append(s)
+    out = {"sentence": np.concatenate(sent)}
+    if words:
+        out["words"] = np.concatenate(toks)
+    for arr in out.values():
+        if not np.all(np.isfinite(arr)):
+            raise TextError(f"{enc.spec} produced non-finite text embeddings")
+    return out
 
 
 def format_summaries(summaries: Sequence[TextSummary]) -> str:
     return "\n".join(s.line() for s in summaries)
-

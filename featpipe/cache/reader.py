@@ -246,7 +246,7 @@ class Cache:
 
     def text_embeddings(self, encoder: str, question_ids: Iterable[int] | None = None,
                         texts: Iterable[str] | None = None, dtype: Any = np.float32) -> np.ndarray:
-        """Embeddings ``(N, D)`` looked up by question id or by the (filled-in) text."""
+        """Embeddings ``(N, D)`` (or ``(N, *row shape)``) looked up by question id or by the (filled-in) text."""
         by_text, by_id, _ = self._text_maps(encoder)
         if (question_ids is None) == (texts is None):
             raise ValueError("give exactly one of question_ids or texts")
@@ -257,7 +257,7 @@ class Cache:
         ds = self.f[TEXTS][encoder]["data"]
         ds.refresh()
         if not rows:
-            return np.zeros((0, ds.shape[1]), dtype)
+            return np.zeros((0, *ds.shape[1:]), dtype)
         uniq, inverse = np.unique(np.asarray(rows), return_inverse=True)
         data = ds[uniq][inverse]  # h5py wants increasing, unique indices
         return data.astype(dtype, copy=False)

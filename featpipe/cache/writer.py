@@ -168,8 +168,11 @@ class CacheWriter:
         g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
         self.f.flush()
 
-    def ensure_text_table(self, encoder: str, dim: int, provenance: dict[str, Any]) -> None:
-        """Create ``/texts/<encoder>`` (embeddings of strings, keyed by text and ids)."""
+    def ensure_text_table(self, encoder: str, dim: int | tuple[int, ...], provenance: dict[str, Any]) -> None:
+        """Create ``/texts/<encoder>`` (embeddings of strings, keyed by text and ids).
+
+        ``dim`` is the row shape: ``D`` for one vector per text, or a tuple such as ``(77, D)``.
+        """
         if self.swmr:
             raise CacheError("text tables must be declared before writing starts")
         group = self.f[TEXTS]
@@ -179,7 +182,8 @@ class CacheWriter:
                 raise CacheError(f"text encoder {encoder!r} in {self.path} used other weights; use a new cache")
             return
         g = group.create_group(encoder)
-        g.create_dataset("data", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows((dim,), 2), dim),
+        row = (dim,) if isinstance(dim, int) else tuple(dim)
+        g.create_dataset("data", shape=(0, *row), maxshape=(None, *row), chunks=(chunk_rows(row, 2), *row),
                          dtype=np.float16)
         _Log.create(g)
         g.attrs["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
@@ -247,7 +251,7 @@ class CacheWriter:
         start = log.rows  # type: ignore[attr-defined]
         stop = start + embeddings.shape[0]
         if ds.shape[0] < stop:
-            ds.resize((stop, ds.shape[1]))
+            ds.resize((stop, *ds.shape[1:]))
         ds[start:stop] = embeddings.astype(ds.dtype, copy=False)
         self._flush()
         log.append({"rows": [start, int(embeddings.shape[0])], "items": items}, self._flush)
