@@ -23,7 +23,7 @@ from ..cache import open_cache
 from ..cache.layout import TEXTS
 from ..cache.reader import Cache
 from .layouts import LAYOUTS, Layout, Recipe, Source, TextFolder, VideoFolder
-from .npyfile import clean_temporaries, npy_bytes, put, safe_stem, write_atomic
+from .npyfile import WriteIndex, clean_temporaries, put, safe_stem, write_atomic
 
 BATCH_BYTES = 128 * 1024 * 1024  # float32 output held at once per folder
 MANIFEST = "featpipe-export.json"
@@ -250,17 +250,21 @@ def export(cache_path: str | Path, layout: str | Layout, out: str | Path, *, que
         if on_start:
             on_start(sum(len(ok) for _, ok in todo) + sum(len(ids) for *_, ids in text_todo))
         out.mkdir(parents=True, exist_ok=True)
-        for fl, ok in todo:
-            _write_videos(cache, lay, fl, ok, out, force, summary, on_file, batch_bytes)
-        for tf, table, ids in text_todo:
-            _write_texts(cache, tf, table, ids, out, force, summary, on_file)
+        index = WriteIndex(out)
+        try:
+            for fl, ok in todo:
+                _write_videos(cache, lay, fl, ok, out, force, summary, on_file, batch_bytes, index)
+            for tf, table, ids in text_todo:
+                _write_texts(cache, tf, table, ids, out, force, summary, on_file, index)
+        finally:
+            index.close()
         _write_manifest(cache, lay, filled, texts, out, summary)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _write_videos(cache: Cache, lay: Layout, fl: Filled, ids: list[str], out: Path, force: bool,
-                  summary: ExportSummary, on_file, batch_bytes: int) -> None:
+                  summary: ExportSummary, on_file, batch_bytes: int, index: WriteIndex) -> None:
     folder = out / fl.folder.folder
     folder.mkdir(parents=True, exist_ok=True)
     clean_temporaries(folder)
@@ -278,7 +282,7 @@ def _write_videos(cache: Cache, lay: Layout, fl: Filled, ids: list[str], out: Pa
             pieces = [fit(parts[n][j], int(feats[n][2] if len(feats[n]) > 2 else feats[n][1]), lay.segments)
                       for n in fl.features]
             arr = _combine(fl.recipe, pieces).astype(dtype, copy=False)
-            if put(folder / f"{v}.npy", arr, force):
+            if put(folder / f"{v}.npy", arr, force, index):
                 summary.written += 1
             else:
                 summary.unchanged += 1
@@ -287,7 +291,7 @@ def _write_videos(cache: Cache, lay: Layout, fl: Filled, ids: list[str], out: Pa
 
 
 def _write_texts(cache: Cache, tf: TextFolder, table: str, ids: list[int], out: Path, force: bool,
-                 summary: ExportSummary, on_file, chunk: int = 4096) -> None:
+                 summary: ExportSummary, on_file, index: WriteIndex, chunk: int = 4096) -> None:
     folder = out / tf.folder
     folder.mkdir(parents=True, exist_ok=True)
     clean_temporaries(folder)
@@ -296,7 +300,7 @@ def _write_texts(cache: Cache, tf: TextFolder, table: str, ids: list[int], out: 
         emb = cache.text_embeddings(table, question_ids=part, dtype=np.dtype(tf.dtype))
         shape = tf.shape or (1, *emb.shape[1:])
         for qid, row in zip(part, emb):
-            if put(folder / f"{int(qid)}.npy", row.reshape(shape), force):
+            if put(folder / f"{int(qid)}.npy", row.reshape(shape), force, index):
                 summary.written += 1
             else:
                 summary.unchanged += 1

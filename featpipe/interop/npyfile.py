@@ -3,12 +3,15 @@
 A file is written under a hidden temporary name in the same folder, then renamed over the final
 name (``os.replace`` is atomic on POSIX). A file that already holds exactly the bytes we would
 write (same header: shape, dtype, order; same data) is left alone, so a rerun after ``kill -9``
-rewrites nothing it finished.
+rewrites nothing it finished. :class:`WriteIndex` remembers the sha256, size and mtime of every
+file written, so that check needs no read of the file while it is untouched since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 from functools import lru_cache
@@ -65,12 +68,77 @@ def write_atomic(path: Path, header: bytes, data: memoryview) -> None:
         raise
 
 
-def put(path: Path, arr: np.ndarray, force: bool = False) -> bool:
+class WriteIndex:
+    """``<root>/.featpipe-export.jsonl``: one line per written file (relative path, size,
+    mtime_ns, sha256). A file whose size and mtime still match its line and whose digest is the
+    digest of the new bytes is unchanged without being read. Lines cut by a crash are ignored."""
+
+    NAME = ".featpipe-export.jsonl"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / self.NAME
+        self.entries: dict[str, tuple[int, int, str]] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    e = json.loads(line)
+                    self.entries[e["p"]] = (int(e["s"]), int(e["m"]), str(e["h"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self._fh = None
+
+    def _key(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def unchanged(self, path: Path, size: int, digest: str) -> bool:
+        entry = self.entries.get(self._key(path))
+        if entry is None or entry[0] != size or entry[2] != digest:
+            return False
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return st.st_size == size and st.st_mtime_ns == entry[1]
+
+    def record(self, path: Path, size: int, digest: str) -> None:
+        st = path.stat()
+        key = self._key(path)
+        self.entries[key] = (size, st.st_mtime_ns, digest)
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(json.dumps({"p": key, "s": size, "m": st.st_mtime_ns, "h": digest}) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Rewrite the index with one line per file (reruns append), atomically."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            lines = "".join(json.dumps({"p": k, "s": s, "m": m, "h": h}) + "\n"
+                            for k, (s, m, h) in sorted(self.entries.items()))
+            write_atomic(self.path, lines.encode(), memoryview(b""))
+
+
+def put(path: Path, arr: np.ndarray, force: bool = False, index: WriteIndex | None = None) -> bool:
     """Write ``arr`` to ``path`` unless it already holds it; returns whether it wrote."""
     header, data = npy_bytes(arr)
-    if not force and same_content(path, header, data):
-        return False
+    size = len(header) + data.nbytes
+    digest = None
+    if index is not None:
+        h = hashlib.sha256(header)
+        h.update(data)
+        digest = h.hexdigest()
+    if not force:
+        if index is not None and index.unchanged(path, size, digest):
+            return False
+        if same_content(path, header, data):
+            if index is not None:
+                index.record(path, size, digest)
+            return False
     write_atomic(path, header, data)
+    if index is not None:
+        index.record(path, size, digest)
     return True
 
 
