@@ -272,6 +272,35 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
+class _FileBar:
+    """A tqdm bar over files for export/import: ``start(total)``, ``step()``; closes on exit."""
+
+    def __init__(self, quiet: bool, desc: str) -> None:
+        self.quiet, self.desc, self.bar = quiet, desc, None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="file", disable=self.quiet, dynamic_ncols=True, desc=self.desc)
+
+    def step(self) -> None:
+        self.bar.update()
+
+    def __enter__(self) -> "_FileBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _finish(problems: list[str], kind: str, line: str) -> None:
+    for p in problems:
+        click.echo(f"{kind}: {p}", err=True)
+    click.echo(line)
+    sys.exit(1 if problems else 0)
+
+
 @main.command("export")
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--layout", required=True, type=click.Choice(["avst", "pstp-net", "tspm", "qa-tiger", "generic"]),
@@ -291,8 +320,6 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, length, force, quiet) -> None:
     """Write CACHE's features as the .npy folders a project's unmodified dataloader reads."""
-    from tqdm import tqdm
-
     from featpipe.avqa import AvqaFormatError
     from featpipe.cache import CacheError
     from featpipe.interop import ExportError, export, generic_layout, read_id_list
@@ -306,23 +333,13 @@ def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, l
     else:
         lay = layout
     uses = {k: [n.strip() for n in v.split(",") if n.strip()] for k, v in _pairs(use, "--use").items()}
-    bar = {}
-
-    def on_start(total: int) -> None:
-        bar["t"] = tqdm(total=total, unit="file", disable=quiet, dynamic_ncols=True, desc="export")
-
-    try:
-        s = export(cache, lay, out, questions=questions, videos=read_id_list(videos_file) if videos_file else None,
-                   use=uses, force=force, on_start=on_start, on_file=lambda: bar["t"].update())
-    except (ExportError, CacheError, AvqaFormatError, OSError) as exc:
-        _fail(str(exc))
-    finally:
-        if "t" in bar:
-            bar["t"].close()
-    for line in s.missing:
-        click.echo(f"missing: {line}", err=True)
-    click.echo(s.line())
-    sys.exit(1 if s.missing else 0)
+    with _FileBar(quiet, "export") as bar:
+        try:
+            s = export(cache, lay, out, questions=questions, use=uses, force=force, on_start=bar.start,
+                       videos=read_id_list(videos_file) if videos_file else None, on_file=bar.step)
+        except (ExportError, CacheError, AvqaFormatError, OSError) as exc:
+            _fail(str(exc))
+    _finish(s.missing, "missing", s.line())
 
 
 @main.command("import")
@@ -338,8 +355,6 @@ def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, l
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_cmd(folder, layout, feature, modality, cache, dtype, quiet) -> None:
     """Bring existing per-video .npy features (a project's folders, or any) into a cache."""
-    from tqdm import tqdm
-
     from featpipe.cache import CacheError
     from featpipe.interop import ImportSetupError, ImportSource, import_features, layout_sources
     from featpipe.interop.importer import guess_modality
@@ -352,23 +367,14 @@ def import_cmd(folder, layout, feature, modality, cache, dtype, quiet) -> None:
     bad = {v for v in mods.values() if v not in ("audio", "visual")}
     if bad:
         _fail(f"--modality takes audio or visual, not {', '.join(sorted(bad))}")
-    bar = {}
-
-    def on_start(total: int) -> None:
-        bar["t"] = tqdm(total=total, unit="file", disable=quiet, dynamic_ncols=True, desc="import")
-
-    try:
-        if layout:
-            sources = layout_sources(folder, layout)
-        else:
-            sources = [ImportSource(n, Path(p), mods.get(n, guess_modality(n))) for n, p in _pairs(feature, "--feature").items()]
-        s = import_features(cache, sources, dtype=dtype, on_start=on_start, on_file=lambda: bar["t"].update())
-    except (ImportSetupError, CacheError, OSError) as exc:
-        _fail(str(exc))
-    finally:
-        if "t" in bar:
-            bar["t"].close()
-    for line in s.refused:
-        click.echo(f"refused: {line}", err=True)
-    click.echo(s.line())
-    sys.exit(1 if s.refused else 0)
+    with _FileBar(quiet, "import") as bar:
+        try:
+            if layout:
+                sources = layout_sources(folder, layout)
+            else:
+                sources = [ImportSource(n, Path(p), mods.get(n, guess_modality(n)))
+                           for n, p in _pairs(feature, "--feature").items()]
+            s = import_features(cache, sources, dtype=dtype, on_start=bar.start, on_file=bar.step)
+        except (ImportSetupError, CacheError, OSError) as exc:
+            _fail(str(exc))
+    _finish(s.refused, "refused", s.line())

@@ -86,6 +86,8 @@ def _use(cache: Cache, folder: VideoFolder, names: list[str]) -> Filled:
     for n in names:
         if n not in cache.features:
             raise ExportError(f"--use {folder.folder}={','.join(names)}: no feature {n!r} in {cache.path}")
+        if not cache.info(n).on_timeline:
+            raise ExportError(f"--use {folder.folder}={n}: {n!r} has its own timeline, not one row per segment")
     recipe = Recipe(tuple(Source((n,)) for n in names), "cls+tokens" if len(names) == 2 else "one")
     filled = Filled(folder, recipe, tuple(names))
     _check_shape(cache, filled)

@@ -8,7 +8,7 @@ only interpret these tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 SEGMENTS = 60  # the field's rule: 60 one-second segments, short videos repeat the last second
@@ -90,7 +90,6 @@ class Layout:
     videos: tuple[VideoFolder, ...]
     texts: tuple[TextFolder, ...] = ()
     segments: int | None = SEGMENTS
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 # -- the cache features the layouts use (adjust names here when extractors are renamed) --------
@@ -139,7 +138,6 @@ AVST = Layout(
         VideoFolder("res18_14x14", (SEGMENTS, 512, 14, 14), _one(RES18_14), "resnet18-14x14", "visual",
                     "--video_res14x14_dir", X_RES18),
     ),
-    notes=("the loader keeps rows [::6] (10 of 60) and draws negatives from every video of the question file",),
 )
 
 PSTP_NET = Layout(
@@ -154,7 +152,6 @@ PSTP_NET = Layout(
         TextFolder("clip_qst", (1, 512), TXT_B32, "--clip_qst_dir", X_TXT_B32),
         TextFolder("clip_word", (1, 77, 512), TXT_B32_WORDS, "--clip_word_dir", X_TXT_B32 + " (word-level table)"),
     ),
-    notes=("the loader reads [:60, 0, :] (CLS) and [:60, 1:, :] (49 patches) of each video file",),
 )
 
 TSPM = Layout(
