@@ -355,3 +355,23 @@ def test_kill_9_during_export_then_resume(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{v}.npy" for v in want)  # no temporaries left
     for v, a in want.items():
         np.testing.assert_array_equal(np.load(folder / f"{v}.npy"), a)
+
+
+def test_questions_without_embeddings_are_listed(full, tmp_path):
+    cache, _ = full
+    q = write_questions(tmp_path / "q.json", QUESTIONS + [(99, "00000001")])
+    r = run_cli("export", cache, "--layout", "pstp-net", "-o", tmp_path / "out", "--questions", q, "--quiet")
+    assert r.exit_code == 1
+    assert "missing: clip_qst/: 1 question(s) without a 'clip-ViT-B-32-openai' embedding, e.g. 99" in r.output
+    assert (tmp_path / "out/clip_qst/14.npy").exists() and not (tmp_path / "out/clip_qst/99.npy").exists()
+
+
+def test_use_maps_a_cls_and_tokens_pair(full, tmp_path):
+    cache, _ = full
+    r = run_cli("export", cache, "--layout", "pstp-net", "-o", tmp_path / "out", "--quiet",
+                "--use", "clip_patch-level_vit_b32=clip-ViT-B-32-openai,clip-ViT-B-32-openai-tokens")
+    assert r.exit_code == 0, r.output
+    a = np.load(tmp_path / "out/clip_patch-level_vit_b32/00000002.npy")
+    np.testing.assert_array_equal(a[:, 0], expected(cache, "00000002", "clip-ViT-B-32-openai"))
+    manifest = json.loads((tmp_path / "out/featpipe-export.json").read_text())
+    assert manifest["folders"]["clip_patch-level_vit_b32"]["combine"] == "cls+tokens"
