@@ -368,3 +368,121 @@ def demo(out: Path, videos: int, seconds: float, seed: int, workers: int, no_pre
                             pretrained=not no_pretrained), echo=click.echo)
     except RuntimeError as exc:
         _fail(str(exc), code=1)
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            _fail(f"{option} {v!r}: expected NAME=VALUE")
+        out[key.strip()] = val.strip()
+    return out
+
+
+class _FileBar:
+    """A tqdm bar over files for export/import: ``start(total)``, ``step()``; closes on exit."""
+
+    def __init__(self, quiet: bool, desc: str) -> None:
+        self.quiet, self.desc, self.bar = quiet, desc, None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="file", disable=self.quiet, dynamic_ncols=True, desc=self.desc)
+
+    def step(self) -> None:
+        self.bar.update()
+
+    def __enter__(self) -> "_FileBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _finish(problems: list[str], kind: str, line: str) -> None:
+    for p in problems:
+        click.echo(f"{kind}: {p}", err=True)
+    click.echo(line)
+    sys.exit(1 if problems else 0)
+
+
+@main.command("export")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--layout", required=True, type=click.Choice(["avst", "pstp-net", "tspm", "qa-tiger", "generic"]),
+              help="Whose dataloader reads the result (docs/interop.md); generic: --feature/--text as given.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the layout's folders into.")
+@click.option("--questions", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="MUSIC-AVQA JSON: export these question ids (and, without --videos, their videos).")
+@click.option("--videos", "videos_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Text file of video ids, one per line (or CSV, first column); default: all.")
+@click.option("--use", multiple=True, metavar="FOLDER=FEATURE[,FEATURE]",
+              help="Fill a layout folder from this cache feature (CLS,TOKENS for a 50-token folder).")
+@click.option("--feature", multiple=True, metavar="FEATURE=FOLDER", help="generic: write FOLDER/<video_id>.npy.")
+@click.option("--text", multiple=True, metavar="TABLE=FOLDER", help="generic: write FOLDER/<question_id>.npy.")
+@click.option("--length", type=int, default=None, help="generic: rows per file (cut, or repeat the last).")
+@click.option("--force", is_flag=True, help="Rewrite files that already hold the same arrays.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, length, force, quiet) -> None:
+    """Write CACHE's features as the .npy folders a project's unmodified dataloader reads."""
+    from featpipe.avqa import AvqaFormatError
+    from featpipe.cache import CacheError
+    from featpipe.interop import ExportError, export, generic_layout, read_id_list
+
+    if layout == "generic":
+        if not feature and not text:
+            _fail("--layout generic needs --feature FEATURE=FOLDER or --text TABLE=FOLDER")
+        lay = generic_layout(_pairs(feature, "--feature"), _pairs(text, "--text"), length)
+    elif feature or text or length is not None:
+        _fail("--feature, --text and --length go with --layout generic")
+    else:
+        lay = layout
+    uses = {k: [n.strip() for n in v.split(",") if n.strip()] for k, v in _pairs(use, "--use").items()}
+    with _FileBar(quiet, "export") as bar:
+        try:
+            s = export(cache, lay, out, questions=questions, use=uses, force=force, on_start=bar.start,
+                       videos=read_id_list(videos_file) if videos_file else None, on_file=bar.step)
+        except (ExportError, CacheError, AvqaFormatError, OSError) as exc:
+            _fail(str(exc))
+    _finish(s.missing, "missing", s.line())
+
+
+@main.command("import")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--layout", type=click.Choice(["avst", "pstp-net", "tspm", "qa-tiger"]), default=None,
+              help="FOLDER holds this project's feature folders.")
+@click.option("--feature", multiple=True, metavar="NAME=FOLDER", help="Import FOLDER/<video_id>.npy as feature NAME.")
+@click.option("--modality", multiple=True, metavar="NAME=audio|visual",
+              help="Modality of a --feature (default: guessed from its name).")
+@click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Cache to create or extend.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_cmd(folder, layout, feature, modality, cache, dtype, quiet) -> None:
+    """Bring existing per-video .npy features (a project's folders, or any) into a cache."""
+    from featpipe.cache import CacheError
+    from featpipe.interop import ImportSetupError, ImportSource, import_features, layout_sources
+    from featpipe.interop.importer import guess_modality
+
+    if (layout is None) == (not feature):
+        _fail("give FOLDER --layout NAME, or --feature NAME=FOLDER (not both)")
+    if layout and folder is None:
+        _fail("--layout needs the FOLDER that holds the layout's folders")
+    mods = _pairs(modality, "--modality")
+    bad = {v for v in mods.values() if v not in ("audio", "visual")}
+    if bad:
+        _fail(f"--modality takes audio or visual, not {', '.join(sorted(bad))}")
+    with _FileBar(quiet, "import") as bar:
+        try:
+            if layout:
+                sources = layout_sources(folder, layout)
+            else:
+                sources = [ImportSource(n, Path(p), mods.get(n, guess_modality(n)))
+                           for n, p in _pairs(feature, "--feature").items()]
+            s = import_features(cache, sources, dtype=dtype, on_start=bar.start, on_file=bar.step)
+        except (ImportSetupError, CacheError, OSError) as exc:
+            _fail(str(exc))
+    _finish(s.refused, "refused", s.line())

@@ -215,13 +215,16 @@ class CacheWriter:
         """Append ``arrays`` and the video's record; the video is visible once this returns.
 
         Features of an earlier record of the same video that ``arrays`` does not replace are
-        kept (asking for a new extractor later computes only that one).
+        kept (asking for a new extractor later computes only that one); so are features the
+        record lists under ``imported`` (``featpipe import``), even when the source changes.
         """
         if not self.swmr:
             self.start()
         vid = record["video_id"]
-        old = self.records.get(vid)
-        features = dict(old["features"]) if old and same_source(old, record) else {}
+        old = self.records.get(vid) or {}
+        kept = old.get("imported") or {}  # imported features belong to no source file: they stay
+        features = (dict(old["features"]) if old and same_source(old, record)
+                    else {n: e for n, e in old.get("features", {}).items() if n in kept})
         for name, arr in arrays.items():
             ds = self.f[FEATURES][name]["data"]
             start = self._ends[name]
@@ -232,6 +235,10 @@ class CacheWriter:
             features[name] = [start, int(arr.shape[0]), int((valid or {}).get(name, arr.shape[0]))]
         self._flush()
         rec = dict(record, features=features, committed=time.time(), featpipe=__version__)
+        imported = {n: v for n, v in kept.items() if n in features and n not in arrays}
+        imported.update(record.get("imported") or {})
+        if imported:
+            rec["imported"] = imported
         self._videos.append(rec, self._flush)
         for name, (start, rows, _) in features.items():
             if name in arrays:
