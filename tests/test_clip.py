@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import cli
+from featpipe import cli
 from clip_helpers import (FAMILIES, centre_frames, cosine, open_clip_reference, save_weights, write_config_folder,
                           write_textured_clip)
 from featpipe import open_cache

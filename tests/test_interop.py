@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import default_collate
 
-from cli import main
+from featpipe.cli import main
 from featpipe.cache import CacheWriter, open_cache
 from featpipe.extractors.base import OutputSpec
 from featpipe.interop.export import fit

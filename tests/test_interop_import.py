@@ -8,7 +8,7 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from cli import main
+from featpipe.cli import main
 from featpipe.cache import CacheWriter, open_cache
 from test_interop import FEATURES, build_cache, pstp_items, write_questions
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.avqa import load_questions, write_questions
 from featpipe.cache import CacheWriter

@@ -24,7 +24,7 @@ import torch
 from click.testing import CliRunner
 from scipy.special import erf
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.decode import DecodeParams, count_segments, iter_chunks, merge_needs, probe
 from featpipe.extractors import ExtractOptions, WeightsError, build

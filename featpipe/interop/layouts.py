@@ -106,7 +106,8 @@ CLIP_L14_336 = Source(("clip-ViT-L-14-336-*",), ("clip:ViT-L-14-336*",), (768,),
                       describe="CLIP ViT-L/14@336 image embedding (T, 768)")
 
 # Text tables (/texts/<encoder>): sentence tables are named after the image feature (text.py);
-# the word-level and TSPM-prompt tables are assumed to carry these suffixes.
+# `encode-text --field-tables` adds <encoder>-qst (the question as the field's scripts encode it,
+# preferred over the plain table), <encoder>-words and <encoder>-qaprompt.
 WORDS = ("*-words", "*-word", "*-words-*")
 PROMPTS = ("*-qaprompt", "*-qaprompt-*", "*-prompt", "*-prompts")
 TXT_B32 = Source(("clip-ViT-B-32-*",), ("clip:ViT-B-32*",), (512,), WORDS + PROMPTS,
@@ -123,8 +124,10 @@ X_RES18 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual re
 X_TOME = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual tome14"
 X_B32 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual clip:ViT-B-32-quickgelu/openai --tokens"
 X_L14 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual clip:ViT-L-14-336-quickgelu/openai"
-X_TXT_B32 = "featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-B-32-quickgelu/openai"
-X_TXT_L14 = "featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-L-14-336-quickgelu/openai"
+X_TXT_B32 = ("featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-B-32-quickgelu/openai"
+             " --field-tables")
+X_TXT_L14 = ("featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-L-14-336-quickgelu/openai"
+             " --field-tables")
 
 
 def _one(src: Source) -> tuple[Recipe, ...]:
