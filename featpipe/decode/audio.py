@@ -52,8 +52,8 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
             state["position"] += k
             yield np.zeros((channels, k), np.float32)
 
-    def place(t: float, first: bool) -> Iterator[np.ndarray]:
-        target = round(t * AUDIO_RATE)
+    def place(target: int, first: bool) -> Iterator[np.ndarray]:
+        """Move the timeline to sample ``target``: silence up to it, or drop what overlaps it."""
         if target > state["position"]:
             if not first:
                 tally.gaps += 1
@@ -66,7 +66,7 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
 
     try:
         stream = c.streams[info.audio_index]
-        resampler, setup, expected = None, None, None
+        resampler, setup, expected, last = None, None, None, None
         limit = max(info.duration, 0.0) + MAX_JUMP
         with media_errors("the audio stream could not be decoded"):
             for frame in decoded_frames(c, stream, tally):
@@ -82,20 +82,35 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
                     for out in resampler.resample(None):  # flush what belongs before the jump
                         yield from emit(out)
                     resampler = None
-                if jump:
-                    yield from place(t, expected is None)
-                    if tally.start is None:
-                        tally.start = max(t, 0.0)
+                if jump and expected is None:
+                    yield from place(round(t * AUDIO_RATE), True)
+                    tally.start = max(t, 0.0)
+                elif jump:  # relative to where the timeline is, so rounding never accumulates
+                    yield from place(state["position"] + round(_snap(t - expected, last, stream) * AUDIO_RATE), False)
                 if resampler is None:
                     resampler, setup = av.AudioResampler(format="fltp", layout=layout, rate=AUDIO_RATE), this
                 for out in resampler.resample(frame):
                     yield from emit(out)
-                expected = t + frame.samples / frame.sample_rate
+                expected, last = t + frame.samples / frame.sample_rate, frame
             if resampler is not None:
                 for out in resampler.resample(None):
                     yield from emit(out)
     finally:
         c.close()
+
+
+def _snap(jump: float, last, stream) -> float:
+    """A jump of whole frames of the previous size, when timestamps are too coarse to say otherwise.
+
+    Matroska stamps milliseconds: a lost 1024-sample frame reads as 23 or 24 ms, not 23.22. When
+    the jump is within one tick of a whole number of frames, that number is the true one.
+    """
+    tick = float(stream.time_base) if stream.time_base else 0.0
+    size = last.samples / last.sample_rate
+    frames = round(jump / size)
+    if frames and abs(jump - frames * size) <= tick + 1e-6:
+        return frames * size
+    return jump
 
 
 class AudioWindow:

@@ -98,12 +98,11 @@ def decoded_frames(container, stream, tally: StreamTally) -> Iterator:
             packet = next(packets)
         except StopIteration:
             break
-        except av.error.EOFError:
-            break
         except av.error.FFmpegError as exc:
             failures += 1
-            if failures >= DEMUX_RETRIES:
+            if failures >= DEMUX_RETRIES or isinstance(exc, av.error.EOFError):
                 tally.demux_error = ffmpeg_text(exc)
+                yield from _flush(stream, tally)  # the frames still inside the decoder
                 break
             packets = container.demux(stream)
             continue
@@ -117,3 +116,10 @@ def decoded_frames(container, stream, tally: StreamTally) -> Iterator:
                 tally.bad += 1
             continue
         yield from frames
+
+
+def _flush(stream, tally: StreamTally) -> list:
+    try:
+        return list(stream.codec_context.decode(None))
+    except av.error.FFmpegError:
+        return []

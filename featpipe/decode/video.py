@@ -62,6 +62,7 @@ class VideoSource:
         self.ahead: deque = deque()  # (t, frame) decoded, not yet on screen
         self.prev_rgb: np.ndarray | None = None
         self.exhausted = False
+        self.last_target: float | None = None  # seek mode: the last target a seek found frames after
 
     def close(self) -> None:
         self.c.close()
@@ -133,8 +134,18 @@ class VideoSource:
                     after = True
                     break
                 prev = frame
+        if not after and self.last_target is not None:
+            # the stream ends before this target (or a damaged index points past the data): read
+            # the rest in order from the last target that worked, so the true end is seen
+            self.seek, self.ahead, self.prev, self.prev_rgb = False, deque(), None, None
+            with media_errors("the video stream could not be decoded"):
+                pts = int((self.last_target + self.info.start_time) / self.stream.time_base)
+                self.c.seek(max(pts, 0), stream=self.stream, backward=True, any_frame=False)
+            self.frames = self._timed()
+            return self.frame_at(target)
         if not after:
-            self.exhausted = True  # no frame after the target: the stream ends before it
+            self.exhausted = True  # no frame after the very first target: the stream ends before it
+        self.last_target = target
         if prev is None:
             if self.prev_rgb is None:
                 raise DecodeError("the video stream has no decodable frame")
