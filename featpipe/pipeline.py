@@ -120,11 +120,12 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     exts = build_extractors(cfg.visual, cfg.audio, cfg.options)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
-    report_lines: list[dict] = []
+    report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
 
     def note(kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0) -> None:
-        report_lines.append({"video_id": video_id, "path": path, "status": kind, "reason": reason,
-                             "seconds": round(seconds, 3)})
+        report.write(json.dumps({"video_id": video_id, "path": path, "status": kind, "reason": reason,
+                                 "seconds": round(seconds, 3)}) + "\n")
+        report.flush()
 
     for path, reason in rejects:
         summary.failed.append((Path(path).stem, path, reason))
@@ -155,9 +156,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
             _run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos))
         finally:
             summary.seconds = time.perf_counter() - t_start
-            with open(summary.report, "w") as fh:
-                for line in report_lines:
-                    fh.write(json.dumps(line) + "\n")
+            report.close()
     return summary
 
 
