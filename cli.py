@@ -56,15 +56,26 @@ def main() -> None:
               help="Seconds added to the time limit per second of video.")
 @click.option("--max-in-flight", type=int, default=None, metavar="N",
               help="Videos submitted and not yet committed at once (default: two per worker thread).")
+@click.option("--min-decoded", type=click.FloatRange(0, 1), default=0.5, show_default=True, metavar="SHARE",
+              help="Fail a video when a stream decodes less than this share of the duration its file states.")
+@click.option("--max-bad-packets", type=click.FloatRange(0, 1), default=0.05, show_default=True, metavar="SHARE",
+              help="Fail a video when more than this share of a stream's packets cannot be decoded.")
+@click.option("--video-stream", type=int, default=None, metavar="INDEX",
+              help="Stream index to decode (default: the best video stream that is not a cover picture).")
+@click.option("--audio-stream", type=int, default=None, metavar="INDEX",
+              help="Stream index to decode (default: the default audio stream, else the best).")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
+            weights, dtype, extra, quiet, video_timeout, video_timeout_scale, max_in_flight, min_decoded,
+            max_bad_packets, video_stream, audio_stream) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.runner import run
 
     sys.exit(run(inputs=list(inputs), cache=cache, visual=visual, audio=audio, fps=fps, max_seconds=max_seconds,
                  pad=pad, workers=workers, scheduler=scheduler, device=device, batch_size=batch_size, tokens=tokens,
                  weights=weights, dtype=dtype, extra=extra, quiet=quiet, video_timeout=video_timeout,
-                 video_timeout_scale=video_timeout_scale, max_in_flight=max_in_flight))
+                 video_timeout_scale=video_timeout_scale, max_in_flight=max_in_flight,
+                 decode_options={"min_decoded": min_decoded, "max_bad_packets": max_bad_packets,
+                                 "video_stream": video_stream, "audio_stream": audio_stream}))
 
 
 @main.command()

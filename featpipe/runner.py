@@ -37,7 +37,7 @@ def print_summary(summary: RunSummary) -> None:
 def run(*, inputs: list[str], cache: Path, visual, audio, fps: float, max_seconds, pad: str, workers: int,
         scheduler, device: str, batch_size: int, tokens: bool, weights, dtype, extra, quiet: bool,
         video_timeout: float = VIDEO_TIMEOUT, video_timeout_scale: float = TIMEOUT_PER_SECOND,
-        max_in_flight: int | None = None) -> int:
+        max_in_flight: int | None = None, decode_options: dict | None = None) -> int:
     """Run ``featpipe extract``; returns the exit code (0 ok, 1 some videos failed, 2 setup error).
 
     A lost scheduler also exits 2, with a message; what was committed stays and a rerun resumes.
@@ -51,7 +51,8 @@ def run(*, inputs: list[str], cache: Path, visual, audio, fps: float, max_second
     options = ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, weights=weights,
                              extra=_parse_extra(extra))
     cfg = ExtractConfig(inputs=inputs, cache=cache, visual=tuple(visual), audio=tuple(audio),
-                        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad), options=options,
+                        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad, **(decode_options or {})),
+                        options=options,
                         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
                         video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale)
     bar: dict = {}
