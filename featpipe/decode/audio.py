@@ -89,7 +89,13 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
                     yield from place(state["position"] + round(_snap(t - expected, last, stream) * AUDIO_RATE), False)
                 if resampler is None:
                     resampler, setup = av.AudioResampler(format="fltp", layout=layout, rate=AUDIO_RATE), this
-                for out in resampler.resample(frame):
+                try:
+                    outs = resampler.resample(frame)
+                except (av.error.FFmpegError, ValueError):  # a damaged frame (21 channels, say): skip it
+                    tally.bad += 1
+                    resampler = None
+                    continue
+                for out in outs:
                     yield from emit(out)
                 expected, last = t + frame.samples / frame.sample_rate, frame
             if resampler is not None:

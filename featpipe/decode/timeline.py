@@ -105,7 +105,7 @@ class DecodeStats:
                                   f"{t.bad} undecodable){stopped}")
             if t.bad_share > params.max_bad_packets:
                 raise DecodeError(f"{t.bad} of {t.packets} {t.kind} packets could not be decoded "
-                                  f"({t.bad_share:.0%}, more than the {params.max_bad_packets:.0%} "
+                                  f"({t.bad_share:.1%}, more than the {params.max_bad_packets:.1%} "
                                   "allowed by --max-bad-packets)")
             wanted = min(t.stated, horizon) if horizon else t.stated
             if wanted > 0 and t.decoded < params.min_decoded * wanted:
