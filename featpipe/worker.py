@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__, extractors
 from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
                      probe, rows_before)
-from .extractors.base import ExtractOptions, Extractor, MediaNeeds
+from .extractors.base import ExtractOptions, Extractor, ExtractorError, MediaNeeds
 
 _EXTRACTORS: dict[tuple[str, ExtractOptions], Extractor] = {}
 T = TypeVar("T")
@@ -155,7 +155,7 @@ def _pad(arr: np.ndarray, rows: int, mode: str) -> np.ndarray:
 def _one_line(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()
     text = msg[0] if msg else ""
-    if isinstance(exc, DecodeError):
+    if isinstance(exc, (DecodeError, ExtractorError)):  # sentences about the media or the setup
         return text
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     loc = f" (at {where.name}:{where.lineno})" if where else ""
@@ -205,7 +205,8 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                     ok_rows = min(arr.shape[0], rows, rows_before(valid * params.seg_len, o.hop, o.start))
                 out = _pad(arr[:ok_rows], rows, params.pad).astype(job.dtype or o.dtype)
                 if not np.all(np.isfinite(out)):  # after the cast: a value past float16's range is inf
-                    raise ValueError(f"{e.spec} produced values that are not finite as {out.dtype}")
+                    raise ExtractorError(f"{e.spec} produced values that are not finite as {out.dtype}"
+                                         + (" (past float16's range: use --dtype float32)" if out.dtype == np.float16 else ""))
                 result.arrays[o.name] = out
                 result.valid[o.name] = ok_rows
         result.info = verdict.record(info)

@@ -221,3 +221,26 @@ def test_stream_without_decoder_fails_with_a_sentence(tmp_path):
     path = write_clip(tmp_path / "v.mp4", seconds=2, fps=10, audio=False)
     with pytest.raises(DecodeError, match="no audio stream"):
         decode(path, BOTH)
+
+
+def test_hop_outputs_use_one_rounding_rule_for_stored_and_valid_rows():
+    from featpipe.decode import rows_before
+
+    assert rows_before(10.0, 0.1) == 100  # centres 0.0 .. 9.9
+    assert rows_before(10.0, 0.1, 0.05) == 100  # centres 0.05 .. 9.95
+    assert rows_before(9.96, 0.1) == 100 and rows_before(9.9, 0.1) == 99  # a centre at the end is not before it
+    assert rows_before(0.0, 0.1) == 0
+
+
+def test_surprises_from_pyav_on_damaged_files_become_sentences(tmp_path, monkeypatch):
+    import featpipe.decode.probe as probe_mod
+
+    path = write_clip(tmp_path / "a.mp4", seconds=2, fps=10)
+
+    def broken(c, index):  # what a damaged header did before: a None where PyAV promises an object
+        return None.sample_rate
+
+    monkeypatch.setattr(probe_mod, "choose_audio", broken)
+    with pytest.raises(DecodeError) as err:
+        probe(str(path))
+    assert str(err.value) == "cannot read the file's streams: the file is damaged in a way the decoder cannot handle"
