@@ -233,7 +233,7 @@ def test_hop_outputs_use_one_rounding_rule_for_stored_and_valid_rows():
 
 
 def test_surprises_from_pyav_on_damaged_files_become_sentences(tmp_path, monkeypatch):
-    import featpipe.decode.probe as probe_mod
+    import featpipe.decode.streams as probe_mod
 
     path = write_clip(tmp_path / "a.mp4", seconds=2, fps=10)
 

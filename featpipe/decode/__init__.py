@@ -6,7 +6,7 @@ upright and at their displayed size, and the audio, resampled once to 48 kHz wit
 kept. Audio and video are decoded by two lazy sources, each over its own demuxer, so memory
 holds a chunk of segments, never the whole video.
 
-Modules, one job each: :mod:`.params` (parameters, the error type), :mod:`.probe` (streams,
+Modules, one job each: :mod:`.params` (parameters, the error type), :mod:`.streams` (probing, streams,
 their choice, orientation), :mod:`.packets` (tolerant packet decoding and what each stream
 delivered), :mod:`.video` and :mod:`.audio` (the two sources on the true timeline),
 :mod:`.timeline` (chunks, and the valid counts of what was decoded).
@@ -14,7 +14,7 @@ delivered), :mod:`.video` and :mod:`.audio` (the two sources on the true timelin
 
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
-from .probe import MediaInfo, Orientation, probe
+from .streams import MediaInfo, Orientation, probe
 from .timeline import (TAIL_KEEP, DecodeStats, Verdict, count_segments, covered_segments, iter_chunks, merge_needs,
                        rows_before)
 from .video import frame_size, use_seek

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..extractors.base import AUDIO_RATE
 from .packets import StreamTally, decoded_frames, media_errors
-from .probe import MediaInfo, open_media
+from .streams import MediaInfo, open_media
 from .video import MAX_JUMP
 
 TOLERANCE = 0.005

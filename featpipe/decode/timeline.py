@@ -21,7 +21,7 @@ from ..extractors.base import AUDIO_RATE, Chunk, MediaNeeds
 from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
-from .probe import MediaInfo
+from .streams import MediaInfo
 from .video import VideoSource, use_seek
 
 TAIL_KEEP = 0.5

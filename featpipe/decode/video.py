@@ -21,7 +21,7 @@ import numpy as np
 from ..extractors.base import MediaNeeds
 from .packets import StreamTally, decoded_frames, media_errors
 from .params import DecodeError, DecodeParams
-from .probe import MediaInfo, open_media
+from .streams import MediaInfo, open_media
 
 MAX_JUMP = 30.0
 """Seconds a timestamp may jump ahead (beyond the stated duration) before it counts as corrupt."""
