@@ -129,7 +129,10 @@ def _packet_counts(c, streams) -> dict[int, int]:
                 break
     except av.error.FFmpegError:
         pass
-    c.seek(0)
+    try:
+        c.seek(0)
+    except av.error.FFmpegError:
+        pass
     return counts
 
 

@@ -164,7 +164,7 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
             if limit is not None and first >= limit:
                 break
             edge = (first + TAIL_KEEP) * seg  # segment `first` is valid for a stream lasting to here
-            if not ((video is not None and video.covers(edge)) or (audio is not None and audio.covers(edge, stats.audio))):
+            if not ((video is not None and video.covers(edge, (first + positions[0]) * seg)) or (audio is not None and audio.covers(edge, stats.audio))):
                 break
     finally:
         for s in (video, audio):

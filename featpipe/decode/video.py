@@ -153,8 +153,12 @@ class VideoSource:
         self.prev_rgb = self._rgb(prev)
         return self.prev_rgb
 
-    def covers(self, t: float) -> bool:
-        """Whether the stream delivers frames lasting to ``t`` or later (decodes ahead as needed)."""
+    def covers(self, t: float, next_target: float) -> bool:
+        """Whether the stream delivers frames lasting to ``t`` or later (decodes ahead as needed).
+
+        Frames read ahead that an earlier frame's successor hides by ``next_target`` are let go
+        at once (as :meth:`frame_at` would), so reading ahead never holds more than it must.
+        """
         if self.seek and self.tally.end < t:
             with media_errors("the video stream could not be decoded"):
                 self.c.seek(max(int((t + self.info.start_time) / self.stream.time_base), 0), stream=self.stream,
@@ -165,4 +169,6 @@ class VideoSource:
             return self.tally.end >= t
         while self.tally.end < t and not self.exhausted:
             self._pull()
+            while len(self.ahead) >= 2 and self.ahead[1][0] <= next_target + 1e-6:
+                self.prev, self.prev_rgb = self.ahead.popleft(), None
         return self.tally.end >= t
