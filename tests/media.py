@@ -163,3 +163,25 @@ def corrupt_packet(src: str | Path, dst: str | Path, kind: str, after: float) ->
     data[pos + skip:pos + size] = b"\xff" * (size - skip)
     Path(dst).write_bytes(bytes(data))
     return t
+
+
+def write_pcm_frames(path: str | Path, starts: list[float], length: float = 0.5, freq: float = 200.0,
+                     rate: int = 48000) -> Path:
+    """Mono PCM audio frames of ``length`` s stamped at ``starts`` (seconds), each the sine at its true time.
+
+    Frames that start before the previous one ends overlap it; later ones leave a gap.
+    """
+    out = av.open(str(path), "w")
+    stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+    n = int(round(length * rate))
+    for s0 in starts:
+        t = s0 + np.arange(n) / rate
+        x = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, int(round(s0 * rate)), Fraction(1, rate)
+        for p in stream.encode(frame):
+            out.mux(p)
+    for p in stream.encode():
+        out.mux(p)
+    out.close()
+    return Path(path)

@@ -120,7 +120,7 @@ def check_records(cache: Path, inputs: list[Path]) -> dict:
         assert r["status"] in ("done", "failed")
         assert not EXCEPTION_NAME.search(r["reason"]), r["reason"]
     by_stem = {p.stem: p for p in inputs}
-    stats = {"committed": 0, "failed": 0, "bad_packets": 0, "max_gap": 0.0, "reasons": {}}
+    stats = {"committed": 0, "failed": 0, "bad_packets": 0, "max_gap": 0.0, "reasons": {}}  # max_gap: committed
     with open_cache(cache) as c:
         for vid in c.videos:
             rec = c.record(vid)
@@ -133,9 +133,13 @@ def check_records(cache: Path, inputs: list[Path]) -> dict:
                 valid = c.get(vid, feature).valid
                 assert valid <= honest, (vid, feature, valid, end)
                 stats["max_gap"] = max(stats["max_gap"], rec["duration"] - rec["streams"][kind]["end"])
+    stats["max_gap_failed"] = 0.0  # from reasons "decoded X s of the Y s the file states"
     for r in report.values():
         if r["status"] == "failed":
             stats["failed"] += 1
+            m = re.search(r"decoded ([\d.]+) s of the ([\d.]+) s", r["reason"])
+            if m:
+                stats["max_gap_failed"] = max(stats["max_gap_failed"], float(m[2]) - float(m[1]))
             key = re.sub(r"[\d.]+", "N", r["reason"])[:70]
             stats["reasons"][key] = stats["reasons"].get(key, 0) + 1
     return stats

@@ -15,7 +15,7 @@ import pytest
 
 from featpipe.decode import DecodeError, DecodeParams, DecodeStats, count_segments, iter_chunks, probe
 from featpipe.extractors.base import AUDIO_RATE, MediaNeeds
-from media import corrupt_packet, truncate, write_clip
+from media import corrupt_packet, truncate, write_clip, write_pcm_frames
 
 FRAMES = MediaNeeds(frame_positions=(0.5,))
 NATIVE = MediaNeeds(frame_positions=(0.5,), native_frames=True)
@@ -155,6 +155,20 @@ def test_audio_gap_is_silence_and_later_audio_keeps_its_time(tmp_path):
     seg = x[int(3.5 * AUDIO_RATE): int(4.5 * AUDIO_RATE)]
     assert np.corrcoef(seg, ref)[0, 1] > 0.99
     assert verdict.valid == {"audio": 5}
+
+
+def test_overlapping_audio_is_trimmed_and_later_audio_keeps_its_time(tmp_path):
+    path = write_pcm_frames(tmp_path / "ov.mkv", [0.0, 0.5, 0.9, 1.4, 1.9, 3.0])  # 0.1 s overlap, a 0.6 s gap
+    _, chunks, verdict = decode(path, AUDIO)
+    a = verdict.streams["audio"]
+    assert a["overlap_seconds"] == pytest.approx(0.1, abs=0.002) and a["gaps"] == 1
+    assert a["gap_seconds"] == pytest.approx(0.6, abs=0.002) and verdict.valid == {"audio": 4}  # ends at 3.5 s
+    x = audio_of(chunks)[0]
+    for lo, hi in ((0.0, 2.4), (3.0, 3.5)):  # every sample where its timestamp says
+        t = np.arange(int(lo * AUDIO_RATE), int(hi * AUDIO_RATE)) / AUDIO_RATE
+        np.testing.assert_allclose(x[int(lo * AUDIO_RATE): int(hi * AUDIO_RATE)], 0.5 * np.sin(2 * np.pi * 200 * t),
+                                   atol=2e-3)
+    assert np.abs(x[int(2.41 * AUDIO_RATE): int(2.99 * AUDIO_RATE)]).max() == 0
 
 
 @pytest.mark.parametrize("ext", ["mkv", "mp4"])
