@@ -258,3 +258,9 @@ def test_surprises_from_pyav_on_damaged_files_become_sentences(tmp_path, monkeyp
     with pytest.raises(DecodeError) as err:
         probe(str(path))
     assert str(err.value) == "cannot read the file's streams: the file is damaged in a way the decoder cannot handle"
+
+
+def test_extractors_needing_no_media_get_the_stated_segments(tmp_path):
+    path = write_clip(tmp_path / "a.mp4", seconds=4, fps=10)
+    _, chunks, verdict = decode(path, MediaNeeds())
+    assert sum(c.count for c in chunks) == 4 and verdict.stored == 4 and verdict.valid == {}

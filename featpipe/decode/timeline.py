@@ -112,7 +112,7 @@ class DecodeStats:
                 raise DecodeError(f"the {t.kind} stream decoded {t.decoded:.2f} s of the {t.stated:.2f} s "
                                   f"the file states (under {params.min_decoded:.0%}, see --min-decoded){stopped}")
             valid["visual" if t.kind == "video" else "audio"] = max(1, covered_segments(t.end, params.fps))
-        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(valid.values(), default=0)
+        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(valid.values(), default=self.segments)
         stored = max(1, stored)
         return Verdict(stored, {k: min(v, stored) for k, v in valid.items()},
                        {t.kind: t.as_dict() for t in self.tallies()})
@@ -163,6 +163,10 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
             yield chunk
             if limit is not None and first >= limit:
                 break
+            if video is None and audio is None:  # nothing decoded: the stated duration is all there is
+                if first >= n_segments:
+                    break
+                continue
             edge = (first + TAIL_KEEP) * seg  # segment `first` is valid for a stream lasting to here
             if not ((video is not None and video.covers(edge, (first + positions[0]) * seg)) or (audio is not None and audio.covers(edge, stats.audio))):
                 break
