@@ -86,8 +86,17 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
               metavar="FACTOR", help="Seconds added to the time limit per second of video.")
 @click.option("--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
               help="Videos submitted and not yet committed at once (default: two per worker thread).")
+@click.option("--min-decoded", type=click.FloatRange(0, 1), default=_X.params.min_decoded, show_default=True, metavar="SHARE",
+              help="Fail a video when a stream decodes less than this share of the duration its file states.")
+@click.option("--max-bad-packets", type=click.FloatRange(0, 1), default=_X.params.max_bad_packets, show_default=True, metavar="SHARE",
+              help="Fail a video when more than this share of a stream's packets cannot be decoded.")
+@click.option("--video-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Stream index to decode (default: the best video stream that is not a cover picture).")
+@click.option("--audio-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Stream index to decode (default: the default audio stream, else the best).")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight) -> None:
+            weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
+            min_decoded, max_bad_packets, video_stream, audio_stream) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -100,7 +109,8 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
 
     cfg = ExtractConfig(
         inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
-        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad),
+        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad, min_decoded=min_decoded,
+                            max_bad_packets=max_bad_packets, video_stream=video_stream, audio_stream=audio_stream),
         options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, extra=tuple(sorted(extra)),
                                **_weights_options(weights)),
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,

@@ -141,46 +141,47 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     frames = run_frames(exts)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
-    report_lines: list[dict] = []
+    report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
 
     def note(kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0) -> None:
-        report_lines.append({"video_id": video_id, "path": path, "status": kind, "reason": reason,
-                             "seconds": round(seconds, 3)})
+        report.write(json.dumps({"video_id": video_id, "path": path, "status": kind, "reason": reason,
+                                 "seconds": round(seconds, 3)}) + "\n")
+        report.flush()
 
-    for path, reason in rejects:
-        summary.failed.append((Path(path).stem, path, reason))
-        note("failed", Path(path).stem, path, reason)
-    with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
-        features = [(replace(out, name=stored.get(out.name, out.name)),
-                     provenance(ext, cfg.params, out, cfg.dtype, frames)) for ext in exts for out in ext.outputs()]
-        for out, prov in features:  # every check before any new feature is created
-            _check_identity(writer, cfg.cache, out.name, prov)
-        for out, prov in features:
-            writer.ensure_feature(out, prov, cfg.dtype)
-        writer.start()
-        jobs: list[tuple[VideoJob, dict]] = []
-        for v in videos:
+    try:
+        for path, reason in rejects:
+            summary.failed.append((Path(path).stem, path, reason))
+            note("failed", Path(path).stem, path, reason)
+        with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
+            features = [(replace(out, name=stored.get(out.name, out.name)),
+                         provenance(ext, cfg.params, out, cfg.dtype, frames)) for ext in exts for out in ext.outputs()]
+            for out, prov in features:  # every check before any new feature is created
+                _check_identity(writer, cfg.cache, out.name, prov)
+            for out, prov in features:
+                writer.ensure_feature(out, prov, cfg.dtype)
+            writer.start()
+            jobs: list[tuple[VideoJob, dict]] = []
+            for v in videos:
+                try:
+                    src = source_stat(v.path)
+                except OSError as exc:
+                    summary.failed.append((v.video_id, v.path, str(exc)))
+                    note("failed", v.video_id, v.path, str(exc))
+                    continue
+                specs = _needed(writer.records.get(v.video_id), src, exts, stored)
+                if not specs:
+                    summary.skipped.append(v.video_id)
+                    note("skipped", v.video_id, v.path)
+                    if on_progress:
+                        on_progress("skipped", None)
+                    continue
+                jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype, frames), src))
             try:
-                src = source_stat(v.path)
-            except OSError as exc:
-                summary.failed.append((v.video_id, v.path, str(exc)))
-                note("failed", v.video_id, v.path, str(exc))
-                continue
-            specs = _needed(writer.records.get(v.video_id), src, exts, stored)
-            if not specs:
-                summary.skipped.append(v.video_id)
-                note("skipped", v.video_id, v.path)
-                if on_progress:
-                    on_progress("skipped", None)
-                continue
-            jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype, frames), src))
-        try:
-            run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
-        finally:
-            summary.seconds = time.perf_counter() - t_start
-            with open(summary.report, "w") as fh:
-                for line in report_lines:
-                    fh.write(json.dumps(line) + "\n")
+                run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
+            finally:
+                summary.seconds = time.perf_counter() - t_start
+    finally:
+        report.close()
     return summary
 
 

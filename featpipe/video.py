@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .contracts import ExtractOptions, MediaNeeds
-from .decode import DecodeError, DecodeParams, MediaInfo, count_segments, iter_chunks, merge_needs, probe
-from .extractors.base import Extractor
+from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
+                     probe, rows_before)
+from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
 
@@ -80,7 +81,7 @@ def one_line(exc: BaseException) -> str:
     """The reason an exception gives for a failed video: its first line, and where it was raised."""
     msg = str(exc).strip().splitlines()
     text = msg[0] if msg else ""
-    if isinstance(exc, DecodeError):
+    if isinstance(exc, (DecodeError, ExtractorError)):  # sentences about the media or the setup
         return text
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     loc = f" (at {where.name}:{where.lineno})" if where else ""
@@ -99,44 +100,47 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
     result = VideoResult(job.video_id, job.path, ok=False)
     try:
         exts = [load(s, job.options) for s in job.specs]
-        info = probe(job.path)
+        info = probe(job.path, job.params)
         if on_probe is not None:
             on_probe(info)
         params = job.params
-        stored, valid = count_segments(info.duration, params)
+        planned, _ = count_segments(info.duration, params)  # the stated duration: a hint for chunking
         needs = merge_needs([e.needs() for e in exts])
         if job.frames is not None and needs.video:
             needs = replace(needs, frame_short_side=job.frames[0], native_frames=job.frames[1])
         parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
-        chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, valid)
+        stats = DecodeStats()  # what each stream really delivered, filled while decoding
+        chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, planned,
+                             stats)
         with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
             for chunk in ahead:
                 for e in exts:
                     out = e.extract(chunk)
                     for name, arr in out.items():
                         parts[name].append(np.asarray(arr))
+        verdict = stats.verdict(params)  # honest valid counts per modality, or a DecodeError
+        stored = verdict.stored
         for e in exts:
             for o in e.outputs():
                 arr = np.concatenate(parts[o.name]) if parts[o.name] else np.zeros((0, *o.shape), np.float32)
                 if arr.shape[1:] != tuple(o.shape):
                     raise ValueError(f"{e.spec} gave rows of shape {arr.shape[1:]}, declared {o.shape}")
+                valid = verdict.valid.get(o.modality, stored)
                 if o.hop is None:
                     rows, ok_rows = stored, valid
-                    if arr.shape[0] != valid:
-                        raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {valid} segments")
+                    if arr.shape[0] != stats.segments:
+                        raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {stats.segments} segments")
                 else:
-                    rows = max(1, round(stored * params.seg_len / o.hop))
-                    ok_rows = min(arr.shape[0], math.ceil(valid * params.seg_len / o.hop))
-                if not np.all(np.isfinite(arr)):
-                    raise ValueError(f"{e.spec} produced non-finite values")
-                result.arrays[o.name] = _pad(arr, rows, params.pad).astype(job.dtype or o.dtype)
+                    rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
+                    ok_rows = min(arr.shape[0], rows, rows_before(valid * params.seg_len, o.hop, o.start))
+                out = _pad(arr[:ok_rows], rows, params.pad).astype(job.dtype or o.dtype)
+                if not np.all(np.isfinite(out)):  # after the cast: a value past float16's range is inf
+                    raise ExtractorError(f"{e.spec} produced values that are not finite as {out.dtype}"
+                                         + (" (past float16's range: use --dtype float32)"
+                                            if out.dtype == np.float16 else ""))
+                result.arrays[o.name] = out
                 result.valid[o.name] = ok_rows
-        result.info = {
-            "duration": info.duration, "segments": stored, "valid": valid,
-            "media": {"width": info.width, "height": info.height, "frame_rate": info.frame_rate,
-                      "audio_rate": info.audio_rate, "audio_channels": info.audio_channels,
-                      "video_codec": info.video_codec, "audio_codec": info.audio_codec},
-        }
+        result.info = verdict.record(info)
         result.segments = stored
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised

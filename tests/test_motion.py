@@ -39,7 +39,7 @@ def test_grid_arg_and_layout_match_output(spec: str, grid: int) -> None:
     assert [a for _, a, _ in m.layout] == [0] + [b for _, _, b in m.layout[:-1]]
     assert out.layout.startswith(f"motion[0:{grid * grid}] L_mean[{grid * grid}:")
     res = m.extract(flat((10, 20, 30), count=3))
-    assert res["motion"].shape == (3, dim) and res["motion"].dtype == np.float16
+    assert res["motion"].shape == (3, dim) and res["motion"].dtype == np.float32
 
 
 @pytest.mark.parametrize("spec", ["motion:x", "motion:0", "motion:17", "motion:2.5"])

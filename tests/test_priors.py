@@ -52,7 +52,7 @@ def test_layout_matches_output(ex: Priors) -> None:
     assert ex.needs().audio and ex.needs().audio_context == CONTEXT_S and not ex.needs().video
     out = ex.extract(chunk(sine(440, 3)))
     assert set(out) == {"priors"} and out["priors"].shape == (3, DIM)
-    assert out["priors"].dtype == np.float16
+    assert out["priors"].dtype == np.float32
 
 
 def test_sine_440_chroma_centroid_and_mel(ex: Priors) -> None:

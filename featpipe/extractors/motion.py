@@ -96,7 +96,7 @@ class Motion(Extractor):
         return MediaNeeds(frame_positions=POSITIONS, frame_short_side=SHORT_SIDE)
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        return {"motion": self.compute(chunk).astype(np.float16)}
+        return {"motion": self.compute(chunk).astype(np.float32)}  # the worker casts to the storage dtype
 
     def _frames(self, chunk: Chunk, pos: float) -> np.ndarray:
         """The frames at ``pos`` resampled to ``(count, size, size, 3)`` float32 in [0, 1]."""

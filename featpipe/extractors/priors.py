@@ -103,7 +103,7 @@ class Priors(Extractor):
         return MediaNeeds(audio=True, audio_context=CONTEXT_S)
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        return {"priors": self.compute(chunk).astype(np.float16)}
+        return {"priors": self.compute(chunk).astype(np.float32)}  # the worker casts to the storage dtype
 
     def compute(self, chunk: Chunk) -> np.ndarray:
         """The ``(chunk.count, DIM)`` float64 features, before the cast to the stored dtype."""

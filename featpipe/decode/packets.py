@@ -1,0 +1,125 @@
+"""Tolerant decoding: a packet that fails to decode is skipped and counted, the decoder goes on.
+
+PyAV raises ``InvalidDataError`` for one corrupt packet and, inside ``container.decode``, that
+ends the whole loop. Here packets are demuxed and decoded one by one, so one bad packet costs
+its own frames only; what each stream delivered is kept in a :class:`StreamTally`, from which
+:mod:`featpipe.decode.timeline` decides whether the video is honest enough to commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import av
+
+from .params import DecodeError
+
+log = logging.getLogger("featpipe.decode")
+
+DEMUX_RETRIES = 3
+"""Consecutive demuxer errors (no packet in between) after which the stream is taken to end there."""
+
+
+@dataclass
+class StreamTally:
+    """What one stream delivered, on the timeline from the media start (seconds)."""
+
+    kind: str  # "video" or "audio"
+    stated: float  # seconds the container states for this stream (a hint)
+    packets: int = 0  # packets handed to the decoder
+    bad: int = 0  # packets that failed to decode, or frames dropped for impossible timestamps
+    start: float | None = None  # time of the first decoded frame
+    end: float = 0.0  # end of the last decoded frame (or sample)
+    gaps: int = 0  # audio: holes between frames filled with silence
+    gap_seconds: float = 0.0
+    overlap_seconds: float = 0.0  # audio: overlapping frames trimmed
+    demux_error: str = ""  # why the demuxer stopped early, if it did
+
+    @property
+    def bad_share(self) -> float:
+        return self.bad / self.packets if self.packets else 0.0
+
+    @property
+    def decoded(self) -> float:
+        """Seconds decoded: from the first frame to the end of the last, less the holes filled with silence."""
+        if self.start is None:
+            return 0.0
+        return max(0.0, self.end - self.start - self.gap_seconds)
+
+    def as_dict(self) -> dict:
+        return {"stated": round(self.stated, 3), "decoded": round(self.decoded, 3),
+                "start": round(self.start or 0.0, 3), "end": round(self.end, 3), "packets": self.packets,
+                "bad_packets": self.bad, "gaps": self.gaps, "gap_seconds": round(self.gap_seconds, 3),
+                "overlap_seconds": round(self.overlap_seconds, 3), "demux_error": self.demux_error}
+
+
+def ffmpeg_text(exc: BaseException) -> str:
+    """FFmpeg's own sentence for an error (``strerror``), without PyAV's call site."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
+
+
+@contextmanager
+def media_errors(what: str) -> Iterator[None]:
+    """Turn anything a broken file makes PyAV raise into a one-sentence :class:`DecodeError`.
+
+    FFmpeg errors keep FFmpeg's own text; anything else (a PyAV object left ``None`` by a damaged
+    header, say) is logged with its traceback for developers and reported as a sentence.
+    """
+    try:
+        yield
+    except DecodeError:
+        raise
+    except av.error.FFmpegError as exc:
+        raise DecodeError(f"{what}: {ffmpeg_text(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{what}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
+    except (MemoryError, KeyboardInterrupt, GeneratorExit):
+        raise
+    except Exception:  # noqa: BLE001 - damaged media reaches PyAV code paths that raise anything
+        log.warning("%s: unexpected error from PyAV", what, exc_info=True)
+        raise DecodeError(f"{what}: the file is damaged in a way the decoder cannot handle") from None
+
+
+def decoded_frames(container, stream, tally: StreamTally) -> Iterator:
+    """Every frame of ``stream`` from the container's current position, skipping bad packets.
+
+    Packets that raise when decoded are counted in ``tally.bad``. A demuxer error is retried a
+    few times (FFmpeg's demuxers often resync on the next packet); when it persists the stream
+    ends there and the error is kept in ``tally.demux_error``.
+    """
+    packets = container.demux(stream)
+    failures = 0
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as exc:
+            failures += 1
+            if failures >= DEMUX_RETRIES or isinstance(exc, av.error.EOFError):
+                tally.demux_error = ffmpeg_text(exc)
+                yield from _flush(stream, tally)  # the frames still inside the decoder
+                break
+            packets = container.demux(stream)
+            continue
+        failures = 0
+        if packet.size:
+            tally.packets += 1
+        try:
+            frames = packet.decode()  # the empty packets at the end flush the decoder
+        except av.error.FFmpegError:
+            if packet.size:
+                tally.bad += 1
+            continue
+        yield from frames
+
+
+def _flush(stream, tally: StreamTally) -> list:
+    try:
+        return list(stream.codec_context.decode(None))
+    except av.error.FFmpegError:
+        return []

@@ -1,0 +1,176 @@
+"""Chunks of aligned segments, and the honest count of the segments each stream delivered.
+
+Segment k covers ``[k/fps, (k+1)/fps)``. A segment is *valid* for a stream when the stream
+decoded at least half of it, i.e. when the segment's centre lies before the end of the last
+frame (or sample) that stream decoded; a recording shorter than half a segment keeps one. The
+duration the container states is only a hint: decoding goes on while a stream delivers and
+stops early when every stream has ended, and a stream that delivers less than
+``DecodeParams.min_decoded`` of its stated duration, or whose share of undecodable packets
+exceeds ``DecodeParams.max_bad_packets``, fails the video (:meth:`DecodeStats.verdict`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..contracts import AUDIO_RATE, Chunk, MediaNeeds
+from .audio import AudioWindow, audio_blocks, audio_channels
+from .packets import StreamTally
+from .params import DecodeError, DecodeParams
+from .streams import MediaInfo
+from .video import VideoSource, use_seek
+
+TAIL_KEEP = 0.5
+"""A last partial segment is kept when at least this fraction of it was recorded (its centre is)."""
+
+
+def covered_segments(seconds: float, fps: float) -> int:
+    """Segments whose centre lies at or before ``seconds`` (at least half of each was recorded)."""
+    return max(0, math.floor(seconds * fps + (1.0 - TAIL_KEEP) + 1e-9))
+
+
+def count_segments(duration: float, params: DecodeParams) -> tuple[int, int]:
+    """``(stored, valid)`` segment counts for a recording of ``duration`` seconds.
+
+    ``valid`` is :func:`covered_segments`, never fewer than one. ``stored`` equals ``valid``
+    unless ``max_seconds`` fixes it, in which case longer videos are cut and shorter ones padded.
+    """
+    valid = max(1, covered_segments(duration, params.fps))
+    if params.max_seconds is None:
+        return valid, valid
+    stored = max(1, round(params.max_seconds * params.fps))
+    return stored, min(valid, stored)
+
+
+def rows_before(seconds: float, hop: float, start: float = 0.0) -> int:
+    """Rows of an output with its own ``hop`` whose centre ``start + i * hop`` lies before ``seconds``.
+
+    The one rounding rule for such outputs, used for both their stored and their valid rows.
+    """
+    return max(0, math.ceil((seconds - start) / hop - 1e-9))
+
+
+def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
+    """One decode serves every extractor: the union of positions, the largest frames and context."""
+    return MediaNeeds(
+        frame_positions=tuple(sorted({p for n in needs for p in n.frame_positions})),
+        frame_short_side=max((n.frame_short_side for n in needs), default=0),
+        native_frames=any(n.native_frames for n in needs),
+        audio=any(n.audio for n in needs),
+        audio_context=max((n.audio_context for n in needs), default=0.0),
+    )
+
+
+@dataclass
+class Verdict:
+    """What may be committed: stored segments and, per modality, how many of them are valid."""
+
+    stored: int
+    valid: dict[str, int]  # "visual" / "audio" -> valid segments
+    streams: dict[str, dict] = field(default_factory=dict)  # per stream: stated, decoded, bad packets...
+
+    def record(self, info: MediaInfo) -> dict:
+        """The facts a cache record keeps: stated and decoded durations, counts, media, streams."""
+        return {"duration": info.duration,
+                "decoded_duration": max((s["end"] for s in self.streams.values()), default=0.0),
+                "segments": self.stored, "valid": max(self.valid.values(), default=0),
+                "valid_by_modality": dict(self.valid),
+                "bad_packets": sum(s["bad_packets"] for s in self.streams.values()),
+                "media": info.facts(), "streams": self.streams}
+
+
+@dataclass
+class DecodeStats:
+    """Filled by :func:`iter_chunks` while it decodes; read once the last chunk was consumed."""
+
+    video: StreamTally | None = None
+    audio: StreamTally | None = None
+    segments: int = 0  # segments handed out in chunks
+
+    def tallies(self) -> list[StreamTally]:
+        return [t for t in (self.video, self.audio) if t is not None]
+
+    def verdict(self, params: DecodeParams) -> Verdict:
+        """The honest counts; :class:`DecodeError` when a stream delivered too little or too badly."""
+        valid: dict[str, int] = {}
+        horizon = params.max_seconds
+        for t in self.tallies():
+            stopped = f"; the demuxer stopped: {t.demux_error}" if t.demux_error else ""
+            if t.start is None:
+                raise DecodeError(f"the {t.kind} stream decoded nothing ({t.packets} packets, "
+                                  f"{t.bad} undecodable){stopped}")
+            if t.bad_share > params.max_bad_packets:
+                raise DecodeError(f"{t.bad} of {t.packets} {t.kind} packets could not be decoded "
+                                  f"({t.bad_share:.1%}, more than the {params.max_bad_packets:.1%} "
+                                  "allowed by --max-bad-packets)")
+            wanted = min(t.stated, horizon) if horizon else t.stated
+            if wanted > 0 and t.decoded < params.min_decoded * wanted:
+                raise DecodeError(f"the {t.kind} stream decoded {t.decoded:.2f} s of the {t.stated:.2f} s "
+                                  f"the file states (under {params.min_decoded:.0%}, see --min-decoded){stopped}")
+            valid["visual" if t.kind == "video" else "audio"] = max(1, covered_segments(t.end, params.fps))
+        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(valid.values(), default=self.segments)
+        stored = max(1, stored)
+        return Verdict(stored, {k: min(v, stored) for k, v in valid.items()},
+                       {t.kind: t.as_dict() for t in self.tallies()})
+
+
+def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_id: str,
+                n_segments: int, stats: DecodeStats | None = None) -> Iterator[Chunk]:
+    """Decode ``info.path`` once into chunks of consecutive segments from segment 0.
+
+    ``n_segments`` (the count the stated duration gives) sets the chunking only: chunks go on
+    while a stream still delivers and stop once every stream has ended and the segments they
+    cover were handed out, and never go past ``max_seconds``. Segments past the end of a stream
+    repeat its last frame and carry silent audio. What each stream delivered is kept in
+    ``stats`` (:meth:`DecodeStats.verdict` turns it into valid counts).
+    """
+    if needs.video and not info.has_video:
+        raise DecodeError(info.video_note or "the file has no video stream (a visual extractor needs one)")
+    if needs.audio and not info.has_audio:
+        raise DecodeError(info.audio_note or "the file has no audio stream (an audio extractor needs one)")
+    stats = stats if stats is not None else DecodeStats()
+    seg, positions, ctx = params.seg_len, needs.frame_positions, needs.audio_context
+    limit = max(1, round(params.max_seconds * params.fps)) if params.max_seconds else None
+    video = audio = None
+    try:
+        if needs.video:
+            stats.video = StreamTally("video", info.video_stated)
+            short_side = 0 if needs.native_frames else needs.frame_short_side
+            video = VideoSource(info, short_side, use_seek(info, needs, params), stats.video)
+        if needs.audio:
+            stats.audio = StreamTally("audio", info.audio_stated)
+            audio = AudioWindow(audio_blocks(info, stats.audio), audio_channels(info))
+        first = 0
+        while True:
+            count = min(params.chunk_segments, n_segments - first) if first < n_segments else params.chunk_segments
+            if limit is not None:
+                count = min(count, limit - first)
+            chunk = Chunk(video_id=video_id, first=first, count=count, seg_len=seg,
+                          duration=info.duration, audio_context=ctx)
+            if video is not None:
+                per = [[video.frame_at((k + p) * seg) for p in positions] for k in range(first, first + count)]
+                chunk.frames = {p: np.stack([row[i] for row in per]) for i, p in enumerate(positions)}
+            if audio is not None:
+                start = round((first * seg - ctx) * AUDIO_RATE)
+                stop = round(((first + count) * seg + ctx) * AUDIO_RATE)
+                chunk.audio = audio.window(start, stop)
+            first += count
+            stats.segments = first
+            yield chunk
+            if limit is not None and first >= limit:
+                break
+            if video is None and audio is None:  # nothing decoded: the stated duration is all there is
+                if first >= n_segments:
+                    break
+                continue
+            edge = (first + TAIL_KEEP) * seg  # segment `first` is valid for a stream lasting to here
+            if not ((video is not None and video.covers(edge, (first + positions[0]) * seg)) or (audio is not None and audio.covers(edge, stats.audio))):
+                break
+    finally:
+        for s in (video, audio):
+            if s is not None:
+                s.close()
