@@ -114,7 +114,7 @@ def test_report_keeps_a_line_per_committed_video_after_kill_9(tmp_path):
     cache = tmp_path / "k.h5"
     env = dict(os.environ, FEATPIPE_PLUGINS="fp_slow", FP_SLOW_SECONDS="0.5")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, env.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "extract", str(folder), "-o", str(cache),
+    proc = subprocess.Popen([sys.executable, "-c", "from featpipe import cli; cli.main()", "extract", str(folder), "-o", str(cache),
                              "--audio", "slow", "--workers", "1", "--quiet"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     report = Path(f"{cache}.report.jsonl")
