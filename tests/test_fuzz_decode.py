@@ -146,7 +146,7 @@ def check_records(cache: Path, inputs: list[Path]) -> dict:
 
 
 def run_extract(inputs_folder: Path, cache: Path) -> int:
-    import cli
+    from featpipe import cli
 
     res = CliRunner().invoke(cli.main, ["extract", str(inputs_folder), "-o", str(cache), "--visual", "layout",
                                         "--audio", "priors", "--workers", "1", "--quiet", "--video-timeout", "30",
