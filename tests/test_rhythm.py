@@ -162,9 +162,9 @@ def test_click_train_tempo_beats_and_silence(ex: Rhythm) -> None:
     allb = np.concatenate(beats)
     assert mir_eval.beat.f_measure(np.arange(0.25, 6.0, 0.5), allb, 0.07) > 0.95
     np.testing.assert_allclose(f[1:5, COL["first_beat_s"]], 0.25, atol=0.03)
-    # the beats sit on the clicks (the envelope peaks up to one 10 ms hop before an attack)
+    # the beats sit on the clicks (the envelope is reported one hop late for that, see rhythm.py)
     err = [np.min(np.abs(allb - t)) for t in np.arange(0.75, 5.5, 0.5)]
-    assert max(err) <= 0.015
+    assert max(err) <= 0.005
     assert np.all(f[7, [COL["beat_count"], COL["onset_rate"]]] == 0)  # silence, 1 s after the music
     assert f[7, COL["first_beat_s"]] == -1
     assert np.all(f[:, COL["stereo"]] == 0) and np.all(f[:, COL["onset_rate_left"]] == 0)
@@ -208,9 +208,12 @@ def test_percussive_share_and_sides(ex: Rhythm) -> None:
 def test_chunked_equals_whole(ex: Rhythm, mono: bool) -> None:
     x = render_audio(SCENES[2]).astype(np.float64)
     x = x.mean(axis=0, keepdims=True) if mono else x
-    whole, beats = ex.analyse(chunk(x, ctx=CONTEXT_S))
+    seg = 0.5 if mono else 1.0  # half-second segments too
+    n = int(T / seg)
+    whole, beats = ex.analyse(chunk(x, seg_len=seg, ctx=CONTEXT_S))
     for size in ((2, 5) if not mono else (3,)):
-        parts = [ex.analyse(chunk(x, first=a, count=min(size, 8 - a), ctx=CONTEXT_S)) for a in range(0, 8, size)]
+        parts = [ex.analyse(chunk(x, first=a, count=min(size, n - a), seg_len=seg, ctx=CONTEXT_S))
+                 for a in range(0, n, size)]
         got = np.concatenate([p[0] for p in parts])
         counts = [COL["beat_count"], COL["onset_rate"], COL["onset_rate_left"], COL["onset_rate_right"]]
         np.testing.assert_array_equal(got[:, counts], whole[:, counts])

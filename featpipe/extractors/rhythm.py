@@ -19,7 +19,6 @@ change) plus those windows. Layout: :data:`LAYOUT`; docs/features.md explains ev
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 
@@ -49,6 +48,7 @@ PICK = dict(pre_max=3, post_max=4, pre_avg=10, post_avg=11, wait=0)
 _TEMPO_FRAMES = round(TEMPO_WIN_S * AUDIO_RATE / HOP)
 _BEAT_FRAMES = round(BEAT_CTX_S * AUDIO_RATE / HOP)
 TG_STRIDE = 5  # the tempogram is taken at every 5th frame (50 ms) and averaged per segment
+MIN_SEG_S = TG_STRIDE * HOP / AUDIO_RATE  # each segment must own one of those frames (fps <= 20)
 CONTEXT_S = MAX_SEG_S + max(TEMPO_WIN_S / 2, BEAT_CTX_S) + 0.1  # >= 5.05 s: see _frame_range
 
 
@@ -80,7 +80,7 @@ class Rhythm(Extractor):
     summary = (f"weight-free rhythm per segment ({DIM}-d: beats, local tempo and its change, "
                "onset rate, percussive share, per-side onset rate and tempo; librosa)")
     spec_help = "rhythm"
-    examples = ("rhythm", "rhythm --set start_bpm=100")
+    examples = ("rhythm",)
     version = "1"
     option_specs = {
         "start_bpm": Option(float, 120.0, "centre of the log-normal tempo prior (BPM)"),
@@ -180,8 +180,8 @@ class Rhythm(Extractor):
             raise ValueError(f"rhythm needs {AUDIO_RATE} Hz audio, got {chunk.audio_rate}")
         if chunk.audio_context + 1e-9 < CONTEXT_S:
             raise ValueError(f"rhythm needs {CONTEXT_S}s of audio context, got {chunk.audio_context}s")
-        if not HOP / AUDIO_RATE <= chunk.seg_len <= MAX_SEG_S:
-            raise ValueError(f"rhythm supports segments of {HOP / AUDIO_RATE}s to {MAX_SEG_S}s, got {chunk.seg_len}s")
+        if not MIN_SEG_S <= chunk.seg_len <= MAX_SEG_S:
+            raise ValueError(f"rhythm supports segments of {MIN_SEG_S}s to {MAX_SEG_S}s, got {chunk.seg_len}s")
         x = np.asarray(chunk.audio, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] not in (1, 2):
             raise ValueError(f"rhythm expects (1 or 2 channels, samples) audio, got {x.shape}")
@@ -301,4 +301,4 @@ def _percussive_share(mel_power: np.ndarray, sid: np.ndarray, count: int) -> np.
 
 
 assert CONTEXT_S * AUDIO_RATE >= MAX_SEG_S * AUDIO_RATE + (max(_TEMPO_FRAMES // 2 + 1, _BEAT_FRAMES) + 3) * HOP + N_FFT // 2
-assert math.isclose(AUDIO_RATE % HOP, 0)
+assert AUDIO_RATE % HOP == 0
