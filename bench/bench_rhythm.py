@@ -9,7 +9,9 @@ priors + rhythm (one decode serves both: the difference is rhythm's analysis).
 Accuracy: scenes `sample_scene(seed, i, seconds)` for i < --videos, rendered straight to audio (no
 AAC), beat F-measure (+-70 ms, all beats, no 5 s trim) against the pulse beats, and the median local
 tempo of the pulse's segments within 4 % of the pulse tempo (strict) or of either of its two
-metrical levels (`tempi_bpm`, mir_eval's tempo detection).
+metrical levels (`tempi_bpm`, mir_eval's tempo detection). Then, on 3 x --videos scenes of seed
++ 1: the onset rate against the note onsets, and the side cue on scenes with a sounding instrument
+on the left and one on the right whose rates are 1.5x apart (synth's 'more rhythmic' rule).
 
     python bench/bench_rhythm.py [--seconds 60] [--repeats 3] [--videos 40] [--seed 0]
 """
@@ -26,7 +28,9 @@ import numpy as np
 
 from featpipe.decode import DecodeParams
 from featpipe.extractors import AUDIO_RATE, Chunk, ExtractOptions, build
+from featpipe.extractors.rhythm import COL
 from featpipe.synth.beats import ATTACK_KINDS, rhythm_truth
+from featpipe.synth.facts import more_rhythmic
 from featpipe.synth.dataset import write_video
 from featpipe.synth.scene import sample_scene
 from featpipe.synth.sound import render_audio
@@ -124,6 +128,35 @@ def accuracy(videos: int, seed: int, seconds: float) -> None:
                   f"(either metrical level: {a[:, 3].mean():.0%})")
 
 
+def onsets_and_sides(videos: int, seed: int, seconds: float) -> None:
+    """Onset rate against the notes, and whether the side with more onsets is the more rhythmic one."""
+    ex = build("rhythm")
+    ex.load("cpu")
+    err, corr, sides = [], [], []
+    for i in range(videos):
+        sc = sample_scene(seed, i, seconds)
+        f = np.concatenate([ex.compute(c) for c in chunks(render_audio(sc), seconds, ex.needs().audio_context)])
+        notes = np.unique(np.round([n.onset for s in sc.sources if s.sounding for n in s.notes], 2))
+        truth = np.histogram(notes, bins=np.arange(len(f) + 1))[0]
+        err.append(np.abs(f[:, COL["onset_rate"]] - truth).mean())
+        if truth.std() > 0 and f[:, COL["onset_rate"]].std() > 0:
+            corr.append(np.corrcoef(f[:, COL["onset_rate"]], truth)[0, 1])
+        left = [s for s in sc.sources if s.position == "left" and s.sounding]
+        right = [s for s in sc.sources if s.position == "right" and s.sounding]
+        if left and right and more_rhythmic(left[0], right[0]) is not None:
+            a, b = left[0], right[0]
+            both = [k for k in range(len(f)) if max(a.start, b.start) <= k and k + 1 <= min(a.end, b.end)]
+            if both:
+                d = f[both, COL["onset_rate_left"]].mean() - f[both, COL["onset_rate_right"]].mean()
+                sides.append(0.5 if d == 0 else float((d > 0) == more_rhythmic(a, b)))
+    sides_ = np.array(sides)
+    print(f"onsets on sample_scene({seed}, 0..{videos - 1}, {seconds:g} s): onset_rate vs note onsets per "
+          f"segment: mean abs error {np.mean(err):.2f}/s, correlation {np.mean(corr):.2f}")
+    print(f"  'which side is more rhythmic' (left vs right sounding instrument, rates >= 1.5x apart, "
+          f"{len(sides_)} scenes): onset_rate_left/right right {np.mean(sides_ == 1):.0%}, "
+          f"tied {np.mean(sides_ == 0.5):.0%}, wrong {np.mean(sides_ == 0):.0%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -135,6 +168,7 @@ def main() -> None:
     speed(a.seconds, a.repeats)
     if a.videos:
         accuracy(a.videos, a.seed, a.accuracy_seconds)
+        onsets_and_sides(3 * a.videos, a.seed + 1, a.accuracy_seconds)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,15 @@ except ModuleNotFoundError:  # the extractor says so in one line when it is used
 N_FFT = 2048  # 42.7 ms at 48 kHz
 HOP = 480  # 10 ms: 100 frames per second
 N_MELS = 128
+LAG = 1  # frames: the envelope is the rise from the previous frame (2 or 3 blur the beats)
+MAX_SIZE = 3  # mel bands: SuperFlux-style max filter on the reference frame, so vibrato is no onset
 FMIN, FMAX = 30.0, 16_000.0
 FLOOR_DB = -80.0  # band levels (re. a full-scale sine's peak bin) below this count as silence
 TEMPO_WIN_S = 6.0  # autocorrelation window of the tempogram
 BEAT_CTX_S = 3.0  # how far past a segment's edges its beat tracker looks
 MAX_SEG_S = 2.0  # longest segment the context below covers (the tempo change looks one back)
 MAX_TEMPO = 320.0  # BPM; librosa's default upper bound
-HPSS_KERNEL = (31, 9)  # (frames, mel bands): Fitzgerald's harmonic and percussive median filters
+HPSS_KERNEL = (17, 9)  # (frames, mel bands): Fitzgerald's harmonic and percussive median filters
 PAN_SPLIT = (0.5, 0.8)  # left share of a bin's power: 0 weight at 0.5 (centre), 1 from 0.8 (6 dB)
 # Onset peak picking on the envelope, in frames (librosa.util.peak_pick, no 'wait': stays local).
 PICK = dict(pre_max=3, post_max=4, pre_avg=10, post_avg=11, wait=0)
@@ -85,7 +87,7 @@ class Rhythm(Extractor):
     option_specs = {
         "start_bpm": Option(float, 120.0, "centre of the log-normal tempo prior (BPM)"),
         "tightness": Option(float, 100.0, "beat tracker: how closely beats follow the tempo"),
-        "onset_delta": Option(float, 3.0, "onset peak picking: dB of flux above the local mean"),
+        "onset_delta": Option(float, 0.75, "onset peak picking: dB of flux above the local mean"),
     }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -162,11 +164,9 @@ class Rhythm(Extractor):
                 out[k, COL["first_beat_s"]] = -1.0
         if x.shape[0] == 2:
             out[:, COL["stereo"]] = 1.0
-            share = power[0] / (power[0] + power[1] + 1e-30)
-            lo, hi = PAN_SPLIT
-            for side, w in (("left", share), ("right", 1.0 - share)):
-                weight = np.clip((w - lo) / (hi - lo), 0.0, 1.0)
-                env_s = self._envelope(self._mel @ (mix * weight))
+            for side, weight in zip(("left", "right"), _side_weights(power)):
+                weight *= mix
+                env_s = self._envelope(self._mel @ weight, mel)
                 t_s, s_s = self._tempo(env_s, sid, j0, chunk.count + 1)
                 out[:, COL[f"tempo_{side}_bpm"]] = t_s[1:]
                 out[:, COL[f"tempo_strength_{side}"]] = s_s[1:]
@@ -187,10 +187,20 @@ class Rhythm(Extractor):
             raise ValueError(f"rhythm expects (1 or 2 channels, samples) audio, got {x.shape}")
         return x, round((chunk.t0 - chunk.audio_context) * AUDIO_RATE)
 
-    def _envelope(self, mel_power: np.ndarray) -> np.ndarray:
-        """librosa's spectral-flux onset strength: mean over mel bands of the dB rise, lag 1."""
+    def _envelope(self, mel_power: np.ndarray, whole: np.ndarray | None = None) -> np.ndarray:
+        """librosa's spectral-flux onset strength: mean over mel bands of the dB rise, lag 1.
+
+        With ``whole`` (the mix's mel power), ``mel_power`` is one side's part of it and each
+        band's rise counts in proportion to that side's share of the band: the dB rise is
+        level-free, so a band the other side dominates would otherwise bring its onsets along.
+        """
         level = librosa.power_to_db(mel_power, ref=1.0, amin=10.0 ** (FLOOR_DB / 10.0), top_db=None)
-        env = librosa.onset.onset_strength(S=level, lag=1, max_size=1, center=False, detrend=False)
+        if whole is None:
+            env = librosa.onset.onset_strength(S=level, lag=LAG, max_size=MAX_SIZE, center=False, detrend=False)
+        else:
+            per_band = librosa.onset.onset_strength_multi(S=level, lag=LAG, max_size=MAX_SIZE, center=False,
+                                                          detrend=False, aggregate=False)
+            env = (per_band * (mel_power / np.maximum(whole, 1e-30))).mean(axis=0)
         # Reported one hop late: the rise is largest while an attack is still ~10 ms ahead of the
         # frame centre, so this puts sharp attacks on their own 10 ms frame (and onsets on whole
         # seconds into the segment that starts there, not the one before).
@@ -282,6 +292,20 @@ def _stft_power(x: np.ndarray, start: int, n: int) -> np.ndarray:
     mag = np.abs(spec)
     mag *= np.float32(2.0 / window_sum)
     return np.square(mag, out=mag)
+
+
+def _side_weights(power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin weights of the left and right parts: 0 at a centred bin, 1 from 6 dB to one side."""
+    lo, hi = PAN_SPLIT
+    total = power[0] + power[1]
+    total += np.float32(1e-30)
+    left = np.divide(power[0], total, out=total)
+    right = 1.0 - left
+    for w in (left, right):
+        w -= np.float32(lo)
+        w *= np.float32(1.0 / (hi - lo))
+        np.clip(w, 0.0, 1.0, out=w)
+    return left, right
 
 
 def _percussive_share(mel_power: np.ndarray, sid: np.ndarray, count: int) -> np.ndarray:
