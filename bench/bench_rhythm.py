@@ -89,8 +89,8 @@ def speed(seconds: float, repeats: int) -> None:
                 assert r.ok, r.reason
             walls[specs] = best
         a, b = walls[("priors",)], walls[("priors", "rhythm")]
-        print(f"  process_video (decode included), wall s: priors {a:.3f}, priors+rhythm {b:.3f} "
-              f"(+{b - a:.3f}: rhythm's analysis, the decode is shared)")
+        print(f"  process_video (one shared decode, prefetched in a thread), wall s: priors {a:.3f}, "
+              f"priors+rhythm {b:.3f}")
 
 
 def accuracy(videos: int, seed: int, seconds: float) -> None:

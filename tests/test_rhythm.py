@@ -51,8 +51,9 @@ SCENES = (
     Scene("00000004", [0, 4], T, "indoor", (src("acoustic_guitar", "left", 0, T, -18, 2.0, 55),
                                               src("drum", "right", 0, T, -30, 1.0, 40)), None, (0,) * 6),
 )
-# Floors (measured on these four videos: beat F 0.968, 0.933, 1.000, 0.968; local tempo within
-# 4 % on 100, 88, 100, 100 % of the pulse's segments). One missed or extra beat in an 8 s clip
+# Floors (measured on these four videos: beat F 1.00, 1.00, 1.00, 0.97; local tempo within 4 %
+# on all of the pulse's segments; on random synth scenes F is 0.78 on average, see
+# docs/features.md). One missed or extra beat in an 8 s clip
 # costs about 0.03 of F; 0.9 allows two or three. Octave errors cap F at 0.67 (double or half
 # tempo) and an off-beat phase gives ~0, so the floor tells a working tracker from a wrong one.
 F_FLOOR = 0.9
