@@ -144,6 +144,28 @@ def test_tempogram_equals_librosa() -> None:
     np.testing.assert_allclose(tempogram(env, at), full[:, at].T, rtol=1e-10, atol=1e-12)
 
 
+def test_batched_beats_equal_librosa_one_window_at_a_time(ex: Rhythm) -> None:
+    # the extractor tracks every segment's window in one batched call (sparse=False, 2-D);
+    # librosa's plain one-track call on each window must place the same beats
+    from featpipe import dsp
+
+    c = chunk(render_audio(SCENES[2]), first=2, count=4, ctx=CONTEXT_S)
+    feats, beats = ex.analyse(c)
+    x, a0 = ex._validate(c)
+    bounds = dsp.segment_bounds(c.first - 1, c.count + 1, c.seg_len, R)
+    j0, n = rhythm_mod._frame_range(bounds)
+    env = ex._envelope(ex._mel @ rhythm_mod._stft_power(x, j0 * rhythm_mod.HOP - rhythm_mod.N_FFT // 2 - a0, n).mean(0))
+    hop, ctx = rhythm_mod.HOP, rhythm_mod._BEAT_FRAMES
+    for k in range(c.count):
+        s, e = int(bounds[k + 1] // hop) - j0, int(bounds[k + 2] // hop) - j0  # segment's first frame, one past
+        row = env[s - ctx: s - ctx + (e - s) + 2 * ctx]
+        _, got = librosa.beat.beat_track(onset_envelope=row, bpm=feats[k, COL["tempo_bpm"]], sr=R, hop_length=hop)
+        got = got + s - ctx
+        want = (j0 + got[(got >= s) & (got < e)]) * hop / R
+        np.testing.assert_allclose(beats[k], want, atol=1e-9)
+    assert sum(map(len, beats)) == 8
+
+
 # --- known signals ------------------------------------------------------------------------------------
 
 def clicks(times, seconds, channels=1):
