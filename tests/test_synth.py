@@ -426,3 +426,42 @@ def test_voiceover_is_speech_like():
     env = np.array([np.sqrt(np.mean(mono[i:i + 480] ** 2)) for i in range(int(0.5 * SAMPLE_RATE), int(3.5 * SAMPLE_RATE), 480)])
     assert (env < 0.1 * env.max()).mean() > 0.1  # pauses between syllables and words
     assert set(KINDS) >= {"piano", "violin", "cello", "flute", "trumpet", "drum", "xylophone", "acoustic_guitar"}
+
+
+# --- beat and tempo truth (synth/beats.py) ---------------------------------------------------------
+
+def test_rhythm_truth_of_hand_scene():
+    from featpipe.synth.beats import rhythm_truth, tactus
+
+    r = rhythm_truth(HAND)
+    assert [s["source"] for s in r["sources"]] == [0, 1, 2]  # the silent cello has no beats
+    assert r["sources"][0] == {"source": 0, "kind": "violin", "position": "left", "tempo_bpm": 240.0,
+                               "beats": [k / 4 for k in range(40)]}
+    # the piano carries the pulse: struck, unlike the longer-playing violin (bowed)
+    assert r["pulse"] == {"source": 1, "tempo_bpm": 60.0, "tempi_bpm": [30.0, 60.0],
+                          "beats": [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]}
+    assert [tactus(b) for b in (60.0, 120.0, 240.0, 480.0)] == [(60.0, 1), (120.0, 1), (120.0, 2), (120.0, 4)]
+    only_violin = Scene("00000001", [0, 0], 4.0, "indoor", (src("violin", "left", 0.0, 4.0, -18.0, 8.0),), None)
+    p = rhythm_truth(only_violin)["pulse"]
+    assert p["tempo_bpm"] == 120.0 and p["tempi_bpm"] == [120.0, 240.0] and p["beats"] == [0.0, 0.5, 1.0, 1.5, 2.0,
+                                                                                          2.5, 3.0, 3.5]
+    assert rhythm_truth(Scene("00000001", [0, 0], 4.0, "indoor", (), None)) == {"sources": [], "pulse": None}
+
+
+def test_scene_files_carry_rhythm_truth(tmp_path):
+    from featpipe.synth.beats import rhythm_truth
+
+    make_dataset(tmp_path, videos=6, seed=4, seconds=4.0, write_videos=False)
+    for f in sorted((tmp_path / "scenes").glob("*.json")):
+        d = json.loads(f.read_text())
+        sc = Scene.from_json(d)
+        assert d["rhythm"] == rhythm_truth(sc)
+        assert json.loads(json.dumps(sc.to_json())) == {k: v for k, v in d.items() if k != "rhythm"}
+        for s in d["rhythm"]["sources"]:  # the beats are the notes, the tempo the note rate
+            src_ = sc.sources[s["source"]]
+            assert s["beats"] == [n.onset for n in src_.notes] and s["tempo_bpm"] == pytest.approx(60 * rate(src_))
+        p = d["rhythm"]["pulse"]
+        if p is not None:
+            notes = [n.onset for n in sc.sources[p["source"]].notes]
+            assert set(p["beats"]) <= set(notes) and p["beats"][0] == notes[0]
+            assert np.allclose(np.diff(p["beats"]), 60.0 / p["tempo_bpm"])

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
-_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome")
+_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm")
 _loaded = False
 
 

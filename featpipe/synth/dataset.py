@@ -4,7 +4,7 @@ Layout of ``out_dir``::
 
     videos/<video_id>.mp4              H.264 + AAC, 48 kHz stereo, keyframe every second
     avqa-train.json, avqa-val.json, avqa-test.json   MUSIC-AVQA format, split by video
-    scenes/<video_id>.json             ground truth (Scene.to_json)
+    scenes/<video_id>.json             ground truth (Scene.to_json, plus "rhythm": beats and tempo)
     balance.txt                        the balance table (format_report, without timings)
 
 Everything is a function of ``seed`` alone (numpy generators seeded with ``[seed, index]``),
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..avqa import write_questions
 from .balance import ask
+from .beats import rhythm_truth
 from .picture import render_frames
 from .report import SynthReport, answer_counts, chance_levels, format_report, question_only_baseline
 from .scene import Scene, sample_scene
@@ -50,6 +51,14 @@ def write_video(scene: Scene, path: str | Path, fps: int = 15, size: tuple[int, 
     """Render ``scene`` (picture at ``size`` = (width, height), 48 kHz sound) to an .mp4."""
     width, height = size
     write_mp4(path, render_frames(scene, fps, height, width), render_audio(scene), fps, SAMPLE_RATE)
+
+
+def scene_file(scene: Scene) -> dict:
+    """What ``scenes/<video_id>.json`` holds: ``Scene.to_json()`` plus the derived ``"rhythm"`` truth.
+
+    ``Scene.from_json`` reads it back and ignores ``"rhythm"`` (it is recomputed from the notes).
+    """
+    return {**scene.to_json(), "rhythm": rhythm_truth(scene)}
 
 
 def _write_video_job(args: tuple) -> None:
@@ -87,7 +96,7 @@ def make_dataset(out_dir: str | Path, videos: int, seed: int, seconds: float = 1
     for split in SPLITS:
         write_questions(out / f"avqa-{split}.json", questions[split])
     for sc in scenes:
-        (out / "scenes" / f"{sc.video_id}.json").write_text(json.dumps(sc.to_json(), indent=1))
+        (out / "scenes" / f"{sc.video_id}.json").write_text(json.dumps(scene_file(sc), indent=1))
     every = [q for s in SPLITS for q in questions[s]]
     report = SynthReport(
         out_dir=str(out), videos={s: len(splits[s]) for s in SPLITS},
