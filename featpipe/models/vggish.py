@@ -1,0 +1,166 @@
+"""VGGish (AudioSet) in torch: 16 kHz resampling, the log-mel examples, the network, PCA.
+
+Written from the published definitions (tensorflow/models ``research/audioset/vggish``:
+``mel_features.py``, ``vggish_params.py``, ``vggish_slim.py``) and loading the torch port's
+state-dict files (harritaylor/torchvggish release v0.1): ``vggish-10086976.pth`` (the network)
+and ``vggish_pca_params-970ea276.pth`` (PCA for the released, quantised embeddings).
+
+Log-mel, as ``mel_features.log_mel_spectrogram`` with VGGish's parameters: 400-sample (25 ms)
+periodic Hann frames every 160 samples (10 ms), each zero-padded to a 512-point FFT; the
+*magnitude* spectrum times a 64-band HTK-mel matrix (triangles linear in mel between 125 and
+7500 Hz, the DC bin's weight forced to 0); ``log(mel + 0.01)``. One example is 96 frames
+(0.975 s of audio), shape (96 time, 64 mel).
+
+Network (TF-slim ``vggish/embedding``): 3x3 'same' convolutions 64, 128, 256, 256, 512, 512 with
+2x2 max-pools after the 1st, 2nd, 4th and 6th; the (512, 6, 4) map flattened in (time, mel,
+channel) order as TF's NHWC flatten does; fully connected 4096, 4096, 128; ReLU after every
+layer, the last included.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.fft import rfft
+from scipy.signal import firwin, resample_poly
+from torch import nn
+
+from . import state_dict as sd
+
+SAMPLE_RATE = 16_000
+SOURCE_RATE = 48_000  # featpipe's one decode rate
+WINDOW = 400  # 25 ms
+HOP = 160  # 10 ms
+N_FFT = 512
+N_MELS = 64
+FMIN, FMAX = 125.0, 7500.0
+LOG_OFFSET = 0.01
+FRAMES = 96  # frames per example (0.96 s of hops)
+EXAMPLE_SAMPLES = (FRAMES - 1) * HOP + WINDOW  # 15,600 samples = 0.975 s feed one example
+EMBEDDING = 128
+PCA_MIN, PCA_MAX = -2.0, 2.0
+
+MODEL_FILE = "vggish-10086976.pth"
+PCA_FILE = "vggish_pca_params-970ea276.pth"
+RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+LAYOUT = f"torchvggish's {MODEL_FILE} layout: features.{{0,3,6,8,11,13}}, embeddings.{{0,2,4}}"
+
+# Anti-alias filter for 48 -> 16 kHz: Kaiser-windowed sinc cut at 8 kHz, 90 dB stop band, 1 kHz
+# transition (kaiserord gives 276 taps, beta 8.96; 289 keeps it odd and symmetric). Everything
+# it changes lies above 7.5 kHz, where VGGish's highest mel band ends.
+_FIR_TAPS, _FIR_BETA = 289, 8.96
+RESAMPLE_MARGIN = _FIR_TAPS // 2  # 48 kHz samples each output sample reads on either side
+
+
+# ---------------------------------------------------------------------------------- audio
+
+
+@functools.lru_cache(maxsize=1)
+def _fir() -> np.ndarray:
+    return firwin(_FIR_TAPS, 8000.0, window=("kaiser", _FIR_BETA), fs=SOURCE_RATE)
+
+
+def resample_to_16k(x: np.ndarray) -> np.ndarray:
+    """48 kHz -> 16 kHz along the last axis; output sample ``j`` sits at input sample ``3 j``.
+
+    Zero-phase polyphase FIR (scipy ``resample_poly``); samples within :data:`RESAMPLE_MARGIN`
+    input samples of either end read zeros beyond them.
+    """
+    return resample_poly(np.asarray(x, np.float32), 1, 3, axis=-1, window=_fir()).astype(np.float32, copy=False)
+
+
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)  # HTK, as mel_features
+
+
+@functools.lru_cache(maxsize=1)
+def mel_matrix() -> np.ndarray:
+    """(257, 64) float32: FFT-bin magnitudes -> mel bands, as AudioSet's ``spectrogram_to_mel_matrix``."""
+    bins = _hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1))[:, None]
+    edges = np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), N_MELS + 2)
+    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]
+    w = np.maximum(0.0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+    w[0] = 0.0  # HTK leaves the DC bin out
+    return w.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WINDOW) / WINDOW)).astype(np.float32)  # periodic
+
+
+def log_mel_examples(audio: np.ndarray) -> np.ndarray:
+    """``(n, >= 15600)`` float 16 kHz audio -> ``(n, 96, 64)`` float32 log-mel examples."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 2 or audio.shape[1] < EXAMPLE_SAMPLES:
+        raise ValueError(f"vggish needs (n, >= {EXAMPLE_SAMPLES}) samples per example, got {audio.shape}")
+    frames = np.lib.stride_tricks.sliding_window_view(audio[:, :EXAMPLE_SAMPLES], WINDOW, axis=1)[:, ::HOP]
+    mag = np.abs(rfft(frames * _window(), n=N_FFT, axis=-1))
+    return np.log(mag @ mel_matrix() + np.float32(LOG_OFFSET)).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------- network
+
+
+class VGGish(nn.Module):
+    """The VGGish network with torchvggish's module names (its state dict loads as is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M"):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=True)]
+                cin = int(v)
+        self.features = nn.Sequential(*layers)  # convs at 0, 3, 6, 8, 11, 13
+        self.embeddings = nn.Sequential(
+            nn.Linear(512 * 6 * 4, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, EMBEDDING), nn.ReLU(inplace=True),  # TF-slim applies ReLU to fc2 too
+        )
+
+    def forward(self, examples: torch.Tensor) -> torch.Tensor:
+        """``(n, 96, 64)`` log-mel examples -> ``(n, 128)`` embeddings."""
+        x = self.features(examples.unsqueeze(1))  # (n, 512, 6 time, 4 mel)
+        return self.embeddings(x.permute(0, 2, 3, 1).flatten(1))  # TF flattens NHWC
+
+
+def check_model_file(path: str | Path) -> None:
+    """Check ``path`` holds the torchvggish network (names and shapes; cheap, memory-mapped)."""
+    sd.check_file(path, VGGish, LAYOUT)
+
+
+def load_model(path: str | Path) -> VGGish:
+    """The network with the weights of ``path`` (torchvggish layout), in eval mode."""
+    return sd.load_into(VGGish(), path, LAYOUT)
+
+
+def load_pca(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eigenvectors (128, 128), means (128,)) float32 from torchvggish's PCA file."""
+    state = sd.read(path)
+    try:
+        vectors, means = state["pca_eigen_vectors"], state["pca_means"]
+    except KeyError:
+        raise sd.StateDictError(f"{path} lacks pca_eigen_vectors / pca_means (expected {PCA_FILE})") from None
+    if tuple(vectors.shape) != (EMBEDDING, EMBEDDING) or means.numel() != EMBEDDING:
+        raise sd.StateDictError(f"{path}: PCA shapes {tuple(vectors.shape)} / {tuple(means.shape)}, "
+                                 f"expected ({EMBEDDING}, {EMBEDDING}) / ({EMBEDDING},)")
+    return vectors.float(), means.reshape(-1).float()
+
+
+def postprocess(emb: torch.Tensor, vectors: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """AudioSet's release transform: PCA (with whitening), clip to [-2, 2], 8-bit levels 0..255 (as floats)."""
+    pca = (emb - means) @ vectors.T
+    return torch.round((pca.clamp(PCA_MIN, PCA_MAX) - PCA_MIN) * (255.0 / (PCA_MAX - PCA_MIN)))
+
+
+__all__ = [
+    "EXAMPLE_SAMPLES", "MODEL_FILE", "PCA_FILE", "RELEASE", "VGGish", "check_model_file", "load_model",
+    "load_pca", "log_mel_examples", "mel_matrix", "postprocess", "resample_to_16k",
+]
