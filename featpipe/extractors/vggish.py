@@ -1,13 +1,17 @@
 """VGGish audio embeddings as MUSIC-AVQA extracts them: one 0.96 s example per segment.
 
-Spec ``vggish`` (no arguments); ``--set pca=1`` stores AudioSet's released form instead (PCA
-with whitening and 8-bit quantisation, levels 0..255). Weights: the torch port's state-dict
-files (harritaylor/torchvggish v0.1), see :mod:`featpipe.models.vggish`.
+Spec ``vggish`` (no arguments). Options: ``--set pca=1`` stores AudioSet's released form
+instead (PCA with whitening and 8-bit quantisation, levels 0..255); ``--set resample=fir`` uses
+an anti-aliased 48 -> 16 kHz filter instead of the default ``moviepy``, which reproduces the
+16 kHz WAVs MUSIC-AVQA's scripts feed VGGish (moviepy 1.x picks the nearest 44.1 kHz sample,
+with no anti-alias filter; see :func:`featpipe.models.vggish.moviepy_16k`). Weights: the torch
+port's state-dict files (harritaylor/torchvggish v0.1), see :mod:`featpipe.models.vggish`.
 
 Segment k's example starts 0.5 s before the segment centre (at fps 1: at second k, as
 MUSIC-AVQA's ``feat_script/extract_audio_feat`` frames each second) and spans 0.975 s of mono
-(channel mean) audio, resampled from featpipe's single 48 kHz decode to 16 kHz on an absolute
-sample grid, so chunking never changes a row. See docs/features.md.
+(channel mean) 16 kHz audio, derived from featpipe's single 48 kHz decode on an absolute sample
+grid, so chunking never changes a row. Output names: ``vggish``, ``vggish-fir``, with ``-pca``
+appended for the PCA form. See docs/features.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class VGGishExtractor(Extractor):
     version = "1"
     option_specs = {
         "pca": Option(bool, False, "apply AudioSet's released PCA + 8-bit quantisation (levels 0..255)"),
+        "resample": Option(str, "moviepy", "16 kHz audio as MUSIC-AVQA's WAVs hold it (moviepy: nearest "
+                           "44.1 kHz sample, no anti-aliasing, 16-bit) or anti-aliased (fir)",
+                           choices=("moviepy", "fir")),
     }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -41,6 +48,7 @@ class VGGishExtractor(Extractor):
         if args:
             raise ExtractorError(f"bad spec {self.spec!r}: vggish takes no arguments (use --set pca=1)")
         self.pca = bool(self.opt("pca"))
+        self.resample = str(self.opt("resample"))
         self._paths: tuple[Path, Path | None] | None = None
         self._model = None
         self._pca = None
@@ -50,15 +58,15 @@ class VGGishExtractor(Extractor):
     def outputs(self) -> list[OutputSpec]:
         from ..models import vggish as m
 
+        resampler = {"moviepy": "moviepy 1.x nearest 44.1 kHz sample (interpolated from 48 kHz), 16-bit, clip 0.99",
+                     "fir": "48 kHz -> 16 kHz Kaiser FIR (289 taps, 90 dB)"}[self.resample]
         attrs = {"sample_rate": m.SAMPLE_RATE, "example_s": m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
-                 "example_start": "segment centre - 0.5 s", "mono": "mean of channels",
-                 "resampler": "48 kHz -> 16 kHz Kaiser FIR (289 taps, 90 dB)"}
-        if self.pca:
-            return [OutputSpec("vggish-pca", (m.EMBEDDING,), "audio", window=m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
-                               layout="VGGish embedding, AudioSet PCA + whitening, quantised to levels 0..255",
-                               attrs=attrs)]
-        return [OutputSpec("vggish", (m.EMBEDDING,), "audio", window=m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
-                           layout="VGGish embedding (TF-slim vggish/embedding, after its ReLU)", attrs=attrs)]
+                 "example_start": "segment centre - 0.5 s", "mono": "mean of channels", "resampler": resampler}
+        name = "vggish" + ("-fir" if self.resample == "fir" else "") + ("-pca" if self.pca else "")
+        layout = ("VGGish embedding, AudioSet PCA + whitening, quantised to levels 0..255" if self.pca
+                  else "VGGish embedding (TF-slim vggish/embedding, after its ReLU)")
+        return [OutputSpec(name, (m.EMBEDDING,), "audio", window=m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
+                           layout=layout, attrs=attrs)]
 
     def needs(self) -> MediaNeeds:
         # The segment length is not known here: ask for what the shortest segments need (the
@@ -125,14 +133,24 @@ class VGGishExtractor(Extractor):
             raise ValueError(f"vggish needs audio_context >= {need:.3f} s for {chunk.seg_len} s segments, "
                              f"the chunk has {chunk.audio_context}")
         a0 = round((chunk.t0 - chunk.audio_context) * AUDIO_RATE)  # absolute 48 kHz index of audio[:, 0]
-        n0 = -(-a0 // 3)  # first 16 kHz sample on the absolute grid (16 kHz sample n = 48 kHz sample 3n)
-        y = m.resample_to_16k(chunk.mono()[3 * n0 - a0:])
         centres = (chunk.first + np.arange(chunk.count) + 0.5) * chunk.seg_len
-        starts = np.array([round((c - 0.5) * m.SAMPLE_RATE) for c in centres]) - n0
-        need_len = int(starts.max()) + m.EXAMPLE_SAMPLES if len(starts) else 0
-        if need_len > y.shape[0]:  # the decoder may round a chunk a few samples short
-            y = np.pad(y, (0, need_len - y.shape[0]))
-        return np.stack([y[s:s + m.EXAMPLE_SAMPLES] for s in starts]) if len(starts) else np.zeros((0, m.EXAMPLE_SAMPLES), np.float32)
+        starts = [round((c - 0.5) * m.SAMPLE_RATE) for c in centres]  # absolute 16 kHz sample indices
+        out = np.zeros((chunk.count, m.EXAMPLE_SAMPLES), np.float32)
+        if not starts:
+            return out
+        audio = chunk.audio
+        need = 3 * (starts[-1] + m.EXAMPLE_SAMPLES) + 3 * m.RESAMPLE_MARGIN - a0
+        if need > audio.shape[1]:  # the decoder may round a chunk a few samples short
+            audio = np.pad(audio, ((0, 0), (0, need - audio.shape[1])))
+        if self.resample == "moviepy":
+            for k, s in enumerate(starts):
+                out[k] = m.moviepy_16k(audio, a0, s, m.EXAMPLE_SAMPLES)
+            return out
+        n0 = -(-a0 // 3)  # first 16 kHz sample on the absolute grid (16 kHz sample n = 48 kHz sample 3n)
+        y = m.resample_to_16k(audio.mean(axis=0)[3 * n0 - a0:])
+        for k, s in enumerate(starts):
+            out[k] = y[s - n0:s - n0 + m.EXAMPLE_SAMPLES]
+        return out
 
     def embed(self, examples: np.ndarray) -> np.ndarray:
         """``(n, 96, 64)`` log-mel examples -> ``(n, 128)`` float32 (PCA levels when ``pca``)."""

@@ -1,4 +1,8 @@
-"""VGGish (AudioSet) in torch: 16 kHz resampling, the log-mel examples, the network, PCA.
+"""VGGish (AudioSet) in torch: 16 kHz audio, the log-mel examples, the network, PCA.
+
+16 kHz audio from featpipe's 48 kHz decode, two ways: :func:`moviepy_16k` reproduces the WAVs
+MUSIC-AVQA's scripts write (moviepy 1.x: nearest 44.1 kHz sample, no anti-aliasing, 16-bit);
+:func:`resample_to_16k` is an anti-aliased FIR (what resampy or a careful pipeline would give).
 
 Written from the published definitions (tensorflow/models ``research/audioset/vggish``:
 ``mel_features.py``, ``vggish_params.py``, ``vggish_slim.py``) and loading the torch port's
@@ -70,6 +74,52 @@ def resample_to_16k(x: np.ndarray) -> np.ndarray:
     input samples of either end read zeros beyond them.
     """
     return resample_poly(np.asarray(x, np.float32), 1, 3, axis=-1, window=_fir()).astype(np.float32, copy=False)
+
+
+# MUSIC-AVQA's WAVs come from moviepy 1.x (``feat_script/extract_audio_cues/extract_audio.py``):
+# ffmpeg decodes to 44.1 kHz 16-bit stereo, then ``write_audiofile(fps=16000)`` takes, for 16 kHz
+# sample n, the 44.1 kHz sample round(44100 * n / 16000) (nearest sample, no anti-alias filter),
+# clipped to +-0.99. The 44.1 kHz sample values are interpolated here from the 48 kHz decode.
+MOVIEPY_RATE = 44_100
+_INTERP_TAPS, _INTERP_BETA, _INTERP_CUTOFF = 64, 8.0, 22_050.0
+INTERP_MARGIN = _INTERP_TAPS // 2  # 48 kHz samples each interpolated value reads on either side
+_S16_CLIP = 32440  # int16(0.99 * 32768): moviepy's clip, truncated as its astype does
+
+
+@functools.lru_cache(maxsize=1)
+def _interp_table() -> np.ndarray:
+    """(147, 64) windowed-sinc taps: the value at 48 kHz position i0 + phase/147 from x[i0-31 .. i0+32]."""
+    phases = np.arange(147)[:, None] / 147.0
+    k = np.arange(-_INTERP_TAPS // 2 + 1, _INTERP_TAPS // 2 + 1)[None, :]
+    t = k - phases  # tap offset in 48 kHz samples
+    fc = _INTERP_CUTOFF / SOURCE_RATE
+    half = _INTERP_TAPS / 2
+    h = 2 * fc * np.sinc(2 * fc * t) * np.i0(_INTERP_BETA * np.sqrt(np.clip(1 - (t / half) ** 2, 0, None)))
+    return h / h.sum(axis=1, keepdims=True)  # unity gain at DC in every phase
+
+
+def moviepy_16k(audio48: np.ndarray, a0: int, first: int, count: int) -> np.ndarray:
+    """16 kHz mono samples ``first .. first+count-1`` (absolute) as MUSIC-AVQA's WAVs hold them.
+
+    ``audio48`` is ``(channels, n)`` at 48 kHz whose column 0 is absolute sample ``a0``; it must
+    cover :data:`INTERP_MARGIN` samples beyond the picked positions. Per channel: the 44.1 kHz
+    value nearest each 16 kHz instant, rounded to 16 bits and clipped as moviepy does; then the
+    mean of the channels.
+    """
+    n = np.arange(first, first + count)
+    m44 = np.round(MOVIEPY_RATE * ((1.0 / SAMPLE_RATE) * n)).astype(np.int64)  # moviepy's float arithmetic
+    pos = m44 * 160  # 48 kHz position * 147: 44.1 kHz sample m sits at 48 kHz position 160 m / 147
+    i0, phase = pos // 147, pos % 147
+    idx = i0[:, None] + np.arange(-_INTERP_TAPS // 2 + 1, _INTERP_TAPS // 2 + 1)[None, :] - a0
+    if len(n) and (idx.min() < 0 or idx.max() >= audio48.shape[-1]):
+        raise ValueError("moviepy_16k: audio does not cover the interpolation margin")
+    table = _interp_table()[phase].astype(np.float32)
+    out = np.zeros(count, np.float64)
+    for ch in np.asarray(audio48, np.float32):
+        v = np.einsum("nk,nk->n", ch[idx], table)
+        s16 = np.clip(np.round(v.astype(np.float64) * 32768), -32768, 32767)
+        out += np.clip(s16, -_S16_CLIP, _S16_CLIP) / 32768.0
+    return (out / max(1, len(audio48))).astype(np.float32)
 
 
 def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -164,5 +214,5 @@ def postprocess(emb: torch.Tensor, vectors: torch.Tensor, means: torch.Tensor) -
 
 __all__ = [
     "EXAMPLE_SAMPLES", "MODEL_FILE", "PCA_FILE", "RELEASE", "VGGish", "check_model_file", "load_model",
-    "load_pca", "log_mel_examples", "mel_matrix", "postprocess", "resample_to_16k",
+    "load_pca", "log_mel_examples", "mel_matrix", "moviepy_16k", "postprocess", "resample_to_16k",
 ]
