@@ -1,20 +1,22 @@
-"""How much featpipe's 16 kHz audio for VGGish differs from the two reference resampling paths.
+"""How far featpipe's 16 kHz VGGish input is from MUSIC-AVQA's, and from the resampy assumption.
 
-Same 44.1 kHz stereo source PCM (synthetic music: harmonic tones, drum-like noise bursts up to
-20 kHz, and a quiet passage), then per second k the 0.975 s VGGish example:
+Same stereo source PCM (synthetic music: harmonic tones, noise-burst drums up to the source's
+Nyquist, a quiet passage), at 44.1 or 48 kHz, optionally low-passed as AAC encoders do; then per
+second k the 0.975 s VGGish example, five ways:
 
-  ffmpeg   what MUSIC-AVQA's scripts really feed VGGish: moviepy/ffmpeg writes a 16 kHz 16-bit
-           WAV (swresample 44.1 -> 16 kHz, continuous), then mono as the channel mean
-  resampy  what ``vggish_input.waveform_to_examples`` does to a WAV that is not 16 kHz:
-           mono mean, then ``resampy.resample(second_k, 44100, 16000)`` per one-second slice
-  featpipe swresample 44.1 -> 48 kHz (featpipe's one decode), mono mean, then
-           ``featpipe.models.vggish.resample_to_16k`` on the absolute grid
+  musicavqa   what MUSIC-AVQA's scripts feed VGGish: moviepy 1.x has ffmpeg decode to 44.1 kHz
+              16-bit (swresample), then takes the nearest 44.1 kHz sample for each 16 kHz instant
+              (no anti-alias filter), clipped at 0.99; mono as the channel mean
+  resampy     what ``vggish_input.waveform_to_examples`` does to a WAV that is not 16 kHz: mono
+              mean, ``resampy.resample(second_k, sr, 16000)`` per one-second slice
+  ffmpeg16    a clean single resampling: swresample straight to 16 kHz (float), mono mean
+  fp-moviepy  featpipe's default: swresample to 48 kHz (its one decode), ``moviepy_16k``
+  fp-fir      featpipe ``resample=fir``: 48 kHz decode, ``resample_to_16k``
 
-Reported per pair: SNR of the examples' waveforms (dB, worst second, and in the 125-7500 Hz
-band VGGish sees), log-mel max / mean abs difference, and the cosine of VGGish embeddings with
-He-initialised random weights (worst second). Needs ``pip install resampy``.
+Per pair: SNR of the examples (dB, worst second), log-mel max / mean abs difference, and the
+cosine of VGGish embeddings with He-initialised random weights (worst second). Needs resampy.
 
-    python bench/bench_vggish_resample.py [--seconds 60]
+    python bench/bench_vggish_resample.py [--seconds 60] [--rate 44100] [--lowpass 16000]
 """
 
 from __future__ import annotations
@@ -24,67 +26,70 @@ import argparse
 import av
 import numpy as np
 import torch
+from scipy.signal import butter, sosfiltfilt
 
 from featpipe.models import vggish as m
 
-SRC = 44_100
-
-
-def source(seconds: float, seed: int = 0) -> np.ndarray:
+def source(seconds: float, rate: int, lowpass: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    n = int(seconds * SRC)
-    t = np.arange(n) / SRC
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
     f0 = 110.0 * 2 ** (rng.integers(0, 36, int(seconds / 0.25) + 1) / 12)[(t / 0.25).astype(int)]
-    tones = sum(np.sin(2 * np.pi * h * np.cumsum(f0) / SRC) / h for h in range(1, 15))
+    tones = sum(np.sin(2 * np.pi * h * np.cumsum(f0) / rate) / h for h in range(1, 15))
     hits = np.zeros(n)
     hits[rng.integers(0, n, int(seconds * 3))] = 1.0
     drums = np.convolve(hits, np.exp(-np.arange(4000) / 600.0), mode="same") * rng.normal(size=n)
     sig = 0.2 * tones + 0.3 * drums
     sig[(t % 20) > 15] *= 0.01  # a quiet passage (-40 dB) every 20 s
-    left, right = sig, 0.7 * sig + 0.05 * rng.normal(size=n) * 0.2
-    return np.clip(np.stack([left, right]), -1, 1).astype(np.float32)
+    pcm = np.stack([sig, 0.7 * sig + 0.01 * rng.normal(size=n) * (1 + 99 * ((t % 20) <= 15))])
+    if lowpass:
+        sos = butter(12, lowpass, fs=rate, output="sos")
+        pcm = sosfiltfilt(sos, pcm, axis=1)
+    return np.clip(pcm, -1, 1).astype(np.float32)
 
 
-def swr(pcm: np.ndarray, rate: int, fmt: str = "fltp") -> np.ndarray:
-    """FFmpeg's swresample (PyAV), continuous over the whole signal, flushed."""
+def swr(pcm: np.ndarray, src: int, rate: int, fmt: str = "fltp") -> np.ndarray:
+    """FFmpeg's swresample (PyAV), continuous over the whole signal, flushed; float in [-1, 1]."""
     res = av.AudioResampler(format=fmt, layout="stereo", rate=rate)
     out = []
     for i in range(0, pcm.shape[1], 1024):
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + 1024]), format="fltp", layout="stereo")
-        frame.sample_rate = SRC
+        frame.sample_rate = src
         frame.pts = i
         out += [f.to_ndarray() for f in res.resample(frame)]
     out += [f.to_ndarray() for f in res.resample(None)]
-    arr = np.concatenate(out, axis=1) if fmt == "fltp" else np.concatenate(out, axis=1).reshape(-1, 2).T
-    return arr.astype(np.float32) / (32768.0 if fmt == "s16" else 1.0)
+    arr = np.concatenate(out, axis=1)
+    if fmt == "s16":  # packed: (1, 2n) interleaved
+        return arr.reshape(-1, 2).T.astype(np.float64) / 32768.0
+    return arr.astype(np.float32)
 
 
-def examples_ffmpeg(pcm: np.ndarray, secs: int) -> np.ndarray:
-    y = swr(pcm, 16_000, "s16").mean(axis=0)  # 16-bit WAV, as moviepy writes it
-    return np.stack([y[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(secs)])
+def per_second(y: np.ndarray, secs: int) -> np.ndarray:
+    return np.stack([y[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(secs)]).astype(np.float32)
 
 
-def examples_resampy(pcm: np.ndarray, secs: int) -> np.ndarray:
+def examples(pcm: np.ndarray, src: int, secs: int) -> dict[str, np.ndarray]:
     import resampy
 
+    x44 = swr(pcm, src, 44_100, "s16")  # moviepy's reader: ffmpeg -ar 44100 -f s16le
+    n = np.arange(secs * 16000 + 16000)
+    picked = x44[:, np.minimum(np.round(44100 * ((1.0 / 16000) * n)).astype(int), x44.shape[1] - 1)]
+    wav = np.trunc(np.clip(picked, -0.99, 0.99) * 32768) / 32768
     mono = pcm.astype(np.float64).mean(axis=0)
-    return np.stack([resampy.resample(mono[k * SRC:(k + 1) * SRC], SRC, 16000)[:m.EXAMPLE_SAMPLES] for k in range(secs)])
-
-
-def examples_featpipe(pcm: np.ndarray, secs: int) -> np.ndarray:
-    y = m.resample_to_16k(swr(pcm, 48_000).mean(axis=0))
-    return np.stack([y[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(secs)])
-
-
-def band(x: np.ndarray) -> np.ndarray:
-    spec = np.fft.rfft(x, axis=-1)
-    f = np.fft.rfftfreq(x.shape[-1], 1 / 16000)
-    spec[..., (f < 125) | (f > 7500)] = 0
-    return np.fft.irfft(spec, n=x.shape[-1], axis=-1)
+    x48 = swr(pcm, src, 48_000)
+    x48z = np.pad(x48, ((0, 0), (64, 0)))  # silence before the start, as featpipe's chunks read it
+    return {
+        "musicavqa": per_second(wav.mean(axis=0), secs),
+        "resampy": np.stack([resampy.resample(mono[k * src:(k + 1) * src], src, 16000)[:m.EXAMPLE_SAMPLES]
+                             for k in range(secs)]).astype(np.float32),
+        "ffmpeg16": per_second(swr(pcm, src, 16_000).mean(axis=0), secs),
+        "fp-moviepy": np.stack([m.moviepy_16k(x48z, -64, k * 16000, m.EXAMPLE_SAMPLES) for k in range(secs)]),
+        "fp-fir": per_second(m.resample_to_16k(x48.mean(axis=0)), secs),
+    }
 
 
 def snr(ref: np.ndarray, x: np.ndarray) -> float:
-    per = 10 * np.log10(np.sum(ref ** 2, -1) / np.maximum(np.sum((ref - x) ** 2, -1), 1e-30))
+    per = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2, -1) / np.maximum(np.sum((ref - x.astype(np.float64)) ** 2, -1), 1e-30))
     return float(per.min())
 
 
@@ -101,21 +106,23 @@ def he_vggish(seed: int = 0) -> m.VGGish:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--rate", type=int, default=44_100, help="source sample rate")
+    ap.add_argument("--lowpass", type=float, default=0.0, help="low-pass the source (Hz), as AAC encoders do")
     args = ap.parse_args()
-    pcm = source(args.seconds + 1)
-    ex = {"ffmpeg": examples_ffmpeg(pcm, args.seconds), "resampy": examples_resampy(pcm, args.seconds),
-          "featpipe": examples_featpipe(pcm, args.seconds)}
+    ex = examples(source(args.seconds + 1, args.rate, args.lowpass), args.rate, args.seconds)
     net = he_vggish()
     mel = {k: m.log_mel_examples(v) for k, v in ex.items()}
     with torch.no_grad():
         emb = {k: net(torch.from_numpy(v)).numpy().astype(np.float64) for k, v in mel.items()}
-    print(f"{args.seconds} s, 44.1 kHz stereo source; worst second of {args.seconds}")
-    print(f"{'pair':22s} {'SNR dB':>8s} {'SNR 125-7500':>13s} {'logmel max':>11s} {'logmel mean':>12s} {'emb cos min':>12s}")
-    for a, b in (("featpipe", "ffmpeg"), ("featpipe", "resampy"), ("resampy", "ffmpeg")):
+    lp = f", low-passed at {args.lowpass:.0f} Hz" if args.lowpass else ", full band"
+    print(f"{args.seconds} s, {args.rate} Hz stereo source{lp}; worst second of {args.seconds}")
+    print(f"{'pair':26s} {'SNR dB':>7s} {'logmel max':>11s} {'logmel mean':>12s} {'emb cos min':>12s}")
+    pairs = (("fp-moviepy", "musicavqa"), ("fp-fir", "musicavqa"), ("resampy", "musicavqa"),
+             ("ffmpeg16", "musicavqa"), ("fp-fir", "resampy"), ("fp-fir", "ffmpeg16"))
+    for a, b in pairs:
         cos = (emb[a] * emb[b]).sum(1) / (np.linalg.norm(emb[a], axis=1) * np.linalg.norm(emb[b], axis=1))
         d = np.abs(mel[a] - mel[b])
-        print(f"{a + ' vs ' + b:22s} {snr(ex[b], ex[a]):8.1f} {snr(band(ex[b]), band(ex[a])):13.1f} "
-              f"{d.max():11.4f} {d.mean():12.5f} {cos.min():12.6f}")
+        print(f"{a + ' vs ' + b:26s} {snr(ex[b], ex[a]):7.1f} {d.max():11.4f} {d.mean():12.5f} {cos.min():12.6f}")
 
 
 if __name__ == "__main__":
