@@ -1,11 +1,12 @@
-"""ResNet-18 14x14 (AVST) against torchvision's own pipeline, and every extractor in one CLI run.
+"""ResNet-18 14x14 (AVST) and R(2+1)D-18 against torchvision's own pipelines; every extractor in one CLI run.
 
 Reference: AVST's transform built from torchvision (``Resize([224, 224])`` on a PIL image,
 ``ToTensor``, ``Normalize`` with AVST's mean/std) and torchvision's ``resnet18`` full forward
 with ``layer4``'s stride set to 1, its ``layer4`` and ``avgpool`` outputs taken with hooks.
 Tolerance: preprocessed pixels equal to 1e-6; maps and pooled vectors cosine >= 1 - 1e-6 per
 segment, max abs difference <= 1e-4 of the largest value (float32). The weight file is written
-here in torchvision's layout (He-initialised convs, random batch-norm statistics).
+here in torchvision's layout (He-initialised convs, random batch-norm statistics). R(2+1)D-18:
+MUSIC-AVQA's construction (``nn.Sequential(*children[:-1])`` on one-frame clips), same tolerance.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torchvision import transforms
 import cli
 from featpipe import open_cache
 from featpipe.extractors import Chunk, ExtractOptions, ExtractorError, WeightsError, build
+from featpipe.extractors import r2plus1d_18 as r21
 from featpipe.extractors import resnet18_14x14 as r
 from featpipe.models import openl3 as ol3
 from featpipe.models import vggish as vg
@@ -32,13 +34,13 @@ from media import write_clip
 AVST_MEAN, AVST_STD = [0.43216, 0.394666, 0.37645], [0.22803, 0.22145, 0.216989]
 
 
-def random_resnet18_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """torchvision resnet18's state dict: its He init, with random batch-norm affine and statistics."""
+def random_resnet18_state(seed: int = 0, build=torchvision.models.resnet18) -> dict[str, torch.Tensor]:
+    """A torchvision network's state dict: its He init, with random batch-norm affine and statistics."""
     torch.manual_seed(seed)
-    net = torchvision.models.resnet18(weights=None)
+    net = build(weights=None)
     g = torch.Generator().manual_seed(seed)
     for mod in net.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
+        if isinstance(mod, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             n = mod.num_features
             mod.weight.data = 0.5 + torch.rand(n, generator=g)
             mod.bias.data = 0.1 * torch.randn(n, generator=g)
@@ -52,6 +54,7 @@ def weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resnet-weights")
     state = random_resnet18_state()
     torch.save(state, folder / r.WEIGHTS_FILE)
+    torch.save(random_resnet18_state(1, torchvision.models.video.r2plus1d_18), folder / r21.WEIGHTS_FILE)
     return folder, state
 
 
@@ -183,6 +186,29 @@ def test_chunked_equals_whole_and_weights_errors(extractor, weights, tmp_path, m
         build("resnet18-14x14:x", ExtractOptions())
 
 
+def test_r2plus1d_equals_musicavqa_construction(weights):
+    """MUSIC-AVQA's extract_3D_feat: r2plus1d_18 without its last child, one-frame clips, 112x112 PIL resize."""
+    folder, _ = weights
+    ext = build("r2plus1d-18", ExtractOptions(weights=str(folder), batch_size=3))
+    ext.check()
+    ext.load("cpu")
+    frames = scenes(4, seed=4)
+    got = ext.extract(chunk_of(frames))["r2plus1d-18"]
+    net = torchvision.models.video.r2plus1d_18(weights=None)
+    net.load_state_dict(torch.load(folder / r21.WEIGHTS_FILE, weights_only=True))
+    body = torch.nn.Sequential(*list(net.children())[:-1]).eval()
+    tf = transforms.Compose([transforms.Resize((112, 112)), transforms.ToTensor(), transforms.Normalize(AVST_MEAN, AVST_STD)])
+    clips = torch.stack([tf(Image.fromarray(f)) for f in frames]).unsqueeze(2)  # (N, C, T=1, H, W)
+    with torch.no_grad():
+        ref = body(clips).squeeze().numpy()
+    assert got.shape == (4, 512)
+    assert cosine_rows(got, ref).min() >= 1 - 1e-6
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    with torch.no_grad():  # 224x224 input (a wrong resize) is told apart at the tolerance
+        bad = body(torch.stack([avst_transform(f) for f in frames]).unsqueeze(2)).squeeze().numpy()
+    assert cosine_rows(bad, ref).min() < 0.9999
+
+
 def test_all_extractors_in_one_cli_run(tmp_path, tiny_clip, weights):
     """vggish and resnet18-14x14 beside CLIP, OpenL3, CLAP and priors: one run, one decode each, one timeline."""
     from test_clap import make_tiny_clap
@@ -200,13 +226,14 @@ def test_all_extractors_in_one_cli_run(tmp_path, tiny_clip, weights):
     cache = tmp_path / "c.h5"
     res = CliRunner().invoke(cli.main, [
         "extract", str(videos), "-o", str(cache), "--visual", f"clip:{tiny_clip}/random",
-        "--visual", "resnet18-14x14", "--audio", "vggish", "--audio", "openl3:mel128/music/512",
+        "--visual", "resnet18-14x14", "--visual", "r2plus1d-18", "--audio", "vggish", "--audio", "openl3:mel128/music/512",
         "--audio", f"clap:{clap}", "--audio", "priors", "--weights", str(folder),
         "--max-seconds", "4", "--workers", "1", "--quiet"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     desc = json.loads(CliRunner().invoke(cli.main, ["info", str(cache), "--json"]).output)
     shapes = {"clip-tiny-clip-random": None, "openl3-mel128-music-512": (512,), "clap-tiny-clap": None,
-              "priors": (70,), "vggish": (128,), "resnet18-14x14": (512, 14, 14), "resnet18-14x14-pooled": (512,)}
+              "priors": (70,), "vggish": (128,), "resnet18-14x14": (512, 14, 14), "resnet18-14x14-pooled": (512,),
+              "r2plus1d-18": (512,)}
     assert set(shapes) <= set(desc["features"])
     timelines = {n: {k: desc["features"][n]["timeline"][k] for k in ("hop", "start", "on_segment_timeline")} for n in shapes}
     assert all(t == timelines["priors"] for t in timelines.values())
@@ -225,5 +252,5 @@ def test_all_extractors_in_one_cli_run(tmp_path, tiny_clip, weights):
     with h5py.File(cache, "r") as f:  # channels first, as AVST reads (T, 512, 14, 14); both videos appended
         assert f["features/resnet18-14x14/data"].shape == (8, 512, 14, 14)
     listing = CliRunner().invoke(cli.main, ["models"]).output
-    assert "vggish" in listing and "resnet18-14x14" in listing
+    assert "vggish" in listing and "resnet18-14x14" in listing and "r2plus1d-18" in listing
 

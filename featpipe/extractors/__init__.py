@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
-_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "vggish", "resnet18_14x14")
+_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "vggish", "resnet18_14x14", "r2plus1d_18")
 _loaded = False
 
 

@@ -41,13 +41,17 @@ def build_network():
     return net
 
 
-def preprocess(frames: np.ndarray):
-    """uint8 ``(n, H, W, 3)`` RGB -> float32 ``(n, 3, 224, 224)``: PIL bilinear resize, AVST mean/std."""
+def preprocess(frames: np.ndarray, size: int = SIZE):
+    """uint8 ``(n, H, W, 3)`` RGB -> float32 ``(n, 3, size, size)``: PIL bilinear resize, AVST mean/std.
+
+    The MUSIC-AVQA scripts' transform for their ResNet-18 14x14 (size 224) and R(2+1)D (size 112)
+    features: ``Resize((size, size))`` on the PIL image, ``ToTensor``, ``Normalize`` (Kinetics statistics).
+    """
     import torch
     from PIL import Image
 
-    resized = np.stack([np.asarray(Image.fromarray(f).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-                        for f in frames]) if len(frames) else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    resized = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.Resampling.BILINEAR))
+                        for f in frames]) if len(frames) else np.zeros((0, size, size, 3), np.uint8)
     x = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div(255.0)
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
