@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-SPECS = ("priors", "vggish", "vggish --set resample=fir", "resnet18-14x14")
+SPECS = ("priors", "vggish", "vggish --set resample=fir", "resnet18-14x14", "r2plus1d-18")
 
 
 def write_video(path: Path, seconds: int) -> None:
@@ -58,12 +58,14 @@ def write_video(path: Path, seconds: int) -> None:
 def write_weights(folder: Path) -> None:
     import torch
 
+    from featpipe.extractors import r2plus1d_18 as r21
     from featpipe.extractors import resnet18_14x14 as r
     from featpipe.models import vggish as vg
 
     torch.manual_seed(0)
     torch.save(vg.VGGish().state_dict(), folder / vg.MODEL_FILE)
     torch.save(r.build_network().state_dict(), folder / r.WEIGHTS_FILE)
+    torch.save(r21.build_network().state_dict(), folder / r21.WEIGHTS_FILE)
 
 
 def spec_options(spec: str, folder: Path):
