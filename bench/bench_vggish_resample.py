@@ -4,9 +4,10 @@ Same stereo source PCM (synthetic music: harmonic tones, noise-burst drums up to
 Nyquist, a quiet passage), at 44.1 or 48 kHz, optionally low-passed as AAC encoders do; then per
 second k the 0.975 s VGGish example, five ways:
 
-  musicavqa   what MUSIC-AVQA's scripts feed VGGish: moviepy 1.x has ffmpeg decode to 44.1 kHz
-              16-bit (swresample), then takes the nearest 44.1 kHz sample for each 16 kHz instant
-              (no anti-alias filter), clipped at 0.99; mono as the channel mean
+  musicavqa   what MUSIC-AVQA's scripts feed VGGish, made by moviepy 1.0.3 itself (the ``bench``
+              extra): ``AudioFileClip`` (ffmpeg decodes to 44.1 kHz 16-bit) then
+              ``write_audiofile(fps=16000)`` (nearest 44.1 kHz frame through its slipping
+              buffer, no anti-alias filter, clip 0.99); mono as the channel mean
   resampy     what ``vggish_input.waveform_to_examples`` does to a WAV that is not 16 kHz: mono
               mean, ``resampy.resample(second_k, sr, 16000)`` per one-second slice
   ffmpeg16    a clean single resampling: swresample straight to 16 kHz (float), mono mean
@@ -14,7 +15,8 @@ second k the 0.975 s VGGish example, five ways:
   fp-fir      featpipe ``resample=fir``: 48 kHz decode, ``resample_to_16k``
 
 Per pair: SNR of the examples (dB, worst second), log-mel max / mean abs difference, and the
-cosine of VGGish embeddings with He-initialised random weights (worst second). Needs resampy.
+cosine of VGGish embeddings with He-initialised random weights (worst second). Needs the
+``bench`` extra (resampy, moviepy 1.0.3).
 
     python bench/bench_vggish_resample.py [--seconds 60] [--rate 44100] [--lowpass 16000]
 """
@@ -22,6 +24,7 @@ cosine of VGGish embeddings with He-initialised random weights (worst second). N
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import av
 import numpy as np
@@ -68,22 +71,34 @@ def per_second(y: np.ndarray, secs: int) -> np.ndarray:
     return np.stack([y[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(secs)]).astype(np.float32)
 
 
+def moviepy_wav(pcm: np.ndarray, src: int, folder: str) -> np.ndarray:
+    """MUSIC-AVQA's extract_audio.py with moviepy 1.0.3 itself: the 16 kHz WAV, mono as vggish_input makes it."""
+    from moviepy.editor import AudioFileClip
+    from scipy.io import wavfile
+
+    wavfile.write(f"{folder}/src.wav", src, np.round(pcm.T * 32767).astype(np.int16))
+    clip = AudioFileClip(f"{folder}/src.wav", buffersize=200000, fps=44100, nbytes=2)  # as VideoFileClip opens it
+    clip.write_audiofile(f"{folder}/out.wav", fps=16000, logger=None)
+    clip.close()
+    return (wavfile.read(f"{folder}/out.wav")[1] / 32768.0).mean(axis=1)
+
+
 def examples(pcm: np.ndarray, src: int, secs: int) -> dict[str, np.ndarray]:
     import resampy
 
-    x44 = swr(pcm, src, 44_100, "s16")  # moviepy's reader: ffmpeg -ar 44100 -f s16le
-    n = np.arange(secs * 16000 + 16000)
-    picked = x44[:, np.minimum(np.round(44100 * ((1.0 / 16000) * n)).astype(int), x44.shape[1] - 1)]
-    wav = np.trunc(np.clip(picked, -0.99, 0.99) * 32768) / 32768
+    pcm = (np.round(pcm * 32767) / 32767).astype(np.float32)  # the source file is 16-bit
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = moviepy_wav(pcm, src, tmp)
     mono = pcm.astype(np.float64).mean(axis=0)
     x48 = swr(pcm, src, 48_000)
     x48z = np.pad(x48, ((0, 0), (64, 0)))  # silence before the start, as featpipe's chunks read it
+    duration = pcm.shape[1] / src
     return {
-        "musicavqa": per_second(wav.mean(axis=0), secs),
+        "musicavqa": per_second(wav, secs),
         "resampy": np.stack([resampy.resample(mono[k * src:(k + 1) * src], src, 16000)[:m.EXAMPLE_SAMPLES]
                              for k in range(secs)]).astype(np.float32),
         "ffmpeg16": per_second(swr(pcm, src, 16_000).mean(axis=0), secs),
-        "fp-moviepy": np.stack([m.moviepy_16k(x48z, -64, k * 16000, m.EXAMPLE_SAMPLES) for k in range(secs)]),
+        "fp-moviepy": np.stack([m.moviepy_16k(x48z, -64, k * 16000, m.EXAMPLE_SAMPLES, duration) for k in range(secs)]),
         "fp-fir": per_second(m.resample_to_16k(x48.mean(axis=0)), secs),
     }
 

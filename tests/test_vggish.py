@@ -165,7 +165,10 @@ class Partials:
         return self(np.arange(int(self.seconds * SR)) / SR).astype(np.float32)
 
     def musicavqa_wav(self) -> np.ndarray:
-        """MUSIC-AVQA's 16 kHz mono: moviepy picks 44.1 kHz sample round(44100 n / 16000), 16 bits, clip 0.99."""
+        """MUSIC-AVQA's 16 kHz mono: moviepy picks 44.1 kHz sample round(44100 n / 16000), 16 bits, clip 0.99.
+
+        (Until moviepy's first buffer refill, 4.5 s in; later frames slip, see the frame-map tests.)
+        """
         n = np.arange(int(self.seconds * 16000))
         picked = self(np.round(44100 * ((1.0 / 16000) * n)) / 44100)
         s16 = np.clip(np.round(picked * 32768), -32768, 32767)  # ffmpeg's s16 output
@@ -218,24 +221,56 @@ def test_resampler_keeps_the_mel_range_and_removes_aliases():
 def test_extractor_equals_the_reference(extractor, weights):
     """Default resample=moviepy: the reference input is MUSIC-AVQA's WAV, computed from the signal itself."""
     _, state, _, _ = weights
-    sig = Partials(5.6)
-    chunk = make_chunk(sig.decoded48(), 0, 5, 1.0, extractor.needs().audio_context)
+    sig = Partials(4.6)  # 4 segments, all before moviepy's first buffer refill
+    chunk = make_chunk(sig.decoded48(), 0, 4, 1.0, extractor.needs().audio_context)
     wav = sig.musicavqa_wav()
     # the 16 kHz input: within one 16-bit step of the WAV (a value interpolated from 48 kHz can
     # round the other way; measured in 3.7% of the samples)
-    lsb = np.abs(extractor.example_audio(chunk) - np.stack([wav[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(5)]))
+    lsb = np.abs(extractor.example_audio(chunk) - np.stack([wav[k * 16000:k * 16000 + m.EXAMPLE_SAMPLES] for k in range(4)]))
     assert lsb.max() <= 1.01 / 32768 and (lsb > 0).mean() < 0.1
     out = extractor.extract(chunk)["vggish"]
-    ref = ref_network(state, np.stack([ref_log_mel(wav[k * 16000:(k + 1) * 16000]) for k in range(5)]))
-    assert out.shape == (5, 128) and out.dtype == np.float32
+    ref = ref_network(state, np.stack([ref_log_mel(wav[k * 16000:(k + 1) * 16000]) for k in range(4)]))
+    assert out.shape == (4, 128) and out.dtype == np.float32
     assert cosine_rows(out, ref).min() >= 1 - 1e-6  # measured 1 - 1e-8
     assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()  # measured 1.3e-4 (those 16-bit steps)
     # moviepy's missing anti-alias filter matters: the anti-aliased input is far off
     fir = m.resample_to_16k(chunk.audio.mean(axis=0)[round(0.51 * SR):])
-    anti = ref_network(state, np.stack([ref_log_mel(fir[k * 16000:(k + 1) * 16000]) for k in range(5)]))
+    anti = ref_network(state, np.stack([ref_log_mel(fir[k * 16000:(k + 1) * 16000]) for k in range(4)]))
     assert cosine_rows(anti, ref).max() < 0.99  # measured 0.89-0.94
     assert (out >= 0).all() and (out > 0).any()  # the final ReLU
     assert cosine_rows(out[:-1], out[1:]).max() < 0.999  # segments differ: the test can tell rows apart
+
+
+def test_moviepy_frame_map_slips_one_frame_per_refill():
+    """moviepy 1.0.3's reader: exact nearest frames until its 200,000-frame buffer first refills."""
+    fm = m.moviepy_frame_map(65.3)
+    n = np.arange(len(fm))
+    lag = np.round(44100 * ((1.0 / 16000) * n)).astype(np.int64) - fm
+    assert len(fm) == int(16000 * 65.3) and (fm >= 0).all()
+    first = np.argmax(lag > 0)
+    assert (lag[:first] == 0).all() and 4.45 < first / 16000 < 4.55  # the first refill, near frame 200,000
+    steps = np.diff(lag)
+    assert set(np.unique(steps)) <= {0, 1} and lag[-1] == 26  # one more frame late per refill (0.59 ms at 65 s)
+    assert np.allclose(np.diff(np.nonzero(steps)[0]) / 16000, 2.372, atol=0.001)  # a refill every 104,600 frames
+    assert (m.moviepy_frame_map(3.0) == np.round(44100 * ((1.0 / 16000) * np.arange(48000)))).all()
+
+
+def test_moviepy_frame_map_equals_moviepy(tmp_path):
+    """The frame map against moviepy 1.0.3 itself (the ``bench`` extra): a WAV whose samples are their index."""
+    pytest.importorskip("moviepy.editor", reason="moviepy 1.x not installed (pip install -e '.[bench]')")
+    from moviepy.editor import AudioFileClip
+    from scipy.io import wavfile
+
+    idx = np.arange(int(65.3 * 44100))
+    ramp = ((idx % 60000) - 30000).astype(np.int16)  # inside moviepy's 0.99 clip
+    wavfile.write(tmp_path / "ramp.wav", 44100, np.stack([ramp, ramp], 1))
+    clip = AudioFileClip(str(tmp_path / "ramp.wav"), buffersize=200000, fps=44100, nbytes=2)  # VideoFileClip's
+    clip.write_audiofile(str(tmp_path / "out.wav"), fps=16000, logger=None)  # MUSIC-AVQA's extract_audio.py
+    clip.close()
+    got = wavfile.read(tmp_path / "out.wav")[1][:, 0].astype(np.int64) + 30000
+    expected = np.round(44100 * np.arange(len(got)) / 16000)
+    frames = got + 60000 * np.round((expected - got) / 60000).astype(np.int64)  # unwrap the ramp
+    np.testing.assert_array_equal(frames, m.moviepy_frame_map(65.3))
 
 
 def test_fir_resampling_equals_the_reference(weights):

@@ -144,7 +144,7 @@ class VGGishExtractor(Extractor):
             audio = np.pad(audio, ((0, 0), (0, need - audio.shape[1])))
         if self.resample == "moviepy":
             for k, s in enumerate(starts):
-                out[k] = m.moviepy_16k(audio, a0, s, m.EXAMPLE_SAMPLES)
+                out[k] = m.moviepy_16k(audio, a0, s, m.EXAMPLE_SAMPLES, chunk.duration)
             return out
         n0 = -(-a0 // 3)  # first 16 kHz sample on the absolute grid (16 kHz sample n = 48 kHz sample 3n)
         y = m.resample_to_16k(audio.mean(axis=0)[3 * n0 - a0:])

@@ -76,11 +76,15 @@ def resample_to_16k(x: np.ndarray) -> np.ndarray:
     return resample_poly(np.asarray(x, np.float32), 1, 3, axis=-1, window=_fir()).astype(np.float32, copy=False)
 
 
-# MUSIC-AVQA's WAVs come from moviepy 1.x (``feat_script/extract_audio_cues/extract_audio.py``):
+# MUSIC-AVQA's WAVs come from moviepy 1.0.3 (``feat_script/extract_audio_cues/extract_audio.py``):
 # ffmpeg decodes to 44.1 kHz 16-bit stereo, then ``write_audiofile(fps=16000)`` takes, for 16 kHz
 # sample n, the 44.1 kHz sample round(44100 * n / 16000) (nearest sample, no anti-alias filter),
-# clipped to +-0.99. The 44.1 kHz sample values are interpolated here from the 48 kHz decode.
+# clipped to +-0.99 -- as read through moviepy's buffer, which slips one 44.1 kHz sample each
+# time it refills (:func:`moviepy_frame_map`). The 44.1 kHz values are interpolated from the
+# 48 kHz decode.
 MOVIEPY_RATE = 44_100
+_MOVIEPY_BUFFER = 200_000  # VideoFileClip's audio_buffersize (44.1 kHz frames)
+_MOVIEPY_CHUNK = 2_000  # write_audiofile's buffersize (16 kHz samples per get_frame call)
 _INTERP_TAPS, _INTERP_BETA, _INTERP_CUTOFF = 64, 8.0, 22_050.0
 INTERP_MARGIN = _INTERP_TAPS // 2  # 48 kHz samples each interpolated value reads on either side
 _S16_CLIP = 32440  # int16(0.99 * 32768): moviepy's clip, truncated as its astype does
@@ -98,16 +102,84 @@ def _interp_table() -> np.ndarray:
     return h / h.sum(axis=1, keepdims=True)  # unity gain at DC in every phase
 
 
-def moviepy_16k(audio48: np.ndarray, a0: int, first: int, count: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def moviepy_frame_map(duration: float) -> np.ndarray:
+    """For each 16 kHz sample moviepy 1.0.3 writes, the 44.1 kHz frame it reads (-1: silence).
+
+    A replay of ``AudioClip.iter_chunks`` (chunks of about 2,000 samples over
+    ``int(16000 * duration)``) and ``FFMPEG_AudioReader.get_frame`` / ``buffer_around`` on frame
+    indices only: the reader keeps a 200,000-frame buffer, and each refill keeps
+    ``current_end - new_start + 1`` old frames -- one too many -- so from the first refill on
+    every read returns the frame before the one asked for, one more at each refill (every 2.37 s
+    after the first at 4.49 s: 24 frames, 0.54 ms, late at 60 s). ``duration`` is what ffmpeg prints ("Duration:", 0.01 s).
+    The recording is assumed to hold ``int(44100 * duration)`` frames.
+    """
+    nframes = int(MOVIEPY_RATE * duration)
+    cap = min(nframes + 1, _MOVIEPY_BUFFER)
+    total = int(SAMPLE_RATE * duration)
+    out = np.full(total, -1, np.int64)
+    if total <= 0:
+        return out
+    pipe = [0]  # next frame ffmpeg's pipe delivers
+
+    def read(n: int) -> tuple[int, int]:
+        start, got = pipe[0], max(0, min(n, nframes - pipe[0]))
+        pipe[0] += got
+        return start, got
+
+    start, length = read(cap)  # buffer_around(1) at open: frames [0, cap)
+    bstart = 0  # what the reader believes buffer[0] is
+
+    def refill(frame: int) -> None:
+        nonlocal start, length, bstart
+        new = max(0, frame - cap // 2)
+        end = bstart + cap
+        if new < end < new + cap:  # keep the overlap (plus the extra frame) and read the rest
+            keep = min(end - new + 1, length)
+            _, got = read(cap - (end - new + 1))
+            start, length = start + length - keep, keep + got
+        else:  # a jump: ffmpeg restarts at the new position
+            pipe[0] = new
+            start, length = read(cap)
+        bstart = new
+
+    bounds = np.linspace(0, total, total // _MOVIEPY_CHUNK + 2, endpoint=True, dtype=int)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        n = np.arange(lo, hi)
+        tt = (1.0 / SAMPLE_RATE) * n  # moviepy's float arithmetic, kept
+        inside = (tt >= 0) & (tt < duration)
+        if not inside.any():
+            continue
+        frames = np.round(MOVIEPY_RATE * tt).astype(np.int64)[inside]
+        if not 0 <= frames.min() - bstart < length:
+            refill(int(frames.min()))
+        elif not 0 <= frames.max() - bstart < length:
+            refill(int(frames.max()))
+        idx = frames - bstart
+        if length < cap // 2:
+            idx = idx - (cap // 2 - length + 1)
+        idx = np.where(idx >= length, length - 1, idx)  # its IndexError fallback: repeat the last frame
+        idx = np.where(idx < 0, idx + length, idx)  # numpy's negative indices
+        out[n[inside]] = start + idx
+    return out
+
+
+def moviepy_16k(audio48: np.ndarray, a0: int, first: int, count: int, duration: float) -> np.ndarray:
     """16 kHz mono samples ``first .. first+count-1`` (absolute) as MUSIC-AVQA's WAVs hold them.
 
     ``audio48`` is ``(channels, n)`` at 48 kHz whose column 0 is absolute sample ``a0``; it must
-    cover :data:`INTERP_MARGIN` samples beyond the picked positions. Per channel: the 44.1 kHz
-    value nearest each 16 kHz instant, rounded to 16 bits and clipped as moviepy does; then the
-    mean of the channels.
+    cover :data:`INTERP_MARGIN` samples beyond the picked positions. ``duration``: the media's,
+    as ffmpeg reports it. Per channel: the 44.1 kHz frame moviepy reads for each 16 kHz sample
+    (:func:`moviepy_frame_map`), rounded to 16 bits and clipped as moviepy does; then the mean
+    of the channels. Samples moviepy would not write (past the duration) are 0.
     """
+    table_map = moviepy_frame_map(round(duration + 1e-9, 2))
     n = np.arange(first, first + count)
-    m44 = np.round(MOVIEPY_RATE * ((1.0 / SAMPLE_RATE) * n)).astype(np.int64)  # moviepy's float arithmetic
+    m44 = np.full(count, -1, np.int64)
+    ok = (n >= 0) & (n < len(table_map))
+    m44[ok] = table_map[n[ok]]
+    silent = m44 < 0  # not written by moviepy: read somewhere inside the chunk, then zeroed
+    m44[silent] = np.round(MOVIEPY_RATE * ((1.0 / SAMPLE_RATE) * n[silent])).astype(np.int64)
     pos = m44 * 160  # 48 kHz position * 147: 44.1 kHz sample m sits at 48 kHz position 160 m / 147
     i0, phase = pos // 147, pos % 147
     idx = i0[:, None] + np.arange(-_INTERP_TAPS // 2 + 1, _INTERP_TAPS // 2 + 1)[None, :] - a0
@@ -119,6 +191,7 @@ def moviepy_16k(audio48: np.ndarray, a0: int, first: int, count: int) -> np.ndar
         v = np.einsum("nk,nk->n", ch[idx], table)
         s16 = np.clip(np.round(v.astype(np.float64) * 32768), -32768, 32767)
         out += np.clip(s16, -_S16_CLIP, _S16_CLIP) / 32768.0
+    out[silent] = 0.0
     return (out / max(1, len(audio48))).astype(np.float32)
 
 
