@@ -3,8 +3,9 @@
 Spec ``vggish`` (no arguments). Options: ``--set pca=1`` stores AudioSet's released form
 instead (PCA with whitening and 8-bit quantisation, levels 0..255); ``--set resample=fir`` uses
 an anti-aliased 48 -> 16 kHz filter instead of the default ``moviepy``, which reproduces the
-16 kHz WAVs MUSIC-AVQA's scripts feed VGGish (moviepy 1.x picks the nearest 44.1 kHz sample,
-with no anti-alias filter; see :func:`featpipe.models.vggish.moviepy_16k`). Weights: the torch
+16 kHz WAVs MUSIC-AVQA's scripts feed VGGish (moviepy 1.0.3 picks the nearest 44.1 kHz frame,
+with no anti-alias filter, through a buffer that slips one frame per refill; see
+:func:`featpipe.models.vggish.moviepy_16k`). Weights: the torch
 port's state-dict files (harritaylor/torchvggish v0.1), see :mod:`featpipe.models.vggish`.
 
 Segment k's example starts 0.5 s before the segment centre (at fps 1: at second k, as
@@ -58,7 +59,8 @@ class VGGishExtractor(Extractor):
     def outputs(self) -> list[OutputSpec]:
         from ..models import vggish as m
 
-        resampler = {"moviepy": "moviepy 1.x nearest 44.1 kHz sample (interpolated from 48 kHz), 16-bit, clip 0.99",
+        resampler = {"moviepy": "moviepy 1.0.3: nearest 44.1 kHz frame through its slipping buffer "
+                                "(interpolated from 48 kHz), 16-bit, clip 0.99",
                      "fir": "48 kHz -> 16 kHz Kaiser FIR (289 taps, 90 dB)"}[self.resample]
         attrs = {"sample_rate": m.SAMPLE_RATE, "example_s": m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
                  "example_start": "segment centre - 0.5 s", "mono": "mean of channels", "resampler": resampler}
