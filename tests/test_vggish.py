@@ -273,6 +273,62 @@ def test_moviepy_frame_map_equals_moviepy(tmp_path):
     np.testing.assert_array_equal(frames, m.moviepy_frame_map(65.3))
 
 
+def write_music_mp4(path, seconds: float, rate: int = 44100) -> None:
+    """A small H.264 + stereo AAC file whose audio is `music` at ``rate`` (MUSIC-AVQA's sources are such files)."""
+    from fractions import Fraction
+
+    import av
+    from scipy.signal import resample_poly
+
+    pcm = resample_poly(music(seconds), rate, SR, axis=1) if rate != SR else music(seconds)
+    pcm = np.clip(1.4 * pcm, -1, 1).astype(np.float32)  # loud: peaks pass moviepy's 0.99 clip
+    out = av.open(str(path), "w")
+    vs = out.add_stream("libx264", rate=10)
+    vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+    aus = out.add_stream("aac", rate=rate, layout="stereo")
+    for i in range(int(seconds * 10)):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i % 256, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, 10)
+        for p in vs.encode(frame):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    for i in range(0, pcm.shape[1] - 1023, 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + 1024]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = rate, i
+        for p in aus.encode(frame):
+            out.mux(p)
+    for p in aus.encode():
+        out.mux(p)
+    out.close()
+
+
+def test_decoded_video_equals_musicavqa_chain(tmp_path, weights):
+    """A real AAC .mp4 through featpipe's decode and worker vs MUSIC-AVQA's chain run with moviepy 1.0.3 itself."""
+    pytest.importorskip("moviepy.editor", reason="moviepy 1.x not installed (pip install -e '.[bench]')")
+    from moviepy.editor import VideoFileClip
+    from scipy.io import wavfile
+
+    from featpipe.decode import DecodeParams
+    from featpipe.worker import VideoJob, process_video
+
+    folder, state, _, _ = weights
+    write_music_mp4(tmp_path / "v.mp4", 12.3)  # 12 s: four refills of moviepy's buffer
+    clip = VideoFileClip(str(tmp_path / "v.mp4"))  # feat_script/extract_audio_cues/extract_audio.py
+    clip.audio.write_audiofile(str(tmp_path / "v.wav"), fps=16000, logger=None)
+    clip.close()
+    mono = (wavfile.read(tmp_path / "v.wav")[1] / 32768.0).mean(axis=1)  # vggish_input: /32768, channel mean
+    ref = ref_network(state, np.stack([ref_log_mel(mono[k * 16000:(k + 1) * 16000]) for k in range(12)]))
+    rows = {}
+    for extra in ((), (("resample", "fir"),)):
+        res = process_video(VideoJob("v", str(tmp_path / "v.mp4"), ("vggish",), ExtractOptions(weights=str(folder), extra=extra),
+                                     DecodeParams(fps=1.0)))
+        assert res.ok, res.reason
+        rows.update({k: a.astype(np.float32)[:12] for k, a in res.arrays.items()})
+    assert 1 - cosine_rows(rows["vggish"], ref).min() <= 1e-6  # measured 3e-8, stored as float16
+    assert 1 - cosine_rows(rows["vggish-fir"], ref).max() > 1e-3  # anti-aliased: 0.005-0.018 away
+
+
 def test_fir_resampling_equals_the_reference(weights):
     """resample=fir: anti-aliased 16 kHz (featpipe's FIR, tested above) through the reference log-mel and network."""
     folder, state, _, _ = weights
