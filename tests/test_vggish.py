@@ -415,6 +415,14 @@ def test_weights_offline_one_line(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:  # a wrong file: one line naming the layout
         build("vggish", ExtractOptions()).check()
     assert "lacks embeddings.0.bias" in str(err.value) and "torchvggish" in str(err.value) and "\n" not in str(err.value)
+    # torch's legacy (pre-1.6) format, which a 2019 release may use: read without mmap
+    torch.save({"features.0.weight": torch.zeros(64, 1, 3, 3)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match="lacks"):
+        build("vggish", ExtractOptions(weights=str(tmp_path / "legacy.pth"))).check()
+    torch.save({"pca_eigen_vectors": np.eye(128), "pca_means": np.ones(128)}, tmp_path / "pca.pth",
+               _use_new_zipfile_serialization=False)
+    vectors, means = m.load_pca(tmp_path / "pca.pth")
+    assert vectors.shape == (128, 128) and means.shape == (128,) and float(means.sum()) == 128
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
     with pytest.raises(WeightsError, match="not a readable torch state-dict file"):
         build("vggish", ExtractOptions(weights=str(tmp_path / "junk.pth"))).check()
