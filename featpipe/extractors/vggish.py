@@ -33,9 +33,10 @@ class VGGishExtractor(Extractor):
     """VGGish (AudioSet) 128-d embedding per segment, MUSIC-AVQA's audio protocol."""
 
     name = "vggish"
-    summary = "VGGish 128-d audio embedding per segment (MUSIC-AVQA protocol; torchvggish weights)"
+    summary = ("VGGish 128-d audio embedding per segment (MUSIC-AVQA protocol; torchvggish weights);"
+               " --set pca=1, --set resample=fir")
     spec_help = "vggish"
-    examples = ("vggish", "vggish --set pca=1")
+    examples = ("vggish",)
     version = "1"
     option_specs = {
         "pca": Option(bool, False, "apply AudioSet's released PCA + 8-bit quantisation (levels 0..255)"),
