@@ -80,12 +80,14 @@ def find_weights(
     env_var: str | None = None,
     url: str | None = None,
     spec: str = "",
+    also: tuple[Path, ...] = (),
 ) -> Path:
     """Path of the weight file ``filename``; see the module docstring for the search order.
 
     ``url`` may end in ``.gz`` when ``filename`` does not: the download is then decompressed
     on the fly (the official OpenL3 files are published gzipped). ``spec`` only improves the
-    error message.
+    error message. ``also``: further folders searched after the weights folder, before any
+    download (e.g. :func:`torch_hub_checkpoints`, where torch's own loaders keep the file).
     """
     what = f"{spec} needs weight file {filename}" if spec else f"weight file {filename} is needed"
     folder = weights_dir()
@@ -106,6 +108,9 @@ def find_weights(
     candidate = folder / filename
     if candidate.is_file():
         return candidate
+    for extra in also:
+        if (extra / filename).is_file():
+            return extra / filename
 
     why = "not found"
     if url and os.environ.get(ENV_NO_DOWNLOAD, "").strip() not in ("", "0"):
@@ -118,6 +123,7 @@ def find_weights(
 
     how = f"pass --weights PATH or put it in {folder} (env {ENV_DIR}"
     how += f" or {env_var})" if env_var else ")"
+    how += "".join(f" or {extra}" for extra in also)
     if url:
         gz = " and gunzip it" if url.endswith(".gz") and not filename.endswith(".gz") else ""
         how += f"; get it from {url}{gz}"
@@ -186,3 +192,10 @@ def online(host: str = "huggingface.co") -> bool:
         return True
     except OSError:
         return False
+
+
+def torch_hub_checkpoints() -> Path:
+    """``torch.hub.get_dir()/checkpoints``: where torchvision and ``torch.hub`` keep downloaded weights."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"

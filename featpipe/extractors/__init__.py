@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
-_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm")
+_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14",
+            "r2plus1d_18")
 _loaded = False
 
 
@@ -93,8 +94,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
 def build(spec: str, options: ExtractOptions | None = None) -> Extractor:
     """Build the extractor for ``spec`` (cheap: the model is loaded later by ``load``)."""
     name, args = parse_spec(spec)
-    if name in _BUILTIN:  # import only what is used: workers need not load torch for `priors`
-        _import_builtin(name)
+    module = name.replace("-", "_")  # spec `resnet18-14x14` lives in module resnet18_14x14
+    if module in _BUILTIN:  # import only what is used: workers need not load torch for `priors`
+        _import_builtin(module)
     _load_plugins()
     if name not in _REGISTRY:
         _load_all()
