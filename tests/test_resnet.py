@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torchvision import transforms
 
-import cli
+from featpipe import cli
 from featpipe import open_cache
 from featpipe.extractors import Chunk, ExtractOptions, ExtractorError, WeightsError, build
 from featpipe.extractors import r2plus1d_18 as r21
