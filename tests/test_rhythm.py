@@ -12,7 +12,7 @@ mir_eval = pytest.importorskip("mir_eval")
 
 from click.testing import CliRunner  # noqa: E402
 
-import cli  # noqa: E402
+from featpipe import cli  # noqa: E402
 from featpipe.cache import open_cache  # noqa: E402
 from featpipe.decode import DecodeParams, count_segments, iter_chunks, probe  # noqa: E402
 from featpipe.extractors import AUDIO_RATE as R  # noqa: E402
