@@ -265,16 +265,17 @@ def test_beats_and_tempo_against_synth_truth(videos, ex: Rhythm) -> None:
 
 
 def test_one_decode_serves_priors_and_rhythm(videos, monkeypatch) -> None:
-    from featpipe import decode, worker
+    from featpipe import worker
+    from featpipe.decode import timeline
 
     opened = []
-    real = decode._audio_blocks
+    real = timeline.audio_blocks
 
-    def counting(path, info):
-        opened.append(path)
-        return real(path, info)
+    def counting(info, tally):
+        opened.append(info.path)
+        return real(info, tally)
 
-    monkeypatch.setattr(decode, "_audio_blocks", counting)
+    monkeypatch.setattr(timeline, "audio_blocks", counting)
     path = videos / "00000001.mp4"
     job = worker.VideoJob("00000001", str(path), ("priors", "rhythm"), ExtractOptions(), DecodeParams())
     res = worker.process_video(job)

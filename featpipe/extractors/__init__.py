@@ -43,6 +43,7 @@ _REGISTRY: dict[str, type[Extractor]] = {}
 _BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14",
             "r2plus1d_18")
 _loaded = False
+_PLUGINS: set[str] = set()  # FEATPIPE_PLUGINS modules imported so far
 
 
 def register(cls: type[Extractor]) -> type[Extractor]:
@@ -62,15 +63,17 @@ def _import_builtin(name: str) -> None:
 
 
 def _load_plugins() -> None:
-    """Third-party extractors: entry points and FEATPIPE_PLUGINS (cheap, done once)."""
+    """Third-party extractors: entry points (once) and FEATPIPE_PLUGINS (each module once; the
+    variable is read on every call, so a value set after the first build still counts)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for ep in metadata.entry_points(group="featpipe.extractors"):
-        ep.load()
+    if not _loaded:
+        _loaded = True
+        for ep in metadata.entry_points(group="featpipe.extractors"):
+            ep.load()
     for mod in filter(None, (m.strip() for m in os.environ.get("FEATPIPE_PLUGINS", "").split(","))):
-        importlib.import_module(mod)
+        if mod not in _PLUGINS:
+            importlib.import_module(mod)
+            _PLUGINS.add(mod)
 
 
 def _load_all() -> None:
