@@ -47,8 +47,8 @@ class MediaNeeds:
 
     ``frame_positions`` are positions inside a segment, as fractions of its length (0.5 is
     the centre, MUSIC-AVQA's convention). ``frame_short_side`` is the smallest short side the
-    extractor can work from; the decoder scales frames down to the largest any extractor asks
-    for (never up). ``audio_context`` is how many seconds of audio the extractor needs beyond
+    extractor can work from; the decoder scales its frames down to it (never up).
+    ``audio_context`` is how many seconds of audio the extractor needs beyond
     each edge of a chunk (zeros outside the recording). ``native_frames`` asks for frames at
     their displayed size, unscaled by the decoder, for extractors whose own preprocessing must
     see the original pixels (open_clip's transform, the field's resize rules). Every extractor
