@@ -13,7 +13,7 @@ from featpipe.decode.video import SkipWindow, VideoSource, skip_window
 from media import write_clip
 
 FPS = 30
-POSITIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # motion's: five targets a second, many on B-frames
+POSITIONS = (0.1, 0.31, 0.5, 0.72, 0.9)  # five targets a second, on and between frame times
 
 
 @pytest.fixture(scope="module")
