@@ -87,7 +87,8 @@ def write_clip(path: Path, seconds: float, width: int, height: int, keyint: int,
     out.close()
 
 
-def sample(info: MediaInfo, params: DecodeParams, seek: bool | None = None) -> tuple[int, list[float], list[np.ndarray]]:
+def sample(info: MediaInfo, params: DecodeParams,
+           seek: bool | None = None) -> tuple[int, list[float], list[np.ndarray]]:
     """Frames decoded, sampled frame times and sampled frames through the decode package (probing,
     the same for every strategy, is left out)."""
     needs = MediaNeeds(frame_positions=(0.5,), native_frames=True)
@@ -160,7 +161,7 @@ def main() -> None:
             "nonkey": lambda: nonkey(str(path), info.duration),
         }
         chosen = "seek" if use_seek(info, MediaNeeds(frame_positions=(0.5,)), base) else "in order"
-        print(f"\n{name}: {w}x{h}, {info.frame_rate:g} fps, keyframe every {info.keyframe_spacing:g} s, "
+        print(f"\n{name}: {w}x{h}, {info.frame_rate:g} fps, keyframe every {info.keyframe_spacing or info.duration:g} s, "
               f"{info.duration:g} s; auto decodes {chosen} with the skip window")
         print(f"{'strategy':<12} {'cpu s':>7} {'ratio':>6} {'wall s':>7} {'ratio':>6} {'decoded':>8} "
               f"{'max lag':>8} {'frames':>10}")

@@ -163,7 +163,8 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
             chunk = Chunk(video_id=video_id, first=first, count=count, seg_len=seg,
                           duration=info.duration, audio_context=ctx)
             if video is not None:
-                per = [[video.frames_at((k + p) * seg, wanted[p]) for p in positions] for k in range(first, first + count)]
+                per = [[video.frames_at((k + p) * seg, wanted[p]) for p in positions]
+                       for k in range(first, first + count)]
                 chunk.sized = {r: {p: np.stack([row[i][r] for row in per]) for i, p in enumerate(positions) if p in ps}
                                for r, ps in requests.items()}
                 if len(chunk.sized) == 1:  # one request: the chunk is what its extractor receives
