@@ -12,7 +12,7 @@ This module imports nothing of featpipe; :mod:`featpipe.extractors` re-exports e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,12 +47,15 @@ class MediaNeeds:
 
     ``frame_positions`` are positions inside a segment, as fractions of its length (0.5 is
     the centre, MUSIC-AVQA's convention). ``frame_short_side`` is the smallest short side the
-    extractor can work from; the decoder scales frames down to the largest any extractor asks
-    for (never up). ``audio_context`` is how many seconds of audio the extractor needs beyond
+    extractor can work from; the decoder scales its frames down to it (never up).
+    ``audio_context`` is how many seconds of audio the extractor needs beyond
     each edge of a chunk (zeros outside the recording). ``native_frames`` asks for frames at
     their displayed size, unscaled by the decoder, for extractors whose own preprocessing must
-    see the original pixels (open_clip's transform, the field's resize rules); when any extractor
-    of a run asks for it, every extractor receives native frames.
+    see the original pixels (open_clip's transform, the field's resize rules). Every extractor
+    receives frames at its own request (:attr:`frame_request`), whatever the others of a run ask:
+    one decode converts each kept frame once per distinct request (:meth:`Chunk.for_needs`).
+    ``frame_sizes`` is set only on merged needs (``featpipe.decode.merge_needs``): every distinct
+    request of the run with the positions asked at it.
     """
 
     frame_positions: tuple[float, ...] = ()
@@ -60,10 +63,22 @@ class MediaNeeds:
     native_frames: bool = False
     audio: bool = False
     audio_context: float = 0.0
+    frame_sizes: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
     @property
     def video(self) -> bool:
         return bool(self.frame_positions)
+
+    @property
+    def frame_request(self) -> int:
+        """The frames this extractor receives: 0 for native (display) size, else the short side."""
+        return 0 if self.native_frames else self.frame_short_side
+
+    def requests(self) -> dict[int, tuple[float, ...]]:
+        """Frame request -> the positions decoded at it (one entry unless these needs are merged)."""
+        if self.frame_sizes:
+            return dict(self.frame_sizes)
+        return {self.frame_request: self.frame_positions} if self.video else {}
 
 
 @dataclass
@@ -72,7 +87,9 @@ class Chunk:
 
     ``frames[p]`` is a ``(count, H, W, 3)`` uint8 RGB array of the frames at position ``p``
     (a fraction of the segment) for every segment of the chunk; frames past the end of the
-    video repeat the last decoded frame.
+    video repeat the last decoded frame. A decode serving several frame requests keeps them in
+    ``sized`` (request -> frames, see :attr:`MediaNeeds.frame_request`) and leaves ``frames``
+    empty; :meth:`for_needs` gives the chunk one extractor receives.
     ``audio`` is ``(channels, samples)`` float32 at ``audio_rate`` Hz, channels kept (1 or 2),
     covering ``[t0 - audio_context, t1 + audio_context]`` where ``t0 = first * seg_len`` and
     ``t1 = (first + count) * seg_len``; samples outside the recording are zero.
@@ -87,6 +104,13 @@ class Chunk:
     audio: np.ndarray | None = None
     audio_rate: int = AUDIO_RATE
     audio_context: float = 0.0
+    sized: dict[int, dict[float, np.ndarray]] = field(default_factory=dict)
+
+    def for_needs(self, needs: MediaNeeds) -> Chunk:
+        """This chunk as an extractor with ``needs`` receives it: ``frames`` at its own request."""
+        if not needs.video or not self.sized:
+            return self
+        return replace(self, frames=self.sized[needs.frame_request], sized={})
 
     @property
     def t0(self) -> float:

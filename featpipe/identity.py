@@ -19,32 +19,25 @@ from typing import Any
 import numpy as np
 
 from .contracts import OutputSpec
-from .decode import DecodeParams, merge_needs
+from .decode import DecodeParams
 from .extractors.base import Extractor
 
 DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
 """Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
 
 
-def run_frames(exts: list[Extractor]) -> tuple[int, bool] | None:
-    """(short side, native) of the frames one decode serves every visual extractor of a run: the
-    largest any asks for, native when any asks for it. Part of each visual feature's identity."""
-    needs = merge_needs([e.needs() for e in exts])
-    return (needs.frame_short_side, needs.native_frames) if needs.video else None
-
-
-def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
-             frames: tuple[int, bool] | None = None) -> dict[str, Any]:
+def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None) -> dict[str, Any]:
     """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
 
-    ``frames`` is :func:`run_frames` of the run (None: what ``ext`` asks for alone).
+    The frames part is the extractor's own request: the decoder serves every extractor frames at
+    its own size, so adding another extractor to a run never changes an existing feature.
     """
     decode = params.as_dict()
     needs = ext.needs()
     media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
     if needs.video:
-        short, native = frames or (needs.frame_short_side, needs.native_frames)
-        media["frames"] = {"positions": list(needs.frame_positions), "short_side": short, "native": native}
+        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
+                           "native": needs.native_frames}
     if decode.get("extra"):
         media["extra"] = decode["extra"]
     return {

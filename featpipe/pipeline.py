@@ -22,7 +22,7 @@ from .contracts import ExtractOptions, OutputSpec
 from .decode import DecodeParams
 from .dispatch import run_jobs
 from .extractors.base import Extractor, ExtractorError
-from .identity import identity, mismatch, run_frames
+from .identity import identity, mismatch
 from .inputs import discover
 from .video import VideoJob, VideoResult
 
@@ -69,14 +69,13 @@ def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
         e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
 
 
-def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None,
-               frames: tuple[int, bool] | None = None) -> dict:
+def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None) -> dict:
     """How a feature is made; with ``out``, also its identity (:mod:`featpipe.identity`; the fingerprint is
     its digest, computed when read, so a reader comparing provenance sees which part differs)."""
     prov = {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
             "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **ext.resolved_options()}}
     if out is not None:
-        prov["identity"] = identity(ext, out, params, dtype, frames)
+        prov["identity"] = identity(ext, out, params, dtype)
     return prov
 
 
@@ -138,7 +137,6 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     t_start = time.perf_counter()
     exts = build_extractors(cfg.visual, cfg.audio, cfg.options)
     stored = variant_names(exts, cfg.names)
-    frames = run_frames(exts)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
     report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
@@ -154,7 +152,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
             note("failed", Path(path).stem, path, reason)
         with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
             features = [(replace(out, name=stored.get(out.name, out.name)),
-                         provenance(ext, cfg.params, out, cfg.dtype, frames)) for ext in exts for out in ext.outputs()]
+                         provenance(ext, cfg.params, out, cfg.dtype)) for ext in exts for out in ext.outputs()]
             for out, prov in features:  # every check before any new feature is created
                 _check_identity(writer, cfg.cache, out.name, prov)
             for out, prov in features:
@@ -175,7 +173,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
                     if on_progress:
                         on_progress("skipped", None)
                     continue
-                jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype, frames), src))
+                jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype), src))
             try:
                 run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
             finally:

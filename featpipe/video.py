@@ -35,9 +35,6 @@ class VideoJob:
     options: ExtractOptions
     params: DecodeParams
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
-    # (short side, native) of the frames the run's decoder serves every visual extractor, so a
-    # video decoded for a subset of the run's extractors gives them the same pixels; None: this job's own
-    frames: tuple[int, bool] | None = None
 
 
 @dataclass
@@ -104,18 +101,18 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         if on_probe is not None:
             on_probe(info)
         params = job.params
-        planned, _ = count_segments(info.duration, params)  # the stated duration: a hint for chunking
-        needs = merge_needs([e.needs() for e in exts])
-        if job.frames is not None and needs.video:
-            needs = replace(needs, frame_short_side=job.frames[0], native_frames=job.frames[1])
+        # the valid segments of the stated duration: a hint for chunking (decoding goes on while a stream does)
+        _, planned = count_segments(info.duration, params)
+        own = [e.needs() for e in exts]
+        needs = merge_needs(own)  # one decode; each extractor gets frames at its own request
         parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
         stats = DecodeStats()  # what each stream really delivered, filled while decoding
         chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, planned,
                              stats)
         with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
             for chunk in ahead:
-                for e in exts:
-                    out = e.extract(chunk)
+                for e, n in zip(exts, own):
+                    out = e.extract(chunk.for_needs(n))
                     for name, arr in out.items():
                         parts[name].append(np.asarray(arr))
         verdict = stats.verdict(params)  # honest valid counts per modality, or a DecodeError

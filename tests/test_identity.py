@@ -145,12 +145,24 @@ def test_weights_per_extractor_checked_against_the_spec(clips, tmp_path):
         assert says in line, line
 
 
-def test_frames_served_by_the_run_are_part_of_a_visual_identity(clips, tmp_path, tiny_clip):
+def test_adding_a_native_frame_extractor_computes_only_it(clips, tmp_path, tiny_clip):
+    """A visual identity records the extractor's own frame request; CLIP (native frames) beside
+    motion (64-pixel frames) neither changes motion's identity nor makes it recompute."""
     cache = tmp_path / "c.h5"
     code, out = _extract(clips, cache, "--visual", "motion")
     assert code == 0, out
-    # ViT-B-32 asks for 224-pixel frames: one decode would then serve motion larger frames than before
-    line = _refused(clips, cache, "--visual", "motion", "--visual", "clip:ViT-B-32/random")
-    assert "feature 'motion'" in line and "decode.frames.short_side=64, this run gives 224" in line
+    with open_cache(cache) as c:
+        before = {v: c.record(v)["features"]["motion"] for v in c.videos}
+        ident = c.provenance("motion")["identity"]
+        rows = {v: c.get(v, "motion").data for v in c.videos}
+    assert ident["decode"]["frames"] == {"positions": [0.1, 0.3, 0.5, 0.7, 0.9], "short_side": 64, "native": False}
     code, out = _extract(clips, cache, "--visual", "motion", "--visual", f"clip:{tiny_clip}/random")
-    assert code == 0 and "done 3" in out, out  # a 32-pixel model leaves motion's frames as they were
+    assert code == 0 and "done 3" in out, out
+    with open_cache(cache) as c:
+        assert {v: c.record(v)["features"]["motion"] for v in c.videos} == before  # not rewritten: only CLIP ran
+        assert c.provenance("motion")["identity"] == ident
+        clip = next(n for n in c.features if n.startswith("clip"))
+        assert c.provenance(clip)["identity"]["decode"]["frames"]["native"] is True
+        assert all(c.has(v, clip) for v in c.videos)
+        for v, r in rows.items():
+            np.testing.assert_array_equal(c.get(v, "motion").data, r)

@@ -105,17 +105,28 @@ def test_process_video_turns_any_error_into_a_one_line_reason(tmp_path) -> None:
     assert not missing.ok and "\n" not in missing.reason and missing.reason
 
 
-def test_the_runs_frame_size_is_served_to_every_visual_extractor(tmp_path) -> None:
+def test_each_visual_extractor_receives_frames_at_its_own_size(tmp_path, tiny_clip) -> None:
     clip = write_clip(tmp_path / "v.mp4", seconds=2.0, size=(320, 240))
+    clip_spec = f"clip:{tiny_clip}/random"
 
-    def motion(frames):
-        r = process_video(VideoJob("v", str(clip), ("motion",), ExtractOptions(), DecodeParams(), frames=frames))
+    def run(*specs):
+        r = process_video(VideoJob("v", str(clip), specs, ExtractOptions(), DecodeParams()))
         assert r.ok, r.reason
-        return r.arrays["motion"]
+        return r.arrays
 
-    alone = motion(None)
-    np.testing.assert_array_equal(alone, motion((64, False)))  # motion's own size: the same frames
-    assert not np.array_equal(alone, motion((0, True)))  # a run that decodes native frames for another extractor
+    alone, clip_alone, both = run("motion"), run(clip_spec), run("motion", clip_spec)
+    # beside a native-frame CLIP, motion still gets its 64-pixel frames: bit-identical values
+    np.testing.assert_array_equal(both["motion"], alone["motion"])
+    (name,) = clip_alone
+    np.testing.assert_array_equal(both[name], clip_alone[name])  # and CLIP its native ones
+    # the decode behind it: one chunk holds each request's frames, only at the positions asked there
+    motion, tiny = build("motion", ExtractOptions()), build(clip_spec, ExtractOptions())
+    needs = merge_needs([motion.needs(), tiny.needs()])
+    assert needs.requests() == {0: (0.5,), 64: motion.needs().frame_positions}
+    (chunk,) = iter_chunks(probe(str(clip)), needs, DecodeParams(chunk_segments=10), "v", 2)
+    assert chunk.frames == {} and sorted(chunk.sized) == [0, 64]
+    assert chunk.for_needs(tiny.needs()).frames[0.5].shape == (2, 240, 320, 3)
+    assert chunk.for_needs(motion.needs()).frames[0.1].shape == (2, 64, 85, 3)
 
 
 def test_a_video_gets_three_tries_each_with_a_time_limit() -> None:

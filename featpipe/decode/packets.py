@@ -9,7 +9,7 @@ its own frames only; what each stream delivered is kept in a :class:`StreamTally
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -84,8 +84,11 @@ def media_errors(what: str) -> Iterator[None]:
         raise DecodeError(f"{what}: the file is damaged in a way the decoder cannot handle") from None
 
 
-def decoded_frames(container, stream, tally: StreamTally) -> Iterator:
+def decoded_frames(container, stream, tally: StreamTally, before: Callable[[object], None] | None = None) -> Iterator:
     """Every frame of ``stream`` from the container's current position, skipping bad packets.
+
+    ``before(packet)`` is called before each packet is decoded (the video source sets the
+    decoder's ``skip_frame`` there, see :class:`featpipe.decode.video.SkipWindow`).
 
     Packets that raise when decoded are counted in ``tally.bad``. A demuxer error is retried a
     few times (FFmpeg's demuxers often resync on the next packet); when it persists the stream
@@ -109,6 +112,8 @@ def decoded_frames(container, stream, tally: StreamTally) -> Iterator:
         failures = 0
         if packet.size:
             tally.packets += 1
+        if before is not None:
+            before(packet)
         try:
             frames = packet.decode()  # the empty packets at the end flush the decoder
         except av.error.FFmpegError:

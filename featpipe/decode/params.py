@@ -22,6 +22,7 @@ class DecodeParams:
     pad: str = "repeat"  # how short videos reach max_seconds: "repeat" the last segment, or "zero"
     chunk_segments: int = 16
     seek: str = "auto"  # "auto", "always" or "never"
+    skip: str = "auto"  # "auto": skip non-reference frames far from every target (decode.video.SkipWindow); "never"
     min_decoded: float = 0.5  # a stream decoding less than this share of its stated duration fails
     max_bad_packets: float = 0.05  # a stream with a larger share of undecodable packets fails
     video_stream: int | None = None  # stream index to use (None: the best non-cover video stream)

@@ -22,7 +22,7 @@ from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
 from .streams import MediaInfo
-from .video import VideoSource, use_seek
+from .video import VideoSource, skip_window, use_seek
 
 TAIL_KEEP = 0.5
 """A last partial segment is kept when at least this fraction of it was recorded (its centre is)."""
@@ -55,13 +55,21 @@ def rows_before(seconds: float, hop: float, start: float = 0.0) -> int:
 
 
 def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
-    """One decode serves every extractor: the union of positions, the largest frames and context."""
+    """One decode serves every extractor: the union of positions and context, and every distinct
+    frame request with the positions asked at it (``frame_sizes``; native first, then larger first),
+    so each extractor receives frames at its own size (:meth:`Chunk.for_needs`)."""
+    sizes: dict[int, set[float]] = {}
+    for n in needs:
+        for request, positions in n.requests().items():
+            sizes.setdefault(request, set()).update(positions)
+    order = sorted(sizes, key=lambda r: (r != 0, -r))
     return MediaNeeds(
         frame_positions=tuple(sorted({p for n in needs for p in n.frame_positions})),
         frame_short_side=max((n.frame_short_side for n in needs), default=0),
         native_frames=any(n.native_frames for n in needs),
         audio=any(n.audio for n in needs),
         audio_context=max((n.audio_context for n in needs), default=0.0),
+        frame_sizes=tuple((r, tuple(sorted(sizes[r]))) for r in order),
     )
 
 
@@ -126,7 +134,8 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
     while a stream still delivers and stop once every stream has ended and the segments they
     cover were handed out, and never go past ``max_seconds``. Segments past the end of a stream
     repeat its last frame and carry silent audio. What each stream delivered is kept in
-    ``stats`` (:meth:`DecodeStats.verdict` turns it into valid counts).
+    ``stats`` (:meth:`DecodeStats.verdict` turns it into valid counts). With several frame
+    requests (merged needs) the frames are in ``Chunk.sized``; :meth:`Chunk.for_needs` picks one.
     """
     if needs.video and not info.has_video:
         raise DecodeError(info.video_note or "the file has no video stream (a visual extractor needs one)")
@@ -135,12 +144,14 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
     stats = stats if stats is not None else DecodeStats()
     seg, positions, ctx = params.seg_len, needs.frame_positions, needs.audio_context
     limit = max(1, round(params.max_seconds * params.fps)) if params.max_seconds else None
+    requests = needs.requests()  # frame request -> positions decoded at it
+    wanted = {p: tuple(r for r, ps in requests.items() if p in ps) for p in positions}
     video = audio = None
     try:
         if needs.video:
             stats.video = StreamTally("video", info.video_stated)
-            short_side = 0 if needs.native_frames else needs.frame_short_side
-            video = VideoSource(info, short_side, use_seek(info, needs, params), stats.video)
+            video = VideoSource(info, requests, use_seek(info, needs, params), stats.video,
+                                skip_window(info, needs, params, TAIL_KEEP))
         if needs.audio:
             stats.audio = StreamTally("audio", info.audio_stated)
             audio = AudioWindow(audio_blocks(info, stats.audio), audio_channels(info))
@@ -152,8 +163,13 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
             chunk = Chunk(video_id=video_id, first=first, count=count, seg_len=seg,
                           duration=info.duration, audio_context=ctx)
             if video is not None:
-                per = [[video.frame_at((k + p) * seg) for p in positions] for k in range(first, first + count)]
-                chunk.frames = {p: np.stack([row[i] for row in per]) for i, p in enumerate(positions)}
+                per = [[video.frames_at((k + p) * seg, wanted[p]) for p in positions]
+                       for k in range(first, first + count)]
+                chunk.sized = {r: {p: np.stack([row[i][r] for row in per]) for i, p in enumerate(positions) if p in ps}
+                               for r, ps in requests.items()}
+                if len(chunk.sized) == 1:  # one request: the chunk is what its extractor receives
+                    (chunk.frames,) = chunk.sized.values()
+                    chunk.sized = {}
             if audio is not None:
                 start = round((first * seg - ctx) * AUDIO_RATE)
                 stop = round(((first + count) * seg + ctx) * AUDIO_RATE)
