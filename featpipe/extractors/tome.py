@@ -286,3 +286,25 @@ class ToMeExtractor(Extractor):
                 out.append(t.float().cpu().numpy())
         tokens = np.concatenate(out) if out else np.zeros((0, f["tokens"], f["dim"]), np.float32)
         return {self.outputs()[0].name: tokens}
+
+
+TOME14_MODEL = "vit_large_patch16_384"  # TSPM's extract_tome14.py
+
+
+@register
+class ToMe14(ToMeExtractor):
+    """``tome14[:<tag | checkpoint | random>]``: shorthand for ``tome:vit_large_patch16_384[/...]``.
+
+    Building it gives a plain :class:`ToMeExtractor` for the full spec, so the spec, identity and
+    output name (``tome14-vit_large_patch16_384-<tag>``) are those of the spec written out: a cache
+    made with either form accepts the other. In ``--weights NAME=PATH`` / ``--name NAME=...``
+    select it as ``tome`` (or by its full spec).
+    """
+
+    name = "tome14"
+    summary = f"shorthand for tome:{TOME14_MODEL} (TSPM/QA-TIGER ToMe-14: (14, 1024) per segment)"
+    spec_help = "tome14[:<pretrained tag | checkpoint path | random>]"
+    examples = ("tome14", "tome14:/data/vit_l16_384.safetensors", "tome14:random")
+
+    def __new__(cls, args: str, options: ExtractOptions) -> ToMeExtractor:  # type: ignore[misc]
+        return ToMeExtractor(TOME14_MODEL + (f"/{args}" if args else ""), options)
