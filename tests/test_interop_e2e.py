@@ -1,9 +1,10 @@
 """Each layout end to end with the real extractors: `featpipe synth` -> `featpipe extract` ->
-`featpipe encode-text --field-tables` -> `featpipe export --layout X` -> that project's loader.
+`featpipe encode-text --field-tables` -> `featpipe export --layout X` -> that project's loader
+(AVST, PSTP-Net, TSPM, QA-TIGER, and MCCD through `--layout generic`).
 
 The commands are the ones docs/features.md gives per method (``LAYOUT_COMMANDS``), with the model
 weights swapped for random or tiny ones through the ways each extractor documents (:func:`tiny`):
-VGGish and ResNet-18 read random state dicts written under their official file names in
+VGGish, ResNet-18 and R(2+1)D-18 read random state dicts written under their official file names in
 ``$FEATPIPE_WEIGHTS``; CLIP models are tiny open_clip configs named ``ViT-B-32-tiny`` and
 ``ViT-L-14-336-tiny`` with the real embedding widths (512, 768) and ViT-B/32's 7 x 7 patch grid,
 registered through ``FEATPIPE_OPENCLIP_CONFIGS``; ``tome14`` keeps its spec while a
@@ -16,6 +17,7 @@ features by their real names and row shapes, and nothing is mapped by hand.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import torch
 from torch.utils.data import default_collate
 
 from featpipe import open_cache
+from featpipe.extractors import r2plus1d_18 as r21
 from featpipe.extractors import resnet18_14x14 as res
 from featpipe.models import vggish as vg
 from test_interop import avst_items, expected, expected_text, pstp_items, qa_tiger_items, run_cli, tspm_items
@@ -61,19 +64,24 @@ LAYOUT_COMMANDS = {
              "featpipe export CACHE --layout tspm -o OUT --questions Q.json"],
     "qa-tiger": [f"{EXTRACT} --audio vggish --visual clip:ViT-L-14-336-quickgelu/openai --visual tome14",
                  "featpipe export CACHE --layout qa-tiger -o OUT"],
+    "mccd": [f"{EXTRACT} --audio vggish --visual r2plus1d-18",
+             "featpipe export CACHE --layout generic --feature vggish=vggish --feature r2plus1d-18=r2plus1d_18 "
+             "--length 60 -o OUT"],
 }
 
 
 def field_weights(tmp_path_factory) -> Path:
-    """Random VGGish and ResNet-18 state dicts under their official names (written once per session)."""
+    """Random VGGish, ResNet-18 and R(2+1)D-18 state dicts under their official names (once per session)."""
+    import torchvision
     from test_resnet import random_resnet18_state
     from test_vggish import he_state
 
     folder = tmp_path_factory.getbasetemp() / "field-weights"
-    if not (folder / res.WEIGHTS_FILE).exists():
+    if not (folder / r21.WEIGHTS_FILE).exists():
         folder.mkdir(exist_ok=True)
         torch.save(he_state(), folder / vg.MODEL_FILE)
         torch.save(random_resnet18_state(), folder / res.WEIGHTS_FILE)
+        torch.save(random_resnet18_state(1, torchvision.models.video.r2plus1d_18), folder / r21.WEIGHTS_FILE)
     return folder
 
 
@@ -256,3 +264,31 @@ def test_qa_tiger_end_to_end(l14_cache, synth, tmp_path):
     qid = samples[0]["question_id"]  # the optional question folders (its configs/tspm config) from -qst
     np.testing.assert_array_equal(np.load(root / f"data/feats/qst_ViT-L14@336px/{qid}.npy")[0],
                                   expected_text(l14_cache, "clip-ViT-L-14-336-tiny-random-qst", qid))
+
+
+def mccd_items(config: dict, samples: list[dict]):
+    """MUSIC-AVQA-R dataset/avqa_dataset.py AVQA_dataset.__getitem__ (the feature lines), sample False."""
+    for sample in samples:
+        name = sample["video_id"]
+        audio_emb = np.load(os.path.join(config["path"]["audio_feat"], name + ".npy"))
+        video_emb = np.load(os.path.join(config["path"]["video_feat"], name + ".npy"))
+        audio_emb = torch.from_numpy(audio_emb)
+        video_emb = torch.from_numpy(video_emb)
+        yield {"audio_emb": audio_emb, "audio_token_type": torch.ones(audio_emb.shape[0], dtype=torch.long),
+               "video_emb": video_emb, "video_token_type": torch.ones(video_emb.shape[0], dtype=torch.long)}
+
+
+def test_mccd_end_to_end(env, synth, tmp_path):
+    """MCCD reads vggish/ and r2plus1d_18/ (option.yaml); the generic export writes them."""
+    cache, out = tmp_path / "c.h5", tmp_path / "feats"
+    for command in LAYOUT_COMMANDS["mccd"]:
+        run_documented(command, VIDEOS=synth / "videos", CACHE=cache, OUT=out)
+    config = {"path": {"audio_feat": str(out / "vggish") + "/", "video_feat": str(out / "r2plus1d_18") + "/"}}
+    samples = _samples(synth)
+    batch = default_collate(list(mccd_items(config, samples)))
+    n = len(samples)
+    assert batch["audio_emb"].shape == (n, 60, 128) and batch["video_emb"].shape == (n, 60, 512)
+    torch.nn.Linear(128, 768)(batch["audio_emb"]), torch.nn.Linear(512, 768)(batch["video_emb"])  # model/net.py
+    for s, a, v in zip(samples, batch["audio_emb"], batch["video_emb"]):
+        np.testing.assert_array_equal(a.numpy(), expected(cache, s["video_id"], "vggish"))
+        np.testing.assert_array_equal(v.numpy(), expected(cache, s["video_id"], "r2plus1d-18"))
