@@ -154,3 +154,25 @@ def test_every_hint_parses_and_makes_its_folder(hint, offline):
     assert r.exit_code == 2, r.output
     error = [ln for ln in r.output.splitlines() if ln.startswith("featpipe: error:")]
     assert len(error) == 1 and "weights" in error[0] and "Usage" not in r.output, r.output
+
+
+def test_tome14_is_the_full_spec(monkeypatch):
+    """`tome14[:w]` builds `tome:vit_large_patch16_384[/w]`: same spec, outputs and identity."""
+    from featpipe.decode import DecodeParams
+    from featpipe.extractors.tome import ToMeExtractor
+    from featpipe.identity import identity
+
+    monkeypatch.delenv("FEATPIPE_TIMM_CONFIGS", raising=False)
+    opts = ExtractOptions(extra=(("tome_r", "25"),))
+    for short, full in (("tome14", "tome:vit_large_patch16_384"), ("tome14:random", "tome:vit_large_patch16_384/random")):
+        a, b = build(short, opts), build(full, opts)
+        assert type(a) is ToMeExtractor and a.spec == b.spec == full
+        assert [(o.name, o.shape) for o in a.outputs()] == [(o.name, o.shape) for o in b.outputs()]
+    a, b = build("tome14:random", opts), build("tome:vit_large_patch16_384/random", opts)
+    out = a.outputs()[0]
+    assert identity(a, out, DecodeParams(), None) == identity(b, out, DecodeParams(), None)
+    assert a.outputs()[0].name == "tome14-vit_large_patch16_384-random" and a.outputs()[0].shape == (14, 1024)
+    # weights: the spec's own first, then --weights tome=PATH, then a plain --weights
+    assert build("tome14:random", ExtractOptions(weights="/folder/for/vggish")).weights == "random"
+    assert build("tome14", ExtractOptions(weights_by=(("tome", "/w/vit.safetensors"),))).weights == "/w/vit.safetensors"
+    assert build("tome14", ExtractOptions(weights="/w/vit.safetensors")).weights == "/w/vit.safetensors"

@@ -108,7 +108,7 @@ class ToMeExtractor(Extractor):
         self.variant = model if variant else None
         arch, _, tag = (variant["model"] if variant else model).partition(".")
         self.arch, self.kwargs = arch, dict(variant["kwargs"]) if variant else {}
-        self.weights = options.weights or weights.strip() or tag
+        self.weights = weights.strip() or self.weights_path or tag  # the spec's own first; --weights [tome=]PATH
         import timm
 
         if not timm.is_model(arch):
