@@ -7,7 +7,7 @@ resized with PIL bicubic so its short side is ``int(256 / 224 * S)`` (438 for S 
 cropped to S x S and normalised with the checkpoint's mean/std (0.5). One row per segment:
 ``(N, D)`` tokens after the final norm, class token first.
 
-Weights are resolved on the client: ``--weights PATH`` or a checkpoint path in the spec (a timm
+Weights are resolved on the client: a checkpoint path in the spec, else ``--weights [tome=]PATH`` (a timm
 ``.safetensors``/``.pth``/``.bin`` state dict, or the original ``.npz``), else the pretrained tag
 (default: timm's, ``augreg_in21k_ft_in1k`` for ViT-L/16-384) from the local Hugging Face cache
 (``timm/<model>.<tag>``, downloaded when the network allows), or ``random`` (seeded). Extra model
