@@ -35,6 +35,7 @@ def documented_one_pass() -> list[str]:
     return [" ".join(line.split()) for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # starts real Dask worker processes
 def test_documented_one_pass_fills_one_cache(tmp_path, tmp_path_factory, monkeypatch):
     use_tiny_models(monkeypatch, tmp_path_factory)
     r = run_cli("synth", tmp_path / "syn", "--videos", "2", "--seconds", "2", "--seed", "5")

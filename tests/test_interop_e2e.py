@@ -33,6 +33,7 @@ from featpipe.models import vggish as vg
 from test_interop import avst_items, expected, expected_text, pstp_items, qa_tiger_items, run_cli, tspm_items
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here starts real Dask worker processes
 
 
 def _clip_cfg(embed: int, image: int) -> dict:
