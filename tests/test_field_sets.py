@@ -8,6 +8,7 @@ The one-pass command is read from docs/features.md and run as written, in a fold
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from featpipe.extractors import build
 from featpipe.interop.layouts import LAYOUTS
 from featpipe.pipeline import check_options
 from featpipe.text import build_text_encoder
-from test_interop_e2e import ROOT, run_cli, tiny, use_tiny_models
+from test_interop_e2e import LAYOUT_COMMANDS, ROOT, run_cli, tiny, use_tiny_models
 
 DOC = ROOT / "docs" / "features.md"
 
@@ -75,6 +76,20 @@ def test_documented_one_pass_fills_one_cache(tmp_path, tmp_path_factory, monkeyp
     r = run_cli("export", "field.h5", "--layout", "avst", "-o", "feats", "--quiet")
     assert r.exit_code == 0, r.output
     assert np.load("feats/res18_14x14/" + desc_first_video(tmp_path) + ".npy").shape == (60, 512, 14, 14)
+
+
+def test_method_table_shows_the_tested_commands():
+    """docs/features.md's "Feature set of each method" commands are those tests/test_interop_e2e.py runs."""
+    text = DOC.read_text(encoding="utf-8")
+    table = text[text.index("| method (code read)", text.index("## Feature set of each method")):]
+    table = table[:table.index("\n\n")]
+    shown = {}
+    for row in table.splitlines()[2:]:
+        method = row.split("|")[1].split("(")[0].strip().lower()
+        shown[method] = [c for c in re.findall(r"`(featpipe [^`]*)`", row) if "..." not in c]
+    tested = {"avst": "avst", "pstp-net": "pstp-net", "tspm": "tspm", "qa-tiger": "qa-tiger", "mccd": "mccd"}
+    assert {m: shown[m] for m in tested} == {m: LAYOUT_COMMANDS[k] for m, k in tested.items()}
+    assert shown["av-master"] == []
 
 
 def desc_first_video(folder: Path) -> str:

@@ -52,7 +52,8 @@ TINY_SPECS = {"clip:ViT-B-32-quickgelu/openai": "clip:ViT-B-32-tiny/random",
               "tome14": "tome14:random"}
 TOME_TINY_SET = ["--set", "tome_r=3", "--set", "tome_layers=1"]  # 17 -> 14 tokens in one block
 
-# The commands of docs/features.md's method table (VIDEOS, CACHE, Q.json and OUT are placeholders).
+# The commands of docs/features.md's method table (VIDEOS, CACHE, Q.json, OUT are placeholders;
+# tests/test_field_sets.py checks that the table shows exactly these).
 EXTRACT = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60"
 LAYOUT_COMMANDS = {
     "avst": [f"{EXTRACT} --audio vggish --visual resnet18-14x14",
@@ -64,7 +65,7 @@ LAYOUT_COMMANDS = {
              "featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-L-14-336-quickgelu/openai --field-tables",
              "featpipe export CACHE --layout tspm -o OUT --questions Q.json"],
     "qa-tiger": [f"{EXTRACT} --audio vggish --visual clip:ViT-L-14-336-quickgelu/openai --visual tome14",
-                 "featpipe export CACHE --layout qa-tiger -o OUT"],
+                 "featpipe export CACHE --layout qa-tiger -o QA-TIGER/data"],
     "mccd": [f"{EXTRACT} --audio vggish --visual r2plus1d-18",
              "featpipe export CACHE --layout generic --feature vggish=vggish --feature r2plus1d-18=r2plus1d_18 "
              "--length 60 -o OUT"],
@@ -252,7 +253,7 @@ def test_qa_tiger_end_to_end(l14_cache, synth, tmp_path):
     r = run_documented(LAYOUT_COMMANDS["qa-tiger"][0], VIDEOS=synth / "videos", CACHE=l14_cache)
     assert "done 0, skipped 2" in r.output
     root = tmp_path / "QA-TIGER"
-    run_documented(LAYOUT_COMMANDS["qa-tiger"][1], CACHE=l14_cache, OUT=root / "data")
+    run_documented(LAYOUT_COMMANDS["qa-tiger"][1], CACHE=l14_cache, **{"QA-TIGER/data": root / "data"})
     data = {"audio_feat": "./feats/vggish", "video_feat": "./feats/frame_ViT-L14@336px",
             "patch_feat": "./feats/visual_tome14"}  # configs/qa-tiger/vitl14.py, under data.root './data'
     samples = _samples(synth)
