@@ -7,7 +7,7 @@ resized with PIL bicubic so its short side is ``int(256 / 224 * S)`` (438 for S 
 cropped to S x S and normalised with the checkpoint's mean/std (0.5). One row per segment:
 ``(N, D)`` tokens after the final norm, class token first.
 
-Weights are resolved on the client: ``--weights PATH`` or a checkpoint path in the spec (a timm
+Weights are resolved on the client: a checkpoint path in the spec, else ``--weights [tome=]PATH`` (a timm
 ``.safetensors``/``.pth``/``.bin`` state dict, or the original ``.npz``), else the pretrained tag
 (default: timm's, ``augreg_in21k_ft_in1k`` for ViT-L/16-384) from the local Hugging Face cache
 (``timm/<model>.<tag>``, downloaded when the network allows), or ``random`` (seeded). Extra model
@@ -108,7 +108,7 @@ class ToMeExtractor(Extractor):
         self.variant = model if variant else None
         arch, _, tag = (variant["model"] if variant else model).partition(".")
         self.arch, self.kwargs = arch, dict(variant["kwargs"]) if variant else {}
-        self.weights = options.weights or weights.strip() or tag
+        self.weights = weights.strip() or self.weights_path or tag  # the spec's own first; --weights [tome=]PATH
         import timm
 
         if not timm.is_model(arch):
@@ -286,3 +286,25 @@ class ToMeExtractor(Extractor):
                 out.append(t.float().cpu().numpy())
         tokens = np.concatenate(out) if out else np.zeros((0, f["tokens"], f["dim"]), np.float32)
         return {self.outputs()[0].name: tokens}
+
+
+TOME14_MODEL = "vit_large_patch16_384"  # TSPM's extract_tome14.py
+
+
+@register
+class ToMe14(ToMeExtractor):
+    """``tome14[:<tag | checkpoint | random>]``: shorthand for ``tome:vit_large_patch16_384[/...]``.
+
+    Building it gives a plain :class:`ToMeExtractor` for the full spec, so the spec, identity and
+    output name (``tome14-vit_large_patch16_384-<tag>``) are those of the spec written out: a cache
+    made with either form accepts the other. In ``--weights NAME=PATH`` / ``--name NAME=...``
+    select it as ``tome`` (or by its full spec).
+    """
+
+    name = "tome14"
+    summary = f"shorthand for tome:{TOME14_MODEL} (TSPM/QA-TIGER ToMe-14: (14, 1024) per segment)"
+    spec_help = "tome14[:<pretrained tag | checkpoint path | random>]"
+    examples = ("tome14", "tome14:/data/vit_l16_384.safetensors", "tome14:random")
+
+    def __new__(cls, args: str, options: ExtractOptions) -> ToMeExtractor:  # type: ignore[misc]
+        return ToMeExtractor(TOME14_MODEL + (f"/{args}" if args else ""), options)

@@ -119,9 +119,11 @@ TXT_L14 = Source(("clip-ViT-L-14-336-*",), ("clip:ViT-L-14-336*",), (768,), WORD
 TXT_L14_PROMPT = Source(("clip-ViT-L-14-336-*qaprompt*",), (), (768,),
                         describe="CLIP ViT-L/14@336 embeddings of TSPM's declarative qa prompts (768,)")
 
+# What adds each feature: shown when a cache lacks one, and each is run by tests/test_field_sets.py
+# (parsed by the CLI, its outputs matched against the table that names it).
 X_VGGISH = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --audio vggish"
 X_RES18 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual resnet18-14x14"
-X_TOME = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual tome14"
+X_TOME = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual tome14"  # = tome:vit_large_patch16_384
 X_B32 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual clip:ViT-B-32-quickgelu/openai --tokens"
 X_L14 = "featpipe extract VIDEOS -o CACHE --fps 1 --max-seconds 60 --visual clip:ViT-L-14-336-quickgelu/openai"
 X_TXT_B32 = ("featpipe encode-text CACHE --questions Q.json --text-encoder clip:ViT-B-32-quickgelu/openai"
@@ -153,7 +155,7 @@ PSTP_NET = Layout(
     ),
     texts=(
         TextFolder("clip_qst", (1, 512), TXT_B32, "--clip_qst_dir", X_TXT_B32),
-        TextFolder("clip_word", (1, 77, 512), TXT_B32_WORDS, "--clip_word_dir", X_TXT_B32 + " (word-level table)"),
+        TextFolder("clip_word", (1, 77, 512), TXT_B32_WORDS, "--clip_word_dir", X_TXT_B32),
     ),
 )
 
@@ -172,7 +174,7 @@ TSPM = Layout(
     texts=(
         TextFolder("clip_feats/qst_ViT-L14@336px", (1, 768), TXT_L14, "--qst_feat_dir", X_TXT_L14),
         TextFolder("clip_feats/qaPrompt_ViT-L14@336px", (1, 768), TXT_L14_PROMPT, "--qst_prompt_dir",
-                   X_TXT_L14 + " (TSPM qa-prompt table)"),
+                   X_TXT_L14),
     ),
 )
 
@@ -188,7 +190,7 @@ QA_TIGER = Layout(
     texts=(  # only its configs/tspm/vitl14.py reads these; written when the tables exist
         TextFolder("feats/qst_ViT-L14@336px", (1, 768), TXT_L14, "data.quest_feat", X_TXT_L14, required=False),
         TextFolder("feats/qaPrompt_ViT-L14@336px", (1, 768), TXT_L14_PROMPT, "data.prompt_feat",
-                   X_TXT_L14 + " (TSPM qa-prompt table)", required=False),
+                   X_TXT_L14, required=False),
     ),
 )
 
