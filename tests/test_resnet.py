@@ -254,3 +254,17 @@ def test_all_extractors_in_one_cli_run(tmp_path, tiny_clip, weights):
     listing = CliRunner().invoke(cli.main, ["models"]).output
     assert "vggish" in listing and "resnet18-14x14" in listing and "r2plus1d-18" in listing
 
+
+
+@pytest.mark.parametrize("spec,file", [("resnet18-14x14", r.WEIGHTS_FILE), ("r2plus1d-18", r21.WEIGHTS_FILE)])
+def test_weights_given_for_one_extractor_by_name(weights, tmp_path, monkeypatch, spec, file):
+    """``--weights NAME=PATH`` reaches the extractor it names (and no other)."""
+    monkeypatch.setenv("FEATPIPE_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FEATPIPE_NO_DOWNLOAD", "1")
+    path = str(weights[0] / file)
+    ext = build(spec, ExtractOptions(weights_by=((spec, path),)))
+    ext.check()
+    assert ext.weights_path == path
+    with pytest.raises(WeightsError):
+        build(spec, ExtractOptions(weights_by=(("vggish", path),))).check()

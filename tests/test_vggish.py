@@ -430,3 +430,16 @@ def test_weights_offline_one_line(tmp_path, monkeypatch):
         build("vggish:big", ExtractOptions())
     with pytest.raises(ExtractorError, match="pca"):
         build("vggish", ExtractOptions(extra=(("pca", "maybe"),))).opt("pca")
+
+
+def test_weights_given_for_vggish_by_name(weights, tmp_path, monkeypatch):
+    """``--weights vggish=FILE`` reaches vggish; the PCA file is found beside it."""
+    monkeypatch.setenv("FEATPIPE_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FEATPIPE_NO_DOWNLOAD", "1")
+    path = str(weights[0] / m.MODEL_FILE)
+    ext = build("vggish", ExtractOptions(weights_by=(("vggish", path),), extra=(("pca", "1"),)))
+    ext.check()
+    assert ext.weights_identity().count("sha256:") == 2
+    with pytest.raises(WeightsError):
+        build("vggish", ExtractOptions(weights_by=(("clip", path),))).check()

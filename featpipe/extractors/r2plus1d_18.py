@@ -59,7 +59,7 @@ class R2Plus1D18(Extractor):
         return MediaNeeds(frame_positions=(0.5,), frame_short_side=SIZE, native_frames=True)
 
     def _resolve(self) -> Path:
-        return fw.find_weights(WEIGHTS_FILE, explicit=self.options.weights, url=WEIGHTS_URL, spec=self.spec,
+        return fw.find_weights(WEIGHTS_FILE, explicit=self.weights_path, url=WEIGHTS_URL, spec=self.spec,
                                also=(fw.torch_hub_checkpoints(),))
 
     def check(self) -> None:

@@ -88,7 +88,7 @@ class ResNet18Map(Extractor):
 
     # ------------------------------------------------------------------ weights
     def _resolve(self) -> Path:
-        return fw.find_weights(WEIGHTS_FILE, explicit=self.options.weights, url=WEIGHTS_URL, spec=self.spec,
+        return fw.find_weights(WEIGHTS_FILE, explicit=self.weights_path, url=WEIGHTS_URL, spec=self.spec,
                                also=(fw.torch_hub_checkpoints(),))
 
     def check(self) -> None:

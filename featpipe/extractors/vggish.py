@@ -93,7 +93,7 @@ class VGGishExtractor(Extractor):
     def _resolve(self) -> tuple[Path, Path | None]:
         from ..models import vggish as m
 
-        explicit = self.options.weights
+        explicit = self.weights_path
         hub = (fw.torch_hub_checkpoints(),)
         model = fw.find_weights(m.MODEL_FILE, explicit=explicit, url=m.RELEASE + m.MODEL_FILE, spec=self.spec, also=hub)
         if not self.pca:
