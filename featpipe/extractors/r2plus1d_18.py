@@ -10,13 +10,11 @@ output is the network's global average pool, (512,) per segment. MUSIC-AVQA-R's 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from .. import weights as fw
 from . import register
-from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from .base import Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec
+from .checkpoint import CheckpointExtractor
 from .resnet18_14x14 import MEAN, STD, preprocess
 
 WEIGHTS_FILE = "r2plus1d_18-91a641e6.pth"  # torchvision's R2Plus1D_18_Weights.KINETICS400_V1
@@ -32,7 +30,7 @@ def build_network():
 
 
 @register
-class R2Plus1D18(Extractor):
+class R2Plus1D18(CheckpointExtractor):
     """R(2+1)D-18 (Kinetics) 512-d feature of each segment's centre frame as a one-frame clip."""
 
     name = "r2plus1d-18"
@@ -41,14 +39,15 @@ class R2Plus1D18(Extractor):
     examples = ("r2plus1d-18",)
     version = "1"
     option_specs: dict = {}
+    weights_file = WEIGHTS_FILE
+    weights_url = WEIGHTS_URL
+    layout = LAYOUT
+    build_network = staticmethod(build_network)
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
         if args:
             raise ExtractorError(f"bad spec {self.spec!r}: r2plus1d-18 takes no arguments")
-        self._path: Path | None = None
-        self._net = None
-        self._device = "cpu"
 
     def outputs(self) -> list[OutputSpec]:
         attrs = {"resize": f"PIL bilinear to {SIZE}x{SIZE} (aspect not kept)", "mean": list(MEAN), "std": list(STD),
@@ -57,35 +56,6 @@ class R2Plus1D18(Extractor):
 
     def needs(self) -> MediaNeeds:
         return MediaNeeds(frame_positions=(0.5,), frame_short_side=SIZE, native_frames=True)
-
-    def _resolve(self) -> Path:
-        return fw.find_weights(WEIGHTS_FILE, explicit=self.weights_path, url=WEIGHTS_URL, spec=self.spec,
-                               also=(fw.torch_hub_checkpoints(),))
-
-    def check(self) -> None:
-        from ..models.state_dict import StateDictError, check_file
-
-        path = self._resolve()
-        try:
-            check_file(path, build_network, LAYOUT)
-        except StateDictError as exc:
-            raise WeightsError(f"{self.spec}: {exc}") from None
-        self._path = path
-
-    def weights_identity(self) -> str:
-        return "sha256:" + fw.sha256_file(self._path or self._resolve())
-
-    def load(self, device: str) -> None:
-        import torch
-
-        from ..models.state_dict import StateDictError, load_into
-
-        try:
-            net = load_into(build_network(), self._path or self._resolve(), LAYOUT)
-        except StateDictError as exc:
-            raise WeightsError(f"{self.spec}: {exc}") from None
-        self._device = device
-        self._net = net.to(torch.device(device))
 
     def features(self, clips):
         """``(n, 3, T, 112, 112)`` -> ``(n, 512)``: everything but the classifier."""

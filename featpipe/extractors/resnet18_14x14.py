@@ -14,13 +14,11 @@ file) from ``--weights``, the featpipe weights folder or torch's hub cache.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from .. import weights as fw
 from . import register
-from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from .base import Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec
+from .checkpoint import CheckpointExtractor
 
 WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 WEIGHTS_URL = "https://download.pytorch.org/models/" + WEIGHTS_FILE
@@ -57,7 +55,7 @@ def preprocess(frames: np.ndarray, size: int = SIZE):
 
 
 @register
-class ResNet18Map(Extractor):
+class ResNet18Map(CheckpointExtractor):
     """AVST's ResNet-18 14x14 visual map per segment, plus its spatial mean."""
 
     name = "resnet18-14x14"
@@ -66,14 +64,15 @@ class ResNet18Map(Extractor):
     examples = ("resnet18-14x14",)
     version = "1"
     option_specs: dict = {}
+    weights_file = WEIGHTS_FILE
+    weights_url = WEIGHTS_URL
+    layout = LAYOUT
+    build_network = staticmethod(build_network)
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
         if args:
             raise ExtractorError(f"bad spec {self.spec!r}: resnet18-14x14 takes no arguments")
-        self._path: Path | None = None
-        self._net = None
-        self._device = "cpu"
 
     def outputs(self) -> list[OutputSpec]:
         attrs = {"resize": f"PIL bilinear to {SIZE}x{SIZE} (aspect not kept)", "mean": list(MEAN), "std": list(STD),
@@ -85,37 +84,6 @@ class ResNet18Map(Extractor):
 
     def needs(self) -> MediaNeeds:
         return MediaNeeds(frame_positions=(0.5,), frame_short_side=SIZE, native_frames=True)
-
-    # ------------------------------------------------------------------ weights
-    def _resolve(self) -> Path:
-        return fw.find_weights(WEIGHTS_FILE, explicit=self.weights_path, url=WEIGHTS_URL, spec=self.spec,
-                               also=(fw.torch_hub_checkpoints(),))
-
-    def check(self) -> None:
-        from ..models.state_dict import StateDictError, check_file
-
-        path = self._resolve()
-        try:
-            check_file(path, build_network, LAYOUT)
-        except StateDictError as exc:
-            raise WeightsError(f"{self.spec}: {exc}") from None
-        self._path = path
-
-    def weights_identity(self) -> str:
-        return "sha256:" + fw.sha256_file(self._path or self._resolve())
-
-    # ------------------------------------------------------------------ compute
-    def load(self, device: str) -> None:
-        import torch
-
-        from ..models.state_dict import StateDictError, load_into
-
-        try:
-            net = load_into(build_network(), self._path or self._resolve(), LAYOUT)
-        except StateDictError as exc:
-            raise WeightsError(f"{self.spec}: {exc}") from None
-        self._device = device
-        self._net = net.to(torch.device(device))
 
     def feature_map(self, x):
         """``(n, 3, 224, 224)`` -> ``(n, 512, 14, 14)``: the stem and the four stages, no pooling."""
