@@ -94,9 +94,13 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
               help="Stream index to decode (default: the best video stream that is not a cover picture).")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
               help="Stream index to decode (default: the default audio stream, else the best).")
+@click.option("--timeline", "timeline", default=str(_X.timeline), show_default=True, metavar="seconds|beats[:N]",
+              help="Rows per fixed segment (seconds, the field's layouts) or per N beats (beats, beats:4): the video "
+                   "is extracted once on the --fps grid and every feature pooled into the beat segments found by "
+                   "--audio rhythm; the cache stores each video's segment bounds.")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
             weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
-            min_decoded, max_bad_packets, video_stream, audio_stream) -> None:
+            min_decoded, max_bad_packets, video_stream, audio_stream, timeline) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -105,7 +109,13 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
     from featpipe.extractors import ExtractorError
     from featpipe.inputs import InputError
     from featpipe.pipeline import run_extract
+    from featpipe.timeline import TimelineError, parse_timeline
     from featpipe.tries import TryPolicy
+
+    try:
+        beat_timeline = parse_timeline(timeline)
+    except TimelineError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeline") from None
 
     cfg = ExtractConfig(
         inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
@@ -115,7 +125,8 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
                                **_weights_options(weights)),
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
         names=tuple(n.rpartition("=")[::2] for n in names),
-        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale))
+        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale),
+        timeline=beat_timeline)
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)

@@ -34,10 +34,12 @@ def run_frames(exts: list[Extractor]) -> tuple[int, bool] | None:
 
 
 def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
-             frames: tuple[int, bool] | None = None) -> dict[str, Any]:
+             frames: tuple[int, bool] | None = None, timeline: dict[str, Any] | None = None) -> dict[str, Any]:
     """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
 
-    ``frames`` is :func:`run_frames` of the run (None: what ``ext`` asks for alone).
+    ``frames`` is :func:`run_frames` of the run (None: what ``ext`` asks for alone). ``timeline`` is
+    :meth:`featpipe.timeline.Timeline.as_dict` (empty for fixed seconds, so their identities stay as
+    they were; a beat feature never equals a fixed-second one).
     """
     decode = params.as_dict()
     needs = ext.needs()
@@ -47,6 +49,8 @@ def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str |
         media["frames"] = {"positions": list(needs.frame_positions), "short_side": short, "native": native}
     if decode.get("extra"):
         media["extra"] = decode["extra"]
+    if timeline:
+        media["timeline"] = dict(timeline)
     return {
         "extractor": ext.name,
         "version": str(ext.version),
@@ -107,5 +111,8 @@ def describe_identity(ident: dict[str, Any]) -> str:
     if frames:
         size = "native size" if frames.get("native") else f"short side >= {frames.get('short_side')}"
         media += f", frames at {frames.get('positions')} ({size})"
+    beats = dec.get("timeline")
+    if beats:
+        media += f"; pooled into beat segments of {beats.get('beats_per_segment')} beat(s)"
     return (f"{ident.get('extractor')} v{ident.get('version')}, {opts}, stored {ident.get('dtype')}; "
             f"decode {media}")
