@@ -281,8 +281,10 @@ def _features(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--hidden", type=int, default=None, help="Hidden width.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Head directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--rhythm/--no-rhythm", default=None,
+              help="Add the cache's rhythm features to the audio stream, or leave them out (default: as --features).")
 def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, question, no_baseline, seed, epochs,
-                   patience, lr, batch_size, hidden, out, quiet) -> None:
+                   patience, lr, batch_size, hidden, out, quiet, rhythm) -> None:
     """Train a head on CACHE and save it to a directory."""
     from featpipe.heads.api import train_head
     from featpipe.heads.data import HeadError
@@ -291,7 +293,8 @@ def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, q
                             "hidden": hidden, "fusion": fusion}.items() if v is not None}
     try:
         hists = train_head(cache, task, train_file, val_file, _features(features), out, seed=seed, model=model,
-                           question=question, hparams=hp, baseline=not no_baseline, progress=not quiet)
+                           question=question, hparams=hp, baseline=not no_baseline, progress=not quiet,
+                           rhythm=rhythm)
     except HeadError as exc:
         _fail(str(exc))
     for name, h in hists.items():
