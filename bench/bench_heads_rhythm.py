@@ -13,7 +13,7 @@ with rhythm, and the question-only baseline; each evaluated on the set's test sp
 per-type accuracies (n per type), the mean over the sets, and the extraction seconds per video.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_heads_rhythm.py /tmp/s1 /tmp/s2 /tmp/s3 --work /tmp/hr \\
-        [--json out.json]
+        [--videos 160] [--json out.json]
 
 The machine may be shared: the seconds are wall-clock, ratios within one set are what to read.
 """
@@ -47,10 +47,12 @@ def extract(videos: Path, cache: Path, audio: tuple[str, ...], visual: tuple[str
     return time.perf_counter() - t0
 
 
-def one_set(data: Path, work: Path, seed: int) -> dict:
+def one_set(data: Path, work: Path, seed: int, limit: int | None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    videos = data / "videos"
-    n = len(list(videos.glob("*.mp4")))
+    paths = sorted((data / "videos").glob("*.mp4"))[:limit]  # the first ones by id: every split keeps its share
+    videos = work / "videos.txt"
+    videos.write_text("".join(f"{p}\n" for p in paths))
+    n = len(paths)
     fixed, beats = work / "fixed.h5", work / "beats.h5"
     for p in (fixed, beats):
         p.unlink(missing_ok=True)
@@ -86,11 +88,12 @@ def main() -> None:
     ap.add_argument("sets", nargs="+", type=Path, help="featpipe synth folders (one seed each)")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0, help="training seed")
+    ap.add_argument("--videos", type=int, default=None, help="use the first N videos of each set (by id)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     results = []
     for i, data in enumerate(a.sets):
-        results.append(one_set(data, a.work / f"set{i}", a.seed))
+        results.append(one_set(data, a.work / f"set{i}", a.seed, a.videos))
         (a.work / f"set{i}" / "result.json").write_text(json.dumps(results[-1], indent=1))
         print(f"{data}: {results[-1]['videos']} videos, s/video {results[-1]['cost_s_per_video']}", flush=True)
     table = rows(results)

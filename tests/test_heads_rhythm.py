@@ -92,3 +92,18 @@ class _NoRhythm:
 
     def provenance(self, name: str) -> dict:
         return self._c.provenance(name)
+
+
+def test_rhythm_mirror_swaps_the_sides(synth) -> None:
+    from featpipe.extractors.rhythm import COL
+    from featpipe.heads.layout import read_layout, stream_layout
+
+    with open_cache(synth / "fixed.h5") as c:
+        lay = {n: read_layout(c.info(n)) for n in ("priors", "rhythm")}
+    perm, sign = lay["rhythm"].mirror()
+    assert np.all(sign == 1)
+    for a, b in (("onset_rate_left", "onset_rate_right"), ("tempo_left_bpm", "tempo_right_bpm"),
+                 ("tempo_strength_left", "tempo_strength_right")):
+        assert perm[COL[a]] == COL[b] and perm[COL[b]] == COL[a]
+    assert perm[COL["tempo_bpm"]] == COL["tempo_bpm"]
+    assert stream_layout([lay["priors"], lay["rhythm"]], []).mirror_a is not None  # mirrored copies stay on

@@ -175,3 +175,20 @@ def test_cli_refusals(clip, tmp_path) -> None:
     res = CliRunner().invoke(cli.main, ["extract", str(clip), "-o", str(cache), "--audio", "priors", "--fps", "4",
                                         "--workers", "1", "--quiet"])
     assert res.exit_code != 0 and "another timeline" in res.output and "kind='beats'" in res.output
+
+
+def test_merge_keeps_each_videos_bounds(clip, tmp_path) -> None:
+    from featpipe.merge import merge_caches
+
+    a, b, merged = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "m.h5"
+    other = tmp_path / "other"
+    other.mkdir()
+    write_clicks(other / "slow.mp4", seconds=4.0, beats=np.arange(0.4, 4.0, 0.75))
+    for cache, src in ((a, clip), (b, other)):
+        extract([src, "-o", cache, "--audio", "rhythm", "--fps", "4", "--timeline", "beats"])
+    merge_caches([a, b], merged)
+    with open_cache(merged) as m, open_cache(a) as ca, open_cache(b) as cb:
+        assert m.beats and m.videos == ["clicks", "slow"]
+        np.testing.assert_array_equal(m.bounds("clicks"), ca.bounds("clicks"))
+        np.testing.assert_array_equal(m.bounds("slow"), cb.bounds("slow"))
+        assert m.get("slow", "rhythm").data.shape[0] == cb.bounds("slow").shape[0]
