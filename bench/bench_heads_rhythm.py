@@ -3,13 +3,12 @@
 For each synthetic set (one per seed, made beforehand with ``featpipe synth DIR --videos N
 --seconds S --seed K``) this extracts, timing each run:
 
-1. ``fixed``: ``--audio priors --visual motion`` at 1 fps (MUSIC-AVQA's timeline);
-2. ``+rhythm``: ``--audio rhythm`` added to the same cache (only rhythm runs: its own cost);
-3. ``beats``: ``--audio priors --audio rhythm --visual motion --fps 4 --timeline beats`` (one decode
-   on a 4 fps grid, every feature pooled into beat segments);
+1. ``fixed``: ``--audio priors --audio rhythm --visual motion`` at 1 fps (MUSIC-AVQA's timeline);
+2. ``beats``: the same with ``--fps 4 --timeline beats`` (one decode on a 4 fps grid, every feature
+   pooled into beat segments);
 
-and trains, with the same seed, the AVQA head on (1) without rhythm, on (1+2) with rhythm, on (3)
-with rhythm, and the question-only baseline; each evaluated on the set's test split. Prints the
+and trains, with the same seed, the AVQA head on (1) without rhythm (``rhythm=False``), on (1)
+with rhythm, on (2) with rhythm, and the question-only baseline; each evaluated on the set's test split. Prints the
 per-type accuracies (n per type), the mean over the sets, and the extraction seconds per video.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_heads_rhythm.py /tmp/s1 /tmp/s2 /tmp/s3 --work /tmp/hr \\
@@ -56,8 +55,7 @@ def one_set(data: Path, work: Path, seed: int, limit: int | None) -> dict:
     fixed, beats = work / "fixed.h5", work / "beats.h5"
     for p in (fixed, beats):
         p.unlink(missing_ok=True)
-    cost = {"fixed": extract(videos, fixed, ("priors",), ("motion",), 1.0),
-            "rhythm": extract(videos, fixed, ("rhythm",), (), 1.0),
+    cost = {"fixed": extract(videos, fixed, ("priors", "rhythm"), ("motion",), 1.0),
             "beats": extract(videos, beats, ("priors", "rhythm"), ("motion",), 4.0, Timeline("beats"))}
     split = [data / f"avqa-{s}.json" for s in ("train", "val", "test")]
     runs = {}
@@ -67,6 +65,26 @@ def one_set(data: Path, work: Path, seed: int, limit: int | None) -> dict:
         r = run_avqa_experiment(cache, *split, work / label, seed=seed, echo=None, rhythm=rhythm)
         runs[label] = {"tables": r["tables"], "seconds": time.perf_counter() - t0}
     return {"videos": n, "cost_s_per_video": {k: v / n for k, v in cost.items()}, "runs": runs}
+
+
+def pooling_cost(data: Path, n: int, repeats: int = 3) -> dict:
+    """Seconds per video of ``process_video`` (priors + rhythm + motion at 4 fps, one process) on the
+    fixed grid and with the beat timeline's pooling step after it: best of ``repeats``, interleaved."""
+    from featpipe.contracts import ExtractOptions
+    from featpipe.video import VideoJob, process_video
+
+    paths = sorted((data / "videos").glob("*.mp4"))[:n]
+    opts = ExtractOptions(extra=(("beat_times", "1"),))
+    best = {"seconds": float("inf"), "beats": float("inf")}
+    for _ in range(repeats):
+        for kind, tl in (("seconds", Timeline()), ("beats", Timeline("beats"))):
+            t0 = time.perf_counter()
+            for p in paths:
+                r = process_video(VideoJob(p.stem, str(p), ("priors", "rhythm", "motion"), opts,
+                                           DecodeParams(fps=4.0), timeline=tl))
+                assert r.ok, r.reason
+            best[kind] = min(best[kind], (time.perf_counter() - t0) / len(paths))
+    return best
 
 
 def rows(results: list[dict]) -> dict[str, dict[str, tuple[float, int]]]:
@@ -90,7 +108,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--videos", type=int, default=None, help="use the first N videos of each set (by id)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--pooling", type=int, default=0, metavar="N",
+                    help="only time the pooling step on the first N videos of the first set")
     a = ap.parse_args()
+    if a.pooling:
+        cost = pooling_cost(a.sets[0], a.pooling)
+        print(f"process_video s/video at 4 fps: fixed {cost['seconds']:.3f}, beat timeline {cost['beats']:.3f} "
+              f"(ratio {cost['beats'] / cost['seconds']:.3f})")
+        return
     results = []
     for i, data in enumerate(a.sets):
         results.append(one_set(data, a.work / f"set{i}", a.seed, a.videos))
