@@ -12,7 +12,7 @@ with rhythm, on (2) with rhythm, and the question-only baseline; each evaluated 
 per-type accuracies (n per type), the mean over the sets, and the extraction seconds per video.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_heads_rhythm.py /tmp/s1 /tmp/s2 /tmp/s3 --work /tmp/hr \\
-        [--videos 160] [--json out.json]
+        [--videos 120 [--skip 120]] [--json out.json]
 
 The machine may be shared: the seconds are wall-clock, ratios within one set are what to read.
 """
@@ -46,9 +46,10 @@ def extract(videos: Path, cache: Path, audio: tuple[str, ...], visual: tuple[str
     return time.perf_counter() - t0
 
 
-def one_set(data: Path, work: Path, seed: int, limit: int | None) -> dict:
+def one_set(data: Path, work: Path, seed: int, limit: int | None, skip: int = 0) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    paths = sorted((data / "videos").glob("*.mp4"))[:limit]  # the first ones by id: every split keeps its share
+    paths = sorted((data / "videos").glob("*.mp4"))[skip:]  # consecutive ids: every split keeps its share
+    paths = paths[:limit]
     videos = work / "videos.txt"
     videos.write_text("".join(f"{p}\n" for p in paths))
     n = len(paths)
@@ -106,7 +107,8 @@ def main() -> None:
     ap.add_argument("sets", nargs="+", type=Path, help="featpipe synth folders (one seed each)")
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0, help="training seed")
-    ap.add_argument("--videos", type=int, default=None, help="use the first N videos of each set (by id)")
+    ap.add_argument("--videos", type=int, default=None, help="use N videos of each set (by id)")
+    ap.add_argument("--skip", type=int, default=0, help="after skipping the first M (a disjoint subset)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pooling", type=int, default=0, metavar="N",
                     help="only time the pooling step on the first N videos of the first set")
@@ -118,7 +120,7 @@ def main() -> None:
         return
     results = []
     for i, data in enumerate(a.sets):
-        results.append(one_set(data, a.work / f"set{i}", a.seed, a.videos))
+        results.append(one_set(data, a.work / f"set{i}", a.seed, a.videos, a.skip))
         (a.work / f"set{i}" / "result.json").write_text(json.dumps(results[-1], indent=1))
         print(f"{data}: {results[-1]['videos']} videos, s/video {results[-1]['cost_s_per_video']}", flush=True)
     table = rows(results)
