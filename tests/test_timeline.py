@@ -85,12 +85,13 @@ def test_boundaries_rules() -> None:
 def test_pool_mean_by_centre_nearest_for_empty_and_tokens() -> None:
     x = np.arange(8 * 3 * 2, dtype=np.float32).reshape(8, 3, 2)  # 8 rows of (3 tokens, 2)
     centres = (np.arange(8) + 0.5) * 0.25
-    bounds = np.array([[0.0, 0.6], [0.6, 0.62], [0.62, 2.0]])
+    bounds = np.array([[0.0, 0.6], [0.6, 0.62], [0.62, 0.7], [0.7, 2.0]])
     out = pool(x, centres, bounds)
-    assert out.shape == (3, 3, 2)
+    assert out.shape == (4, 3, 2)
     np.testing.assert_array_equal(out[0], x[:2].mean(0))  # centres 0.125, 0.375
     np.testing.assert_array_equal(out[1], x[2])  # no centre inside: the row under its middle (0.61)
-    np.testing.assert_array_equal(out[2], x[2:].mean(0))
+    np.testing.assert_array_equal(out[2], x[2])  # one centre (0.625)
+    np.testing.assert_array_equal(out[3], x[3:].mean(0))
 
 
 def job(path, timeline=Timeline("beats"), chunk: int = 16, specs=("priors", "rhythm", "motion")) -> VideoJob:
