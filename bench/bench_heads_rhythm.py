@@ -112,7 +112,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pooling", type=int, default=0, metavar="N",
                     help="only time the pooling step on the first N videos of the first set")
+    ap.add_argument("--collect", action="store_true",
+                    help="the arguments are earlier runs' set folders (their result.json): only print the table")
     a = ap.parse_args()
+    if a.collect:
+        report([json.loads((d / "result.json").read_text()) for d in a.sets], a.json)
+        return
     if a.pooling:
         cost = pooling_cost(a.sets[0], a.pooling)
         print(f"process_video s/video at 4 fps: fixed {cost['seconds']:.3f}, beat timeline {cost['beats']:.3f} "
@@ -123,15 +128,19 @@ def main() -> None:
         results.append(one_set(data, a.work / f"set{i}", a.seed, a.videos, a.skip))
         (a.work / f"set{i}" / "result.json").write_text(json.dumps(results[-1], indent=1))
         print(f"{data}: {results[-1]['videos']} videos, s/video {results[-1]['cost_s_per_video']}", flush=True)
+    report(results, a.json)
+
+
+def report(results: list[dict], out: Path | None) -> None:
+    """Print the per-type table (mean over the sets, total n) and the extraction cost; write JSON."""
     table = rows(results)
     print(f"{'method':15s} " + " ".join(f"{k.replace('Audio-Visual', 'AV'):>16s}" for k in KEYS))
     for name, cells in table.items():
         print(f"{name:15s} " + " ".join(f"{100 * cells[k][0]:10.1f} n={cells[k][1]:<4d}" for k in KEYS))
     cost = {k: float(np.mean([r["cost_s_per_video"][k] for r in results])) for k in results[0]["cost_s_per_video"]}
     print("extraction s/video (2 workers):", {k: round(v, 3) for k, v in cost.items()})
-    if a.json:
-        a.json.write_text(json.dumps({"sets": [str(s) for s in a.sets], "results": results, "cost": cost,
-                                      "table": table}, indent=1))
+    if out:
+        out.write_text(json.dumps({"results": results, "cost": cost, "table": table}, indent=1))
 
 
 if __name__ == "__main__":
