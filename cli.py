@@ -94,9 +94,13 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
               help="Stream index to decode (default: the best video stream that is not a cover picture).")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
               help="Stream index to decode (default: the default audio stream, else the best).")
+@click.option("--timeline", "timeline", default=str(_X.timeline), show_default=True, metavar="seconds|beats[:N]",
+              help="Rows per fixed segment (seconds, the field's layouts) or per N beats (beats, beats:4): the video "
+                   "is extracted once on the --fps grid and every feature pooled into the beat segments found by "
+                   "--audio rhythm; the cache stores each video's segment bounds.")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
             weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
-            min_decoded, max_bad_packets, video_stream, audio_stream) -> None:
+            min_decoded, max_bad_packets, video_stream, audio_stream, timeline) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -105,7 +109,13 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
     from featpipe.extractors import ExtractorError
     from featpipe.inputs import InputError
     from featpipe.pipeline import run_extract
+    from featpipe.timeline import TimelineError, parse_timeline
     from featpipe.tries import TryPolicy
+
+    try:
+        beat_timeline = parse_timeline(timeline)
+    except TimelineError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeline") from None
 
     cfg = ExtractConfig(
         inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
@@ -115,7 +125,8 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
                                **_weights_options(weights)),
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
         names=tuple(n.rpartition("=")[::2] for n in names),
-        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale))
+        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale),
+        timeline=beat_timeline)
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)
@@ -270,8 +281,10 @@ def _features(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--hidden", type=int, default=None, help="Hidden width.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Head directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--rhythm/--no-rhythm", default=None,
+              help="Add the cache's rhythm features to the audio stream, or leave them out (default: as --features).")
 def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, question, no_baseline, seed, epochs,
-                   patience, lr, batch_size, hidden, out, quiet) -> None:
+                   patience, lr, batch_size, hidden, out, quiet, rhythm) -> None:
     """Train a head on CACHE and save it to a directory."""
     from featpipe.heads.api import train_head
     from featpipe.heads.data import HeadError
@@ -280,7 +293,8 @@ def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, q
                             "hidden": hidden, "fusion": fusion}.items() if v is not None}
     try:
         hists = train_head(cache, task, train_file, val_file, _features(features), out, seed=seed, model=model,
-                           question=question, hparams=hp, baseline=not no_baseline, progress=not quiet)
+                           question=question, hparams=hp, baseline=not no_baseline, progress=not quiet,
+                           rhythm=rhythm)
     except HeadError as exc:
         _fail(str(exc))
     for name, h in hists.items():

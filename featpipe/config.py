@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .contracts import ExtractOptions
 from .decode import DecodeParams
+from .timeline import Timeline
 from .tries import TryPolicy
 
 LOCAL_WORKERS = 2
@@ -43,6 +44,7 @@ class ExtractConfig:
     tries: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
     worker_wait: float = WORKER_WAIT
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
+    timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.timeline)
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.

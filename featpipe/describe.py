@@ -43,12 +43,16 @@ def format_description(desc: dict[str, Any]) -> str:
     tl = desc["timeline"]
     lines = [f"{desc['path']}: {desc['videos']} videos, schema {desc['schema_version']}, "
              f"segments of {tl.get('seg_len')} s (fps {tl.get('fps')}, max_seconds {tl.get('max_seconds')}, "
-             f"pad {tl.get('pad')})"]
+             f"pad {tl.get('pad')})"
+             + (f"; beat timeline: {tl.get('beats_per_segment')} beat(s) per row, pooled from that grid"
+                if tl.get("kind") == "beats" else "")]
     for name, f in desc["features"].items():
         t = f["timeline"]
         where = "segment timeline" if t["on_segment_timeline"] else "own timeline"
+        at = ("rows are beat segments (each video's bounds)" if tl.get("kind") == "beats"
+              else f"{where}: row i at {t['start']:g} + i*{t['hop']:g} s")
         lines.append(f"  {name}  [{f['modality']}] {tuple(f['shape'])} {f['dtype']}, {f['videos']} videos, "
-                     f"{f['rows']} rows; {where}: row i at {t['start']:g} + i*{t['hop']:g} s")
+                     f"{f['rows']} rows; {at}")
         lines.append(f"      spec {f['spec']}, weights {f['weights']}")
         if f.get("fingerprint"):
             lines.append(f"      fingerprint {f['fingerprint']}: {describe_identity(f['identity'])}")

@@ -185,7 +185,7 @@ class Dispatch:
             record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
             name = self.stored.get
             self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
-                               {name(k, k): n for k, n in result.valid.items()})
+                               {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
             summary.done.append(job.video_id)
             summary.segments += result.segments
             self.note("done", job.video_id, job.path, seconds=result.seconds)

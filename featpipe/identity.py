@@ -26,11 +26,14 @@ DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
 """Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
 
 
-def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None) -> dict[str, Any]:
+def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
+             timeline: dict[str, Any] | None = None) -> dict[str, Any]:
     """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
 
     The frames part is the extractor's own request: the decoder serves every extractor frames at
     its own size, so adding another extractor to a run never changes an existing feature.
+    ``timeline`` is :meth:`featpipe.timeline.Timeline.as_dict` (empty for fixed seconds, so their
+    identities stay as they were; a beat feature never equals a fixed-second one).
     """
     decode = params.as_dict()
     needs = ext.needs()
@@ -40,6 +43,8 @@ def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str |
                            "native": needs.native_frames}
     if decode.get("extra"):
         media["extra"] = decode["extra"]
+    if timeline:
+        media["timeline"] = dict(timeline)
     return {
         "extractor": ext.name,
         "version": str(ext.version),
@@ -100,5 +105,8 @@ def describe_identity(ident: dict[str, Any]) -> str:
     if frames:
         size = "native size" if frames.get("native") else f"short side >= {frames.get('short_side')}"
         media += f", frames at {frames.get('positions')} ({size})"
+    beats = dec.get("timeline")
+    if beats:
+        media += f"; pooled into beat segments of {beats.get('beats_per_segment')} beat(s)"
     return (f"{ident.get('extractor')} v{ident.get('version')}, {opts}, stored {ident.get('dtype')}; "
             f"decode {media}")

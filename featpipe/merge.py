@@ -157,9 +157,11 @@ def merge_caches(inputs: list[str | Path], output: str | Path,
                 for name, (off, rows, *rest) in rec.get("features", {}).items():
                     arrays[name] = cache.f[FEATURES][name]["data"][off:off + rows]
                     valid[name] = int(rest[0]) if rest else rows
-                record = {k: v for k, v in rec.items() if k not in ("features", "committed", "featpipe", "merged_from")}
+                record = {k: v for k, v in rec.items()
+                          if k not in ("features", "committed", "featpipe", "merged_from", "bounds")}
                 record["merged_from"] = {"cache": str(cache.path), "committed": when}
-                writer.commit(record, arrays, valid)
+                bounds = cache.bounds(vid) if "bounds" in rec else None  # beat timeline: offsets are per file
+                writer.commit(record, arrays, valid, bounds=bounds)
                 summary.records += 1
                 if on_record:
                     on_record(vid)

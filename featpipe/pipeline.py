@@ -24,6 +24,7 @@ from .dispatch import run_jobs
 from .extractors.base import Extractor, ExtractorError
 from .identity import identity, mismatch
 from .inputs import discover
+from .timeline import BEATS_OUTPUT, Timeline
 from .video import VideoJob, VideoResult
 
 __all__ = ["ExtractConfig", "PipelineError", "RunSummary", "build_extractors", "check_options", "provenance",
@@ -69,13 +70,14 @@ def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
         e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
 
 
-def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None) -> dict:
+def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None,
+               timeline: Timeline = Timeline()) -> dict:
     """How a feature is made; with ``out``, also its identity (:mod:`featpipe.identity`; the fingerprint is
     its digest, computed when read, so a reader comparing provenance sees which part differs)."""
     prov = {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
             "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **ext.resolved_options()}}
     if out is not None:
-        prov["identity"] = identity(ext, out, params, dtype)
+        prov["identity"] = identity(ext, out, params, dtype, timeline.as_dict())
     return prov
 
 
@@ -119,12 +121,42 @@ def timeline_of(params: DecodeParams) -> dict:
     return {"fps": params.fps, "seg_len": params.seg_len, "max_seconds": params.max_seconds, "pad": params.pad}
 
 
-def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: dict[str, str]) -> tuple[str, ...]:
-    """Specs whose outputs (by stored name) this video still lacks (all of them when the source changed)."""
+def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: dict[str, str],
+            beat_spec: str | None = None) -> tuple[str, ...]:
+    """Specs whose outputs (by stored name) this video still lacks (all of them when the source changed).
+
+    On the beat timeline the rhythm extractor runs whenever anything does: its beats make the segments."""
     if record is None or not same_source(record, {"source": source}):
         return tuple(e.spec for e in exts)
     have = record.get("features", {})
-    return tuple(e.spec for e in exts if any(stored.get(o.name, o.name) not in have for o in e.outputs()))
+    need = [e.spec for e in exts if any(stored.get(o.name, o.name) not in have for o in e.outputs()
+                                        if not (beat_spec and o.name == BEATS_OUTPUT))]
+    if need and beat_spec and beat_spec not in need:
+        need.insert(0, beat_spec)
+    return tuple(need)
+
+
+# -- the beat timeline (featpipe.timeline): rhythm in the run, asked for its beat times ----------------
+def _beat_options(cfg: ExtractConfig) -> ExtractOptions:
+    """The run's options; on the beat timeline with ``beat_times=1`` for the rhythm extractor."""
+    if (not cfg.timeline.beats or any(k == "beat_times" for k, _ in cfg.options.extra)
+            or not any(spec.partition(":")[0] == "rhythm" for spec in cfg.audio)):
+        return cfg.options
+    return replace(cfg.options, extra=tuple(sorted((*cfg.options.extra, ("beat_times", "1")))))
+
+
+def _beat_spec(cfg: ExtractConfig, exts: list[Extractor]) -> str | None:
+    """The rhythm extractor's spec on the beat timeline (None on fixed seconds); a one-line refusal
+    when the run has none."""
+    if not cfg.timeline.beats:
+        return None
+    rhythm = [e for e in exts if e.name == "rhythm"]
+    if not rhythm:
+        raise PipelineError(f"--timeline {cfg.timeline} takes its beats from the rhythm extractor in the same "
+                            "decode: add --audio rhythm")
+    if not rhythm[0].opt("beat_times"):
+        raise PipelineError(f"--timeline {cfg.timeline} needs the rhythm extractor's beat times: drop --set beat_times=0")
+    return rhythm[0].spec
 
 
 def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | None], None] | None = None,
@@ -135,7 +167,8 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     result)`` after each video ("done", "failed" or "skipped").
     """
     t_start = time.perf_counter()
-    exts = build_extractors(cfg.visual, cfg.audio, cfg.options)
+    exts = build_extractors(cfg.visual, cfg.audio, _beat_options(cfg))
+    beat_spec = _beat_spec(cfg, exts)
     stored = variant_names(exts, cfg.names)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
@@ -150,9 +183,10 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
         for path, reason in rejects:
             summary.failed.append((Path(path).stem, path, reason))
             note("failed", Path(path).stem, path, reason)
-        with CacheWriter(cfg.cache, timeline_of(cfg.params)) as writer:
+        with CacheWriter(cfg.cache, {**timeline_of(cfg.params), **cfg.timeline.as_dict()}) as writer:
             features = [(replace(out, name=stored.get(out.name, out.name)),
-                         provenance(ext, cfg.params, out, cfg.dtype)) for ext in exts for out in ext.outputs()]
+                         provenance(ext, cfg.params, out, cfg.dtype, cfg.timeline))
+                        for ext in exts for out in ext.outputs() if not (beat_spec and out.name == BEATS_OUTPUT)]
             for out, prov in features:  # every check before any new feature is created
                 _check_identity(writer, cfg.cache, out.name, prov)
             for out, prov in features:
@@ -166,14 +200,15 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
                     summary.failed.append((v.video_id, v.path, str(exc)))
                     note("failed", v.video_id, v.path, str(exc))
                     continue
-                specs = _needed(writer.records.get(v.video_id), src, exts, stored)
+                specs = _needed(writer.records.get(v.video_id), src, exts, stored, beat_spec)
                 if not specs:
                     summary.skipped.append(v.video_id)
                     note("skipped", v.video_id, v.path)
                     if on_progress:
                         on_progress("skipped", None)
                     continue
-                jobs.append((VideoJob(v.video_id, v.path, specs, cfg.options, cfg.params, cfg.dtype), src))
+                jobs.append((VideoJob(v.video_id, v.path, specs, _beat_options(cfg), cfg.params, cfg.dtype,
+                                      timeline=cfg.timeline), src))
             try:
                 run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
             finally:

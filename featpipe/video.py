@@ -23,6 +23,7 @@ from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_se
 from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
+from .timeline import Timeline, to_beats
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class VideoJob:
     options: ExtractOptions
     params: DecodeParams
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
+    timeline: Timeline = field(default_factory=Timeline)  # beats: pooled after extraction (featpipe.timeline)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class VideoResult:
     info: dict = field(default_factory=dict)
     segments: int = 0
     seconds: float = 0.0
+    bounds: np.ndarray | None = None  # (K, 2) start/end seconds of each row on the beat timeline
 
 
 def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> DecodeParams:
@@ -72,6 +75,22 @@ def _pad(arr: np.ndarray, rows: int, mode: str) -> np.ndarray:
     else:  # MUSIC-AVQA's rule: repeat the last second
         fill = np.repeat(arr[-1:], rows - arr.shape[0], axis=0)
     return np.concatenate([arr, fill])
+
+
+def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int) -> None:
+    """The beat timeline's step after extraction: pool every output's base-grid rows into the video's
+    beat segments (featpipe.timeline), in place; no second decode."""
+    centres, covered = {}, {}
+    for e in exts:
+        for o in e.outputs():
+            n, ok = result.arrays[o.name].shape[0], result.valid[o.name]
+            hop, start = (seg_len, seg_len / 2) if o.hop is None else (o.hop, o.start)
+            centres[o.name] = start + hop * np.arange(n)
+            covered[o.name] = start + hop * (ok - 0.5) if ok else 0.0
+    result.arrays, result.valid, result.bounds, fallback = to_beats(
+        result.arrays, result.valid, centres, covered, seg_len, stored, per)
+    result.info["timeline"] = {"kind": "beats", "beats_per_segment": per, "segments": int(result.bounds.shape[0]),
+                               "fallback": fallback}
 
 
 def one_line(exc: BaseException) -> str:
@@ -139,6 +158,8 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                 result.valid[o.name] = ok_rows
         result.info = verdict.record(info)
         result.segments = stored
+        if job.timeline.beats:
+            _beat_rows(result, exts, params.seg_len, stored, job.timeline.per)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
         result.reason = one_line(exc)

@@ -15,7 +15,7 @@ import numpy as np
 from featpipe.avqa import AvqaFormatError, load_questions
 
 from . import checkpoint, classify, qa
-from .data import HeadError, default_features, opened
+from .data import HeadError, choose_rhythm, default_features, opened
 from .metrics import format_avqa_tables
 from .train import torch_threads
 
@@ -40,7 +40,8 @@ def _source(path: str | Path | None) -> dict | None:
 def train_head(cache_path: Any, task: str, train_file: str | Path, val_file: str | Path | None,
                features: Sequence[str] | None = None, out: str | Path = "head", seed: int = 0,
                model: str = "mlp", question: str = "auto", hparams: dict | None = None,
-               baseline: bool = True, progress: bool = False, threads: int | None = 1) -> dict:
+               baseline: bool = True, progress: bool = False, threads: int | None = 1,
+               rhythm: bool | None = None) -> dict:
     """Train a head on the cache and save it to the directory ``out``.
 
     ``task`` "avqa": ``train_file``/``val_file`` are MUSIC-AVQA JSON files; trains the AVQA head
@@ -51,15 +52,17 @@ def train_head(cache_path: Any, task: str, train_file: str | Path, val_file: str
     empty (or no cache, ``cache_path`` None) for AVQA: only the question-only head, as ``out``.
     ``val_file`` None: 10% of the training videos are held out for early stopping.
     ``threads``: torch CPU threads (see :func:`.train.torch_threads`; None keeps torch's).
+    ``rhythm``: True adds the cache's ``rhythm`` features to the audio stream, False leaves them
+    out, None takes ``features`` as they are (:func:`.data.choose_rhythm`).
     Returns ``{method: history}``.
     """
     with torch_threads(threads):
         return _train_head(cache_path, task, train_file, val_file, features, out, seed, model, question,
-                           hparams, baseline, progress)
+                           hparams, baseline, progress, rhythm)
 
 
 def _train_head(cache_path, task, train_file, val_file, features, out, seed, model, question, hparams,
-                baseline, progress) -> dict:
+                baseline, progress, rhythm=None) -> dict:
     if task not in TASKS:
         raise HeadError(f"unknown task {task!r}; choose avqa or classify")
     sources = {"train": _source(train_file), "val": _source(val_file)}
@@ -70,6 +73,7 @@ def _train_head(cache_path, task, train_file, val_file, features, out, seed, mod
             feats = []
         else:
             feats = default_features(cache, tokens=task == "avqa")
+        feats = choose_rhythm(cache, feats, rhythm)
         if task == "avqa":
             val = _questions(val_file) if val_file is not None else None
             return qa.train_avqa(cache, _questions(train_file), val, feats, str(out), seed=seed,
@@ -151,7 +155,8 @@ def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | P
 def run_avqa_experiment(cache: Any, train: str | Path, val: str | Path | None, test: str | Path,
                         out_dir: str | Path, features: Sequence[str] | None = None, seed: int = 0,
                         question: str = "auto", hparams: dict | None = None, progress: bool = False,
-                        echo: Callable[[str], Any] | None = print, threads: int | None = 1) -> dict:
+                        echo: Callable[[str], Any] | None = print, threads: int | None = 1,
+                        rhythm: bool | None = None) -> dict:
     """Train the AVQA head and the question-only baseline, evaluate both on ``test``, write
     ``out_dir/head/``, ``out_dir/report.json`` and ``out_dir/report.png``, print the table
     (through ``echo``; None for silence) and return the report."""
@@ -159,7 +164,7 @@ def run_avqa_experiment(cache: Any, train: str | Path, val: str | Path | None, t
     out_dir.mkdir(parents=True, exist_ok=True)
     head = out_dir / "head"
     train_head(cache, "avqa", train, val, features, head, seed=seed, question=question, hparams=hparams,
-               baseline=True, progress=progress, threads=threads)
+               baseline=True, progress=progress, threads=threads, rhythm=rhythm)
     result = evaluate(head, cache, test, report=out_dir / "report.json", plot=out_dir / "report.png",
                       threads=threads)
     if echo is not None:

@@ -3,7 +3,9 @@
 Features are read once, in bulk (:meth:`Cache.batch` over every needed video), into memory;
 training never touches the file. Features with their own hop (``on_timeline`` false, e.g.
 OpenL3 at 0.1 s) are averaged into the cache's segments (a row belongs to the segment that holds
-its centre), so every stream a head sees is on the common segment timeline.
+its centre), so every stream a head sees is on the common segment timeline. On a beat-timeline
+cache (``featpipe extract --timeline beats``) every feature already has one row per beat
+segment; videos have different numbers of rows, padded with a mask by ``Cache.batch``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from featpipe import open_cache
 from featpipe.avqa import Question
+from featpipe.timeline import BEATS_OUTPUT
 
 from .layout import FeatureLayout, read_layout
 
@@ -80,15 +83,38 @@ def describe(cache: Any, names: Sequence[str]) -> list[FeatureMeta]:
 
 
 def default_features(cache: Any, tokens: bool) -> list[str]:
-    """Every audio/visual feature of the cache (patch tokens only when ``tokens``)."""
+    """Every audio/visual feature of the cache (patch tokens only when ``tokens``), but not the
+    rhythm extractor's beat times (``rhythm-beats``: offsets, not a description of the segment)."""
     names = []
     for name in cache.features:
+        if name == BEATS_OUTPUT:
+            continue
         info = cache.info(name)
         if info.modality in ("audio", "visual") and (len(info.shape) == 1 or (tokens and len(info.shape) == 2)):
             names.append(name)
     if not names:
         raise HeadError("the cache has no audio or visual features to train on")
     return names
+
+
+def _extractor(cache: Any, name: str) -> str:
+    prov = cache.provenance(name)
+    return (prov.get("identity") or {}).get("extractor") or str(prov.get("spec", "")).partition(":")[0]
+
+
+def choose_rhythm(cache: Any, names: Sequence[str], rhythm: bool | None) -> list[str]:
+    """``names`` with the ``rhythm`` extractor's features as asked: ``None`` leaves them as they are,
+    ``False`` drops them, ``True`` adds the cache's ``rhythm`` feature (a one-line HeadError when the
+    cache has none: extract it with ``--audio rhythm``)."""
+    names = list(names)
+    if rhythm is None or cache is None:
+        return names
+    if rhythm is False:
+        return [n for n in names if _extractor(cache, n) != "rhythm"]
+    have = [n for n in cache.features if n != BEATS_OUTPUT and _extractor(cache, n) == "rhythm"]
+    if not have:
+        raise HeadError("the cache has no rhythm feature: extract it with `featpipe extract ... --audio rhythm`")
+    return names + [n for n in have if n not in names]
 
 
 def covered(cache: Any, video_ids: Sequence[str], names: Sequence[str]) -> set[str]:

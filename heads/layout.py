@@ -13,7 +13,8 @@ and one thing is known only for featpipe's own weight-free features, whose layou
 documented (docs/features.md): how a **horizontal mirror** of the video changes them. In
 ``motion`` the columns of every cell block swap and the whole-frame statistics stay; in
 ``priors`` the level differences change sign and everything else (levels, spectra, onsets,
-channel correlation) stays. Any other feature (a CLIP or CLAP embedding, ...) has no known
+channel correlation) stays; in ``rhythm`` each left block and its right twin swap (onset rate,
+tempo, tempo strength per side) and the mix's cues stay. Any other feature (a CLIP or CLAP embedding, ...) has no known
 mirror, and then no mirrored copies are trained on.
 """
 
@@ -62,6 +63,15 @@ class FeatureLayout:
             return perm, sign
         if self.family == "priors" and self.ild_dims:
             sign[self.ild_dims] = -1.0
+            return perm, sign
+        if self.family == "rhythm" and self.blocks:
+            at = {name: (a, b) for name, a, b in self.blocks}
+            pairs = [(n, n.replace("left", "right")) for n in at if "left" in n]
+            if not pairs or any(r not in at or at[r][1] - at[r][0] != at[n][1] - at[n][0] for n, r in pairs):
+                return None
+            for n, r in pairs:
+                (a, b), (c, d) = at[n], at[r]
+                perm[a:b], perm[c:d] = np.arange(c, d), np.arange(a, b)
             return perm, sign
         return None
 

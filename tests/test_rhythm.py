@@ -117,7 +117,7 @@ def test_layout_options_and_errors(ex: Rhythm) -> None:
     assert json.loads(spec.attrs["layout"]) == [list(t) for t in LAYOUT]
     assert spec.attrs["start_bpm"] == 120.0 and spec.attrs["librosa"] == librosa.__version__
     assert ex.needs().audio and ex.needs().audio_context == CONTEXT_S and not ex.needs().video
-    assert set(Rhythm.option_specs) == {"start_bpm", "tightness", "onset_delta"} and Rhythm.version
+    assert set(Rhythm.option_specs) == {"start_bpm", "tightness", "onset_delta", "beat_times"} and Rhythm.version
     with pytest.raises(ExtractorError, match="takes no arguments"):
         build("rhythm:fast")
     with pytest.raises(ExtractorError, match="must be > 0"):

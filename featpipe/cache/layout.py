@@ -5,6 +5,7 @@ Layout of one cache file::
     /                      attrs: format, schema_version, featpipe_version, timeline (JSON)
     /videos/records        uint8, JSON records concatenated (one per commit)
     /videos/index          int64 (R, 2): (offset, length) of each record; appending a row commits
+/videos/bounds         float64 (rows, 2): (start, end) seconds of each row, beat-timeline caches only
     /features/<name>/data  (rows, *shape): every video's rows, appended; attrs describe the feature
     /texts/<encoder>/data  (rows, D) text embeddings; records/index as for videos
 
@@ -27,6 +28,12 @@ INDEX = "index"
 VIDEOS = "videos"
 FEATURES = "features"
 TEXTS = "texts"
+BOUNDS = "bounds"
+
+
+def beat_timeline(timeline: dict) -> bool:
+    """Whether a cache's ``timeline`` attribute is the beat timeline (rows per video vary, with bounds)."""
+    return timeline.get("kind") == "beats"
 
 
 def encode_json(obj: Any) -> np.ndarray:

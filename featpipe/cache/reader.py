@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from .layout import FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, decode_records
+from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline, decode_records
 from .writer import CacheError
 
 
@@ -42,11 +42,14 @@ class FeatureInfo:
 @dataclass(frozen=True)
 class FeatureArray:
     """One video's rows of one feature: ``data`` (T, *shape), row-centre ``times`` (T,) in
-    seconds, and ``valid``, the number of rows the recording covers (the rest is padding)."""
+    seconds, and ``valid``, the number of rows the recording covers (the rest is padding).
+    ``bounds`` (T, 2) is each row's (start, end) in seconds: the beat segments on a beat-timeline
+    cache (``times`` are their middles), the fixed segments or hop windows otherwise."""
 
     data: np.ndarray
     times: np.ndarray
     valid: int
+    bounds: np.ndarray | None = None
 
 
 def _attr(g: h5py.Group, key: str, default: Any = None) -> Any:
@@ -162,8 +165,30 @@ class Cache:
         ds.refresh()
         data = ds[off:off + rows]
         info = self.info(name)
-        times = info.start + info.hop * np.arange(rows)
-        return FeatureArray(data.astype(dtype) if dtype else data, times, valid)
+        if self.beats:
+            bounds = self.bounds(video_id)[:rows]
+            times = bounds.mean(axis=1)
+        else:
+            times = info.start + info.hop * np.arange(rows)
+            half = (info.window if info.window else info.hop) / 2
+            bounds = np.stack([times - half, times + half], axis=1)
+        return FeatureArray(data.astype(dtype) if dtype else data, times, valid, bounds)
+
+    @property
+    def beats(self) -> bool:
+        """Whether this is a beat-timeline cache (``featpipe extract --timeline beats``): one row per
+        beat segment, a different number per video, their times in :meth:`bounds`."""
+        return beat_timeline(self.timeline)
+
+    def bounds(self, video_id: str) -> np.ndarray:
+        """``(T, 2)`` float64 (start, end) seconds of each row of the video on a beat-timeline cache."""
+        entry = self.record(video_id).get("bounds")
+        if entry is None:
+            raise KeyError(f"video {video_id!r} has no beat bounds in {self.path} (a fixed-second cache: "
+                           "row i of a feature is centred at start + i * hop)")
+        ds = self.f[VIDEOS][BOUNDS]
+        ds.refresh()
+        return ds[entry[0]:entry[0] + entry[1]]
 
     def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
         """Every requested video's rows, read in bulk (one read when they are most of the file)."""

@@ -29,8 +29,8 @@ import numpy as np
 
 from .. import __version__
 from ..contracts import OutputSpec
-from .layout import (FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, chunk_rows,
-                     decode_records, encode_json)
+from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
+                     chunk_rows, decode_records, encode_json)
 from .recover import clear_write_flags, write_flags
 
 
@@ -112,8 +112,9 @@ class CacheWriter:
             if not stored and timeline:  # made without one (e.g. texts first): the first extract sets it
                 self.f.attrs["timeline"] = json.dumps(timeline, sort_keys=True)
                 stored = dict(timeline)
-            if timeline is not None:
-                diff = {k: (stored.get(k), v) for k, v in timeline.items() if stored.get(k) != v}
+            if timeline is not None:  # every key of either side: a beat cache is not a fixed-second one
+                diff = {k: (stored.get(k), timeline.get(k)) for k in sorted(set(stored) | set(timeline))
+                        if stored.get(k) != timeline.get(k)}
                 if diff:
                     self.f.close()
                     what = ", ".join(f"{k}={a!r} in the cache, {b!r} asked" for k, (a, b) in diff.items())
@@ -129,6 +130,9 @@ class CacheWriter:
             _Log.create(self.f.create_group(VIDEOS))
             self.f.create_group(FEATURES)
             self.f.create_group(TEXTS)
+            self.f.flush()
+        if beat_timeline(self.timeline) and BOUNDS not in self.f[VIDEOS]:  # structure only before SWMR
+            self.f[VIDEOS].create_dataset(BOUNDS, shape=(0, 2), maxshape=(None, 2), chunks=(4096, 2), dtype=np.float64)
             self.f.flush()
         self.swmr = False
 
@@ -156,11 +160,13 @@ class CacheWriter:
         g = group.create_group(spec.name)
         g.create_dataset("data", shape=(0, *spec.shape), maxshape=(None, *spec.shape),
                          chunks=(chunk_rows(spec.shape, dt.itemsize), *spec.shape), dtype=dt)
+        beats = beat_timeline(self.timeline)  # rows are beat segments: their times are the video's bounds
         attrs = {
             "name": spec.name, "modality": spec.modality, "shape": list(spec.shape), "dtype": dt.name,
-            "hop": spec.hop if spec.hop is not None else self.timeline.get("seg_len"),
-            "start": spec.start if spec.hop is not None else self.timeline.get("seg_len", 1.0) / 2,
-            "window": spec.window, "layout": spec.layout, "on_timeline": spec.hop is None,
+            "hop": float("nan") if beats else spec.hop if spec.hop is not None else self.timeline.get("seg_len"),
+            "start": (float("nan") if beats else spec.start if spec.hop is not None
+                      else self.timeline.get("seg_len", 1.0) / 2),
+            "window": spec.window, "layout": spec.layout, "on_timeline": beats or spec.hop is None,
         }
         for k, v in attrs.items():
             g.attrs[k] = json.dumps(v) if isinstance(v, (list, dict)) or v is None else v
@@ -205,14 +211,18 @@ class CacheWriter:
                 if name in self._ends:
                     self._ends[name] = max(self._ends[name], off + rows)
         self._texts: dict[str, _Log] = {}
+        self._bounds_end = max((sum(r["bounds"]) for r in records if "bounds" in r), default=0)
 
     # -- writing -----------------------------------------------------------------------------
     def _flush(self) -> None:
         self.f.flush()
 
     def commit(self, record: dict[str, Any], arrays: dict[str, np.ndarray],
-               valid: dict[str, int] | None = None) -> None:
+               valid: dict[str, int] | None = None, bounds: np.ndarray | None = None) -> None:
         """Append ``arrays`` and the video's record; the video is visible once this returns.
+
+        ``bounds`` ((rows, 2) start/end seconds, beat-timeline caches) are appended before the record,
+        which points at them, so they are committed with it.
 
         Features of an earlier record of the same video that ``arrays`` does not replace are
         kept (asking for a new extractor later computes only that one); so are features the
@@ -233,8 +243,13 @@ class CacheWriter:
                 ds.resize((stop, *ds.shape[1:]))
             ds[start:stop] = arr.astype(ds.dtype, copy=False)
             features[name] = [start, int(arr.shape[0]), int((valid or {}).get(name, arr.shape[0]))]
+        extra: dict[str, Any] = {}
+        if bounds is not None:
+            extra["bounds"] = self._append_bounds(np.asarray(bounds, np.float64))
+        elif old.get("bounds"):  # a commit without bounds (e.g. an import) keeps the video's segments
+            extra["bounds"] = old["bounds"]
         self._flush()
-        rec = dict(record, features=features, committed=time.time(), featpipe=__version__)
+        rec = dict(record, features=features, committed=time.time(), featpipe=__version__, **extra)
         imported = {n: v for n, v in kept.items() if n in features and n not in arrays}
         imported.update(record.get("imported") or {})
         if imported:
@@ -244,6 +259,17 @@ class CacheWriter:
             if name in arrays:
                 self._ends[name] = start + rows
         self.records[vid] = rec
+
+    def _append_bounds(self, bounds: np.ndarray) -> list[int]:
+        if BOUNDS not in self.f[VIDEOS]:
+            raise CacheError(f"{self.path} has a fixed-second timeline: it stores no beat bounds")
+        ds = self.f[VIDEOS][BOUNDS]
+        start, stop = self._bounds_end, self._bounds_end + bounds.shape[0]
+        if ds.shape[0] < stop:
+            ds.resize((stop, 2))
+        ds[start:stop] = bounds
+        self._bounds_end = stop
+        return [start, int(bounds.shape[0])]
 
     def add_texts(self, encoder: str, items: list[dict[str, Any]], embeddings: np.ndarray) -> None:
         """Append text embeddings; ``items[i]`` (e.g. ``{"text": ..., "ids": [...]}``) describes row i."""

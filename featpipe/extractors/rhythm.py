@@ -52,6 +52,9 @@ _BEAT_FRAMES = round(BEAT_CTX_S * AUDIO_RATE / HOP)
 TG_STRIDE = 5  # the tempogram is taken at every 5th frame (50 ms) and averaged per segment
 MIN_SEG_S = TG_STRIDE * HOP / AUDIO_RATE  # each segment must own one of those frames (fps <= 20)
 CONTEXT_S = MAX_SEG_S + max(TEMPO_WIN_S / 2, BEAT_CTX_S) + 0.1  # >= 5.05 s: see _frame_range
+BEATS = "rhythm-beats"
+"""The optional output (``--set beat_times=1``) of every beat time, as offsets into its segment."""
+MAX_BEATS = int(np.ceil(MAX_SEG_S * MAX_TEMPO / 60.0)) + 1  # 12: the most beats a segment can hold
 
 
 def _layout() -> list[tuple[str, int, int]]:
@@ -88,6 +91,10 @@ class Rhythm(Extractor):
         "start_bpm": Option(float, 120.0, "centre of the log-normal tempo prior (BPM)"),
         "tightness": Option(float, 100.0, "beat tracker: how closely beats follow the tempo"),
         "onset_delta": Option(float, 0.75, "onset peak picking: dB of flux above the local mean"),
+        # the beats are found either way; this only adds a feature, so it stays out of rhythm's identity
+        "beat_times": Option(bool, False, f"also store {BEATS}: each segment's beat times (seconds after "
+                                          f"its start, up to {MAX_BEATS}, -1 after the last)",
+                             affects_output=False),
     }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -100,7 +107,7 @@ class Rhythm(Extractor):
         _need_librosa()
         for key in self.option_specs:
             value = self.opt(key)
-            if value <= 0:
+            if not isinstance(value, bool) and value <= 0:
                 raise ExtractorError(f"rhythm: {key} must be > 0, got {value}")
 
     def outputs(self) -> list[OutputSpec]:
@@ -109,7 +116,11 @@ class Rhythm(Extractor):
             "fmin": FMIN, "fmax": FMAX, "tempo_window_s": TEMPO_WIN_S, "beat_context_s": BEAT_CTX_S,
             "librosa": getattr(librosa, "__version__", "absent"), **self.resolved_options(),
         }
-        return [OutputSpec("rhythm", (DIM,), "audio", layout=layout_string(LAYOUT), attrs=attrs)]
+        outs = [OutputSpec("rhythm", (DIM,), "audio", layout=layout_string(LAYOUT), attrs=attrs)]
+        if self.opt("beat_times"):
+            outs.append(OutputSpec(BEATS, (MAX_BEATS,), "audio", dtype="float32",
+                                   attrs={"unit": "seconds after the segment's start", "missing": -1.0}))
+        return outs
 
     def needs(self) -> MediaNeeds:
         return MediaNeeds(audio=True, audio_context=CONTEXT_S)
@@ -120,7 +131,11 @@ class Rhythm(Extractor):
                                         fmax=FMAX, norm=None).astype(np.float32)
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        return {"rhythm": self.compute(chunk).astype(np.float16)}
+        feats, beats = self.analyse(chunk)
+        out = {"rhythm": feats.astype(np.float16)}
+        if self.opt("beat_times"):
+            out[BEATS] = beat_rows(beats, chunk.first, chunk.seg_len)
+        return out
 
     # --- analysis -------------------------------------------------------------------------------
 
@@ -249,6 +264,16 @@ class Rhythm(Extractor):
             frames = frames[(frames >= starts[k]) & (frames < ends[k])]
             out[k] = (j0 + frames) * HOP / AUDIO_RATE
         return out
+
+
+def beat_rows(beats: list[np.ndarray], first: int, seg_len: float) -> np.ndarray:
+    """``(len(beats), MAX_BEATS)`` float32: segment ``first + k``'s beat times minus its start, -1 padded."""
+    starts = dsp.segment_bounds(first, len(beats), seg_len, AUDIO_RATE)[:-1] / AUDIO_RATE
+    out = np.full((len(beats), MAX_BEATS), -1.0, np.float32)
+    for k, b in enumerate(beats):
+        b = b[:MAX_BEATS]
+        out[k, :b.size] = b - starts[k]
+    return out
 
 
 def tempogram(env: np.ndarray, centres: np.ndarray) -> np.ndarray:
