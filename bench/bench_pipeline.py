@@ -102,6 +102,41 @@ def script_motion(files: list[str], threads: int) -> None:
                     r.to_ndarray()
 
 
+# -- per-stage CPU costs (for the GPU plan in docs/performance.md) ---------------------------------
+def stages(files: list[str]) -> dict[str, float]:
+    """CPU seconds (this process, one decoder thread) per video of each CPU stage of a GPU run."""
+    import av
+    import open_clip
+
+    pre336 = open_clip.image_transform(336, is_train=False)  # ViT-L/14@336's: bicubic, shortest side, crop
+    cost = {"decode every frame (1 thread)": 0.0, "60 centre frames -> RGB (native)": 0.0,
+            "open_clip transform @336 on 60 native frames": 0.0, "audio decode + resample to 48 kHz": 0.0}
+    for f in files:
+        t = time.process_time()
+        keep = []
+        with av.open(f) as c:
+            s = c.streams.video[0]
+            s.thread_count = 1
+            for k, frame in enumerate(c.decode(s)):
+                if k % 30 == 15:
+                    keep.append(frame)
+        cost["decode every frame (1 thread)"] += time.process_time() - t
+        t = time.process_time()
+        images = [fr.to_image() for fr in keep]
+        cost["60 centre frames -> RGB (native)"] += time.process_time() - t
+        t = time.process_time()
+        for im in images:
+            pre336(im)
+        cost["open_clip transform @336 on 60 native frames"] += time.process_time() - t
+        t = time.process_time()
+        with av.open(f) as c:
+            res = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
+            for frame in c.decode(audio=0):
+                res.resample(frame)
+        cost["audio decode + resample to 48 kHz"] += time.process_time() - t
+    return {k: v / len(files) for k, v in cost.items()}
+
+
 # -- the benchmark -------------------------------------------------------------------------------
 def timed(cmd: list[str], env: dict) -> float:
     t = time.perf_counter()
@@ -121,6 +156,7 @@ def main() -> None:
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "featpipe-bench-clips",
                     help="where clip sets are made once and reused")
     ap.add_argument("--unique", type=int, default=6, help="distinct clips encoded per size (the rest are copies)")
+    ap.add_argument("--stages", action="store_true", help="print per-stage CPU seconds per video and stop")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # run as the one-off script (a child process)
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -141,6 +177,15 @@ def main() -> None:
     for size in a.sizes:
         w, h = (int(v) for v in size.split("x"))
         files = [str(p) for p in clip_set(a.clips, a.videos, w, h, a.unique)]
+        if a.stages:
+            import torch
+
+            torch.set_num_threads(1)
+            print(f"\n{size}: CPU seconds per 60 s video (process time, best of the set's average; "
+                  f"load average {os.getloadavg()[0]:.1f})")
+            for k, v in stages(files[:a.unique]).items():
+                print(f"  {k:48s} {v:6.3f}")
+            continue
         folder = str(Path(files[0]).parent)
         for suite in a.suites:
             args, variants = SUITES[suite]

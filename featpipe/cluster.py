@@ -10,8 +10,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Iterator
 
 import dask
@@ -67,8 +68,8 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
     return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
 
 
-# Third-party modules each built-in extractor imports when it loads (seconds of CPU per process:
-# open_clip 6 s here). A plugin extractor may declare its own as a ``preload`` class attribute.
+# Third-party modules each built-in extractor imports only when it loads (seconds of CPU per
+# process: open_clip 6 s here). A plugin extractor may declare its own as a ``preload`` class attribute.
 HEAVY_MODULES = {"clip": ("torch", "open_clip"), "tome": ("torch", "timm"), "clap": ("torch", "transformers"),
                  "openl3": ("torch",), "rhythm": ("librosa",)}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -94,10 +95,8 @@ def preload_modules(specs: tuple[str, ...]) -> list[str]:
     mods = ["distributed", "featpipe.worker"]
     for spec in specs:
         name = extractors.parse_spec(spec)[0]
-        if name in HEAVY_MODULES:
-            wanted = HEAVY_MODULES[name]
-        elif name in extractors._BUILTIN:  # motion, priors: numpy only
-            wanted = ()
+        if name in extractors._BUILTIN:  # its module (priors and motion import scipy.signal: 3 s) and what load() imports
+            wanted = (f"{extractors.__name__}.{name}", *HEAVY_MODULES.get(name, ()))
         else:
             wanted = tuple(getattr(extractors.available().get(name), "preload", ()))
         mods += [m for m in wanted if m not in mods]
@@ -139,7 +138,12 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True) -> 
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             yield True
     finally:
-        stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own; the workers are gone by now
+        server = forkserver._forkserver
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is not None:  # it holds nothing but imports: do not wait seconds for torch to finalise
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        stop = getattr(server, "_stop", None)  # CPython's own (reaps it); the workers are gone by now
         if stop is not None:
             stop()
 

@@ -22,9 +22,9 @@ def _seen():
 
 
 def test_preload_modules_follow_the_run():
-    assert preload_modules(("clip:ViT-B-32/random", "priors")) == ["distributed", "featpipe.worker", "torch",
-                                                                   "open_clip"]
-    assert preload_modules(("motion", "priors")) == ["distributed", "featpipe.worker"]
+    assert preload_modules(("clip:ViT-B-32/random", "priors")) == [
+        "distributed", "featpipe.worker", "featpipe.extractors.clip", "torch", "open_clip", "featpipe.extractors.priors"]
+    assert preload_modules(("motion",)) == ["distributed", "featpipe.worker", "featpipe.extractors.motion"]
 
 
 def test_thread_budget_shares_the_cores(monkeypatch):
