@@ -18,7 +18,7 @@ Ratios are script seconds / featpipe seconds (above 1: featpipe is faster), from
 rounds. The load average is printed beside each row: on a shared machine only ratios mean much.
 
     python bench/bench_pipeline.py                       # quick: 6 videos, CLIP + motion/priors
-    python bench/bench_pipeline.py --videos 24 --suites clip
+    python bench/bench_pipeline.py --videos 24 --suites clip --script-224
     python bench/bench_pipeline.py --sizes 640x360 1280x720 --videos 4
 """
 
@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "featpipe-bench-clips",
                     help="where clip sets are made once and reused")
+    ap.add_argument("--script-224", action="store_true", help="CLIP: also time the script on 224 px decoder frames")
     ap.add_argument("--unique", type=int, default=6, help="distinct clips encoded per size (the rest are copies)")
     ap.add_argument("--stages", action="store_true", help="print per-stage CPU seconds per video and stop")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # run as the one-off script (a child process)
@@ -173,7 +174,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     featpipe = [sys.executable, "-c", "import sys; from featpipe.cli import main; sys.argv[0] = 'featpipe'; main()"]
     print(f"{threads} cores; {a.workers} featpipe workers; {a.rounds} rounds, interleaved; "
-          "ratio = script s / featpipe s (sum over rounds)")
+          "ratio = script s / featpipe s (sum over rounds)", flush=True)
     for size in a.sizes:
         w, h = (int(v) for v in size.split("x"))
         files = [str(p) for p in clip_set(a.clips, a.videos, w, h, a.unique)]
@@ -189,6 +190,7 @@ def main() -> None:
         folder = str(Path(files[0]).parent)
         for suite in a.suites:
             args, variants = SUITES[suite]
+            variants = [v for v in variants if v != "script-224" or a.script_224]
             runs: dict[str, list[float]] = {v: [] for v in [*variants, "featpipe"]}
             loads: list[float] = []
             for _ in range(a.rounds):
@@ -201,6 +203,7 @@ def main() -> None:
                             runs[v].append(timed(cmd, env))
                     else:
                         runs[v].append(timed([sys.executable, __file__, "--script", f"{suite}:{v}", *files], env))
+                    print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {os.getloadavg()[0]:.1f})", flush=True)
             loads.append(os.getloadavg()[0])
             fp = sum(runs["featpipe"])
             print(f"\n{size}, {a.videos} videos, {suite} ({' '.join(args)}); load average "
@@ -208,7 +211,7 @@ def main() -> None:
             print(f"  {'run':12s} {'seconds per round':>28s} {'s/video':>8s} {'ratio':>6s}")
             for v, ts in runs.items():
                 per = " ".join(f"{t:6.1f}" for t in ts)
-                print(f"  {v:12s} {per:>28s} {sum(ts) / len(ts) / a.videos:8.2f} {sum(ts) / fp:6.2f}")
+                print(f"  {v:12s} {per:>28s} {sum(ts) / len(ts) / a.videos:8.2f} {sum(ts) / fp:6.2f}", flush=True)
 
 if __name__ == "__main__":
     main()
