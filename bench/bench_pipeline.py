@@ -72,17 +72,19 @@ def _image(frame, short: int | None):
     return frame.reformat(width=round(w * s), height=round(h * s), format="rgb24").to_image()
 
 
-def script_clip(files: list[str], threads: int, short: int | None) -> None:
+def script_clip(files: list[str], threads: int, short: int | None, device: str = "cpu") -> None:
     import open_clip
     import torch
 
     torch.set_num_threads(threads)
-    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32")  # random weights
-    model.eval()
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", device=device,
+                                                                 precision="fp16" if device == "cuda" else "fp32")
+    model.eval()  # random weights
+    dtype = torch.float16 if device == "cuda" else torch.float32
     with torch.inference_mode():
         for f in files:
             x = torch.stack([preprocess(im) for im in centre_frames(f, short)])
-            model.encode_image(x).numpy()
+            model.encode_image(x.to(device, dtype)).float().cpu().numpy()
 
 
 def script_motion(files: list[str], threads: int) -> None:
@@ -157,6 +159,7 @@ def main() -> None:
                     help="where clip sets are made once and reused")
     ap.add_argument("--script-224", action="store_true", help="CLIP: also time the script on 224 px decoder frames")
     ap.add_argument("--unique", type=int, default=6, help="distinct clips encoded per size (the rest are copies)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for the model, on both sides")
     ap.add_argument("--stages", action="store_true", help="print per-stage CPU seconds per video and stop")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # run as the one-off script (a child process)
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
@@ -166,7 +169,7 @@ def main() -> None:
         if a.script == "motion:script":
             script_motion(a.files, threads)
         else:
-            script_clip(a.files, threads, 224 if a.script.endswith("-224") else None)
+            script_clip(a.files, threads, 224 if a.script.endswith("-224") else None, a.device)
         return
     from realistic_clips import clip_set
 
@@ -182,7 +185,7 @@ def main() -> None:
             import torch
 
             torch.set_num_threads(1)
-            print(f"\n{size}: CPU seconds per 60 s video (process time, best of the set's average; "
+            print(f"\n{size}: CPU seconds per 60 s video (process time, mean over the clips; "
                   f"load average {os.getloadavg()[0]:.1f})")
             for k, v in stages(files[:a.unique]).items():
                 print(f"  {k:48s} {v:6.3f}")
@@ -199,10 +202,11 @@ def main() -> None:
                     if v == "featpipe":
                         with tempfile.TemporaryDirectory() as tmp:
                             cmd = [*featpipe, "extract", folder, "-o", f"{tmp}/c.h5", "--workers", str(a.workers),
-                                   "--quiet", *args]
+                                   "--quiet", "--device", a.device, *args]
                             runs[v].append(timed(cmd, env))
                     else:
-                        runs[v].append(timed([sys.executable, __file__, "--script", f"{suite}:{v}", *files], env))
+                        runs[v].append(timed([sys.executable, __file__, "--script", f"{suite}:{v}", "--device",
+                                              a.device, *files], env))
                     print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {os.getloadavg()[0]:.1f})", flush=True)
             loads.append(os.getloadavg()[0])
             fp = sum(runs["featpipe"])

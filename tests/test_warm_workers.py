@@ -54,8 +54,9 @@ def test_not_enabled_spawns_as_before(monkeypatch):
     monkeypatch.setitem(cluster.HEAVY_MODULES, "priors", ("colorsys",))
     with warm_workers(("priors",), 1, enabled=False) as warm:
         assert not warm
-        with connect(workers=1) as client:
-            assert list(client.run(_seen).values())[0][0] is False
+        with connect(workers=1) as client:  # spawned, still with the thread budget
+            seen = list(client.run(_seen).values())[0]
+            assert seen[0] is False and seen[2] == str(thread_budget(1))
 
 
 def test_use_thread_budget_sets_torch_threads(monkeypatch):
