@@ -95,7 +95,7 @@ def preload_modules(specs: tuple[str, ...]) -> list[str]:
     mods = ["distributed", "featpipe.worker"]
     for spec in specs:
         name = extractors.parse_spec(spec)[0]
-        if name in extractors._BUILTIN:  # its module (priors and motion import scipy.signal: 3 s) and what load() imports
+        if name in extractors._BUILTIN:  # its module (priors/motion import scipy.signal: 3 s) + what load() imports
             wanted = (f"{extractors.__name__}.{name}", *HEAVY_MODULES.get(name, ()))
         else:
             wanted = tuple(getattr(extractors.available().get(name), "preload", ()))
@@ -133,7 +133,10 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True) -> 
         forkserver.ensure_running()
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             yield True

@@ -23,7 +23,8 @@ def _seen():
 
 def test_preload_modules_follow_the_run():
     assert preload_modules(("clip:ViT-B-32/random", "priors")) == [
-        "distributed", "featpipe.worker", "featpipe.extractors.clip", "torch", "open_clip", "featpipe.extractors.priors"]
+        "distributed", "featpipe.worker", "featpipe.extractors.clip", "torch", "open_clip",
+        "featpipe.extractors.priors"]
     assert preload_modules(("motion",)) == ["distributed", "featpipe.worker", "featpipe.extractors.motion"]
 
 
