@@ -7,9 +7,12 @@ device with its own ``CUDA_VISIBLE_DEVICES``), or a client of a running schedule
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
-from contextlib import contextmanager
+import signal
+import sys
+from contextlib import contextmanager, suppress
 from typing import Iterator
 
 import dask
@@ -17,6 +20,7 @@ from distributed import Client, LocalCluster
 
 from .config import LOCAL_WORKERS
 from .tries import TryPolicy
+
 
 class ClusterError(Exception):
     """No cluster of the kind asked for can be had (e.g. ``--device cuda`` without a GPU)."""
@@ -64,6 +68,89 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
     return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
 
 
+# Third-party modules each built-in extractor imports only when it loads (seconds of CPU per
+# process: open_clip 6 s here). A plugin extractor may declare its own as a ``preload`` class attribute.
+HEAVY_MODULES = {"clip": ("torch", "open_clip"), "tome": ("torch", "timm"), "clap": ("torch", "transformers"),
+                 "openl3": ("torch",), "rhythm": ("librosa",)}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def thread_budget(workers: int, threads_per_worker: int = 1) -> int:
+    """Compute threads (torch intra-op, OpenMP, BLAS) per local worker task: the cores shared out.
+
+    Dask's default is one per worker whatever the core count, so ``--workers 1`` left a core idle.
+    """
+    return max(1, cores() // max(1, workers * threads_per_worker))
+
+
+def preload_modules(specs: tuple[str, ...]) -> list[str]:
+    """What a local worker should have imported before it starts: the run's extractors' heavy modules."""
+    from . import extractors
+
+    mods = ["distributed", "featpipe.worker"]
+    for spec in specs:
+        name = extractors.parse_spec(spec)[0]
+        if name in extractors._BUILTIN:  # its module (priors/motion import scipy.signal: 3 s) + what load() imports
+            wanted = (f"{extractors.__name__}.{name}", *HEAVY_MODULES.get(name, ()))
+        else:
+            wanted = tuple(getattr(extractors.available().get(name), "preload", ()))
+        mods += [m for m in wanted if m not in mods]
+    return mods
+
+
+def local_cpu(scheduler: str | None, device: str) -> bool:
+    """Whether :func:`connect` will start a LocalCluster of CPU workers."""
+    return not scheduler and (device == "cpu" or (device == "auto" and not gpu_devices()))
+
+
+@contextmanager
+def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True) -> Iterator[bool]:
+    """Start local workers from a fork server that imports the run's heavy modules once, now.
+
+    Entered before the client builds its own extractors, so the server's imports run beside the
+    client's, and every worker (and every restarted one) is forked with them done instead of
+    importing torch and open_clip itself. The server takes the environment of this moment (as
+    spawned workers would) plus the run's thread budget, and is stopped on exit, so the next run
+    sees its own environment. Yields False (workers are spawned as before) where there is no
+    fork server (Windows) or when not ``enabled`` (a GPU or external cluster).
+    """
+    if not enabled or sys.platform.startswith("win") or "forkserver" not in multiprocessing.get_all_start_methods():
+        yield False
+        return
+    from multiprocessing import forkserver
+
+    threads = str(thread_budget(workers))
+    env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
+    saved = {k: os.environ.get(k) for k in env}
+    forkserver.set_forkserver_preload(preload_modules(specs))
+    try:
+        os.environ.update(env)
+        forkserver.ensure_running()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            yield True
+    finally:
+        server = forkserver._forkserver
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is not None:  # it holds nothing but imports: do not wait seconds for torch to finalise
+            with suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        stop = getattr(server, "_stop", None)  # CPython's own (reaps it); the workers are gone by now
+        if stop is not None:
+            stop()
+
+
 @contextmanager
 def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_per_worker: int = 1,
             timeout: float = 30.0, device: str = "cpu", policy: TryPolicy | None = None) -> Iterator[Client]:
@@ -88,8 +175,10 @@ def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_
         if device == "cuda" or devices:
             cluster = gpu_cluster(devices, threads_per_worker)
         else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                                   dashboard_address=_dashboard_address(), host="127.0.0.1")
+            threads = str(thread_budget(workers, threads_per_worker))
+            with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": threads for k in THREAD_VARS}):
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                       dashboard_address=_dashboard_address(), host="127.0.0.1")
         client = Client(cluster)
         try:
             yield client

@@ -17,6 +17,7 @@ from typing import Callable
 
 from . import __version__, extractors
 from .cache import CacheWriter, same_source, source_stat
+from .cluster import local_cpu, warm_workers
 from .config import ExtractConfig, PipelineError, RunSummary
 from .contracts import ExtractOptions, OutputSpec
 from .decode import DecodeParams
@@ -164,8 +165,15 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
     """Extract every missing feature of every input video into ``cfg.cache``.
 
     ``on_start(total, todo, dashboard)`` is called once the plan is known; ``on_progress(kind,
-    result)`` after each video ("done", "failed" or "skipped").
+    result)`` after each video ("done", "failed" or "skipped"). Local CPU workers start from a
+    fork server importing the run's models while the client plans (:func:`featpipe.cluster.warm_workers`).
     """
+    with warm_workers(cfg.visual + cfg.audio, cfg.workers, local_cpu(cfg.scheduler, cfg.options.device)):
+        return _run_extract(cfg, on_progress, on_start)
+
+
+def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | None], None] | None,
+                 on_start: Callable[[int, int, str | None], None] | None) -> RunSummary:
     t_start = time.perf_counter()
     exts = build_extractors(cfg.visual, cfg.audio, _beat_options(cfg))
     beat_spec = _beat_spec(cfg, exts)

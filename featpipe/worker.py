@@ -10,6 +10,7 @@ try counter stops it after the bound, whatever the scheduler's own setting.
 from __future__ import annotations
 
 import os
+import sys
 
 from . import __version__, extractors
 from .contracts import ExtractOptions
@@ -29,6 +30,7 @@ def run_video(job: VideoJob, tries: Tries | None = None) -> VideoResult:
         key = worker.get_current_task()
     except ValueError:  # not on a Dask worker
         return process_video(job)
+    use_thread_budget()
     if tries is None:
         return process_video(job)
     refused = tries.refused()
@@ -43,10 +45,23 @@ def run_video(job: VideoJob, tries: Tries | None = None) -> VideoResult:
     return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration))
 
 
+def use_thread_budget() -> None:
+    """On a worker: torch's intra-op threads follow the worker's ``OMP_NUM_THREADS`` (the cluster's budget).
+
+    torch may have been imported before that variable was set (a fork server preloads it), and a
+    plugin may have changed it; setting it again is cheap.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch = sys.modules.get("torch")
+    if torch is not None and threads.isdigit() and int(threads) > 0 and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+
+
 def worker_check(specs: tuple[str, ...], options: ExtractOptions, sample: str | None) -> tuple[str, str | None]:
     """Run on every worker before a run: (featpipe version, None or why this worker cannot work)."""
     if sample is not None and not os.access(sample, os.R_OK):
         return __version__, f"cannot read {sample} (workers need the same video paths as the client)"
+    use_thread_budget()
     try:
         for spec in specs:
             extractors.build(spec, options)

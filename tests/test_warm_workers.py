@@ -1,0 +1,71 @@
+"""Local workers forked from a warm fork server: imports done once, the run's environment, the thread budget."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from featpipe import cluster
+from featpipe.cluster import connect, preload_modules, thread_budget, warm_workers
+from featpipe.worker import use_thread_budget
+
+pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="no fork server on Windows")
+
+
+def _seen():
+    import os
+    import sys
+
+    return "colorsys" in sys.modules, os.environ.get("FEATPIPE_WARM_PROBE"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_preload_modules_follow_the_run():
+    assert preload_modules(("clip:ViT-B-32/random", "priors")) == [
+        "distributed", "featpipe.worker", "featpipe.extractors.clip", "torch", "open_clip",
+        "featpipe.extractors.priors"]
+    assert preload_modules(("motion",)) == ["distributed", "featpipe.worker", "featpipe.extractors.motion"]
+
+
+def test_thread_budget_shares_the_cores(monkeypatch):
+    monkeypatch.setattr(cluster, "cores", lambda: 16)
+    assert thread_budget(2) == 8
+    assert thread_budget(1) == 16  # one worker gets every core (Dask alone would give it one thread)
+    assert thread_budget(32) == 1
+
+
+def test_workers_fork_from_a_server_with_the_run_modules_and_environment(monkeypatch):
+    # a module no worker imports by itself stands in for torch/open_clip
+    monkeypatch.setitem(cluster.HEAVY_MODULES, "priors", ("colorsys",))
+    monkeypatch.setenv("FEATPIPE_WARM_PROBE", "first")
+    budget = str(thread_budget(1))
+    with warm_workers(("priors",), 1) as warm:
+        assert warm
+        with connect(workers=1) as client:
+            assert list(client.run(_seen).values()) == [(True, "first", budget)]
+    # the server was stopped: the next run's workers see the next run's environment
+    monkeypatch.setenv("FEATPIPE_WARM_PROBE", "second")
+    with warm_workers(("motion",), 1):
+        with connect(workers=1) as client:
+            assert list(client.run(_seen).values()) == [(False, "second", budget)]
+
+
+def test_not_enabled_spawns_as_before(monkeypatch):
+    monkeypatch.setitem(cluster.HEAVY_MODULES, "priors", ("colorsys",))
+    with warm_workers(("priors",), 1, enabled=False) as warm:
+        assert not warm
+        with connect(workers=1) as client:  # spawned, still with the thread budget
+            seen = list(client.run(_seen).values())[0]
+            assert seen[0] is False and seen[2] == str(thread_budget(1))
+
+
+def test_use_thread_budget_sets_torch_threads(monkeypatch):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        use_thread_budget()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
