@@ -312,11 +312,11 @@ def test_in_flight_stays_bounded_with_a_slow_writer(tmp_path, media, monkeypatch
     ahead: list[int] = []
     real_commit = CacheWriter.commit
 
-    def slow_commit(self, record, arrays, valid=None):
+    def slow_commit(self, record, arrays, valid=None, **more):
         # started by workers (seen from outside the client) minus committed so far
         ahead.append(len(list(started.iterdir())) - len(self.records))
         time.sleep(0.3)
-        real_commit(self, record, arrays, valid)
+        real_commit(self, record, arrays, valid, **more)
 
     monkeypatch.setattr(CacheWriter, "commit", slow_commit)
     cfg = pipeline.ExtractConfig(inputs=[str(media / "good")], cache=tmp_path / "c.h5", audio=("faults",),
