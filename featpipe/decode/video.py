@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import av
 import numpy as np
 
 from ..contracts import MediaNeeds

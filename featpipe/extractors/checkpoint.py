@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import weights as fw
-from .base import ExtractOptions, Extractor, WeightsError
+from .base import ExtractOptions, Extractor, ExtractorError, WeightsError
 
 
 class CheckpointExtractor(Extractor):
@@ -24,6 +24,8 @@ class CheckpointExtractor(Extractor):
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
+        if args:  # the network and its file are fixed: nothing to choose in the spec
+            raise ExtractorError(f"bad spec {self.spec!r}: {self.name} takes no arguments")
         self._path: Path | None = None
         self._net: Any = None
         self._device = "cpu"

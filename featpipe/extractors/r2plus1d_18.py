@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import register
-from .base import Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec
+from .base import Chunk, MediaNeeds, OutputSpec
 from .checkpoint import CheckpointExtractor
 from .resnet18_14x14 import MEAN, STD, preprocess
 
@@ -43,11 +43,6 @@ class R2Plus1D18(CheckpointExtractor):
     weights_url = WEIGHTS_URL
     layout = LAYOUT
     build_network = staticmethod(build_network)
-
-    def __init__(self, args: str, options: ExtractOptions) -> None:
-        super().__init__(args, options)
-        if args:
-            raise ExtractorError(f"bad spec {self.spec!r}: r2plus1d-18 takes no arguments")
 
     def outputs(self) -> list[OutputSpec]:
         attrs = {"resize": f"PIL bilinear to {SIZE}x{SIZE} (aspect not kept)", "mean": list(MEAN), "std": list(STD),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import register
-from .base import Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec
+from .base import Chunk, MediaNeeds, OutputSpec
 from .checkpoint import CheckpointExtractor
 
 WEIGHTS_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
@@ -68,11 +68,6 @@ class ResNet18Map(CheckpointExtractor):
     weights_url = WEIGHTS_URL
     layout = LAYOUT
     build_network = staticmethod(build_network)
-
-    def __init__(self, args: str, options: ExtractOptions) -> None:
-        super().__init__(args, options)
-        if args:
-            raise ExtractorError(f"bad spec {self.spec!r}: resnet18-14x14 takes no arguments")
 
     def outputs(self) -> list[OutputSpec]:
         attrs = {"resize": f"PIL bilinear to {SIZE}x{SIZE} (aspect not kept)", "mean": list(MEAN), "std": list(STD),
