@@ -136,10 +136,7 @@ def resolve(cache: Cache, layout: Layout, use: dict[str, list[str]] | None = Non
             filled.append(found)
     texts: list[tuple[TextFolder, str]] = []
     for tf in layout.texts:
-        tables = _tables(cache, tf.table)
-        field = [t for t in tables if t.endswith("-qst")]
-        if len(tables) > 1 and len(field) == 1:  # `encode-text --field-tables`: the question as the field's scripts encode it
-            tables = field
+        tables = tf.table.narrow(_tables(cache, tf.table))
         if len(tables) > 1:
             raise ExportError(f"{tf.folder}/ could come from text tables {' or '.join(tables)}")
         if tables:

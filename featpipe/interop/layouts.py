@@ -19,7 +19,8 @@ class Source:
     """A cache feature (or text table) found by name pattern, or by its provenance spec, and row shape.
 
     ``shape`` is the row shape it must have (empty: any); ``exclude`` are name patterns that
-    never match (e.g. the word-level table when looking for the sentence table).
+    never match (e.g. the word-level table when looking for the sentence table); when several
+    match, the one matching a ``prefer`` pattern is taken (else it is ambiguous).
     """
 
     names: tuple[str, ...]
@@ -27,6 +28,12 @@ class Source:
     shape: tuple[int, ...] = ()
     exclude: tuple[str, ...] = ()
     describe: str = ""
+    prefer: tuple[str, ...] = ()
+
+    def narrow(self, found: list[str]) -> list[str]:
+        """``found`` cut to the single preferred match, when there is one."""
+        preferred = [n for n in found if any(fnmatchcase(n, p) for p in self.prefer)]
+        return preferred if len(found) > 1 and len(preferred) == 1 else found
 
     def matches(self, name: str, spec: str, shape: tuple[int, ...], by_size: bool = False) -> bool:
         if any(fnmatchcase(name, p) for p in self.exclude):
@@ -111,11 +118,11 @@ CLIP_L14_336 = Source(("clip-ViT-L-14-336-*",), ("clip:ViT-L-14-336*",), (768,),
 WORDS = ("*-words", "*-word", "*-words-*")
 PROMPTS = ("*-qaprompt", "*-qaprompt-*", "*-prompt", "*-prompts")
 TXT_B32 = Source(("clip-ViT-B-32-*",), ("clip:ViT-B-32*",), (512,), WORDS + PROMPTS,
-                 "CLIP ViT-B/32 question embeddings (512,)")
+                 "CLIP ViT-B/32 question embeddings (512,)", prefer=("*-qst",))
 TXT_B32_WORDS = Source(("clip-ViT-B-32-*-words", "clip-ViT-B-32-*-word"), (), (77, 512),
                        describe="CLIP ViT-B/32 word-level question tokens (77, 512)")
 TXT_L14 = Source(("clip-ViT-L-14-336-*",), ("clip:ViT-L-14-336*",), (768,), WORDS + PROMPTS,
-                 "CLIP ViT-L/14@336 question embeddings (768,)")
+                 "CLIP ViT-L/14@336 question embeddings (768,)", prefer=("*-qst",))
 TXT_L14_PROMPT = Source(("clip-ViT-L-14-336-*qaprompt*",), (), (768,),
                         describe="CLIP ViT-L/14@336 embeddings of TSPM's declarative qa prompts (768,)")
 
