@@ -23,6 +23,7 @@ from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_se
 from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
+from .rows import fill_plan, prefix_mask, take_rows
 from .timeline import Timeline, to_beats
 
 
@@ -65,16 +66,6 @@ def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> De
         return params
     segments = max(params.chunk_segments, math.ceil(batch_size / per_segment))
     return params if segments == params.chunk_segments else replace(params, chunk_segments=segments)
-
-
-def _pad(arr: np.ndarray, rows: int, mode: str) -> np.ndarray:
-    if arr.shape[0] >= rows:
-        return arr[:rows]
-    if arr.shape[0] == 0 or mode == "zero":
-        fill = np.zeros((rows - arr.shape[0], *arr.shape[1:]), arr.dtype)
-    else:  # MUSIC-AVQA's rule: repeat the last second
-        fill = np.repeat(arr[-1:], rows - arr.shape[0], axis=0)
-    return np.concatenate([arr, fill])
 
 
 def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int) -> None:
@@ -149,7 +140,8 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                 else:
                     rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
                     ok_rows = min(arr.shape[0], rows, rows_before(valid * params.seg_len, o.hop, o.start))
-                out = _pad(arr[:ok_rows], rows, params.pad).astype(job.dtype or o.dtype)
+                mask = prefix_mask(ok_rows, rows)  # the rows whose segment this output's stream decoded
+                out = take_rows(arr, fill_plan(mask, arr.shape[0], params.pad)).astype(job.dtype or o.dtype)
                 if not np.all(np.isfinite(out)):  # after the cast: a value past float16's range is inf
                     raise ExtractorError(f"{e.spec} produced values that are not finite as {out.dtype}"
                                          + (" (past float16's range: use --dtype float32)"
