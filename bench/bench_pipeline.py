@@ -1,25 +1,35 @@
 """featpipe extract against a careful one-off script, on realistic clips, in one command.
 
 Clips (bench/realistic_clips.py): 60 s, 30 fps, x264 medium with B-frames, a keyframe every 5 s,
-stereo AAC 44.1 kHz, at 640x360 (and 1280x720 with --sizes). Each measurement is a fresh process
-timed from start to exit (imports, model build and start-up included), and the two sides run
-interleaved (script, featpipe, script, featpipe, ...) so a busy machine moves both:
+stereo AAC 44.1 kHz, at 640x360 (1280x720 with --sizes). Each measurement is a fresh process
+timed from start to exit (imports, model build, cluster start-up and shutdown included), and
+the two sides alternate (script, featpipe, script, featpipe, ...) so a busy machine moves both.
+The clips are read once before the first measurement, so no side pays a cold page cache.
 
-  script     one process, PyAV decoding every frame with its own threads, keeping the frame on
-             screen at each segment centre, the model with torch threads = all cores; for CLIP it
-             runs open_clip's own transform (`script`: on the native frame, the pixels featpipe
-             feeds; `script-224`: on a frame the decoder already scaled to 224 px, cheaper, what
-             the issue's script did). For `motion`+`priors` it only decodes every frame and all
-             audio and converts what the features read (their arithmetic, ~0.3 s per video, is left
-             out: the baseline is flattered).
-  featpipe   `featpipe extract ... --workers W` into a new cache.
+  script     bench/oneoff_scripts.py: one process, PyAV decoding with its own threads, the
+             model with torch threads = all cores, batches of 32, one video after another.
+             clip: every frame decoded, the frame on screen at each segment centre through
+             open_clip's own transform (`script`: the native frame, featpipe's pixels;
+             `script-224`, with --script-224: a frame the decoder scaled to 224 px, cheaper, the
+             issue's script). vggish: all audio at 48 kHz, moviepy's 16 kHz (MUSIC-AVQA's WAVs),
+             one example per second. openl3: 1 s windows every 0.1 s, averaged per second.
+             motion: decodes every frame and all audio and converts what motion and priors
+             read, without their arithmetic (~0.3 s per video): that baseline is flattered.
+  featpipe   `featpipe extract ... --workers W` into a new cache (W x cores/W torch threads:
+             the same thread budget).
 
-Ratios are script seconds / featpipe seconds (above 1: featpipe is faster), from the sum over
-rounds. The load average is printed beside each row: on a shared machine only ratios mean much.
+Round 1 of every model suite checks that the script and featpipe computed the same features
+(cosine and largest difference over every row of every video; featpipe stores float16).
+Ratios are script seconds / featpipe seconds summed over rounds (above 1: featpipe is faster).
+The load average (1 min) is sampled at every start and end of a run; it includes the bench's own
+processes (about 2 on 2 cores), so only values well above the core count mean other jobs.
 
-    python bench/bench_pipeline.py                       # quick: 6 videos, CLIP + motion/priors
-    python bench/bench_pipeline.py --videos 24 --suites clip --script-224
-    python bench/bench_pipeline.py --sizes 640x360 1280x720 --videos 4
+    python bench/bench_pipeline.py                                   # 6 videos, clip + motion + vggish
+    python bench/bench_pipeline.py --videos 24                       # the issue's criterion
+    python bench/bench_pipeline.py --videos 24 --sizes 1280x720 --suites clip motion
+    python bench/bench_pipeline.py --videos 4 --suites openl3        # ~100 CPU-s per video
+    python bench/bench_pipeline.py --profile --videos 6              # featpipe's time line, per phase
+    python bench/bench_pipeline.py --stages --videos 3 --unique 3    # per-stage CPU costs (GPU plan)
 """
 
 from __future__ import annotations
@@ -32,76 +42,18 @@ import tempfile
 import time
 from pathlib import Path
 
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SUITES = {  # name -> (featpipe extract arguments, script variants)
-    "clip": (["--visual", "clip:ViT-B-32/random"], ["script", "script-224"]),
-    "motion": (["--visual", "motion", "--audio", "priors"], ["script"]),
+# name -> (featpipe extract arguments ({w}: the random weights files), script variants, feature prefix)
+SUITES = {
+    "clip": (["--visual", "clip:ViT-B-32/random"], ["script", "script-224"], "clip"),
+    "motion": (["--visual", "motion", "--audio", "priors"], ["script"], None),
+    "vggish": (["--audio", "vggish", "--weights", "vggish={vggish}"], ["script"], "vggish"),
+    "openl3": (["--audio", "openl3", "--weights", "openl3={openl3}"], ["script"], "openl3"),
 }
-
-
-# -- the one-off script ---------------------------------------------------------------------------
-def centre_frames(path: str, short: int | None) -> list:
-    """Decode every frame (PyAV's threads); the frame on screen at each second's centre, as PIL images."""
-    import av
-
-    out, targets = [], None
-    with av.open(path) as c:
-        s = c.streams.video[0]
-        s.thread_type = "AUTO"
-        n = int(float(c.duration / 1e6) if c.duration else float(s.duration * s.time_base))
-        targets = [k + 0.5 for k in range(n)]
-        prev, i = None, 0
-        for f in c.decode(s):
-            while i < n and f.time > targets[i] and prev is not None:
-                out.append(_image(prev, short))
-                i += 1
-            prev = f
-        while i < n and prev is not None:
-            out.append(_image(prev, short))
-            i += 1
-    return out
-
-
-def _image(frame, short: int | None):
-    if short is None:
-        return frame.to_image()
-    w, h = frame.width, frame.height
-    s = short / min(w, h)
-    return frame.reformat(width=round(w * s), height=round(h * s), format="rgb24").to_image()
-
-
-def script_clip(files: list[str], threads: int, short: int | None, device: str = "cpu") -> None:
-    import open_clip
-    import torch
-
-    torch.set_num_threads(threads)
-    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", device=device,
-                                                                 precision="fp16" if device == "cuda" else "fp32")
-    model.eval()  # random weights
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    with torch.inference_mode():
-        for f in files:
-            x = torch.stack([preprocess(im) for im in centre_frames(f, short)])
-            model.encode_image(x.to(device, dtype)).float().cpu().numpy()
-
-
-def script_motion(files: list[str], threads: int) -> None:
-    import av
-
-    for f in files:
-        with av.open(f) as c:
-            s = c.streams.video[0]
-            s.thread_type = "AUTO"
-            for k, frame in enumerate(c.decode(s)):
-                if k % 6 == 3:  # 5 frames a second at 30 fps, at the size motion reads
-                    frame.reformat(width=114, height=64, format="rgb24").to_ndarray()
-        with av.open(f) as c:
-            res = av.AudioResampler(format="fltp", layout="stereo", rate=48_000)
-            for frame in c.decode(audio=0):
-                for r in res.resample(frame):
-                    r.to_ndarray()
+DEFAULT_SUITES = ["clip", "motion", "vggish"]
 
 
 # -- per-stage CPU costs (for the GPU plan in docs/performance.md) ---------------------------------
@@ -139,6 +91,76 @@ def stages(files: list[str]) -> dict[str, float]:
     return {k: v / len(files) for k, v in cost.items()}
 
 
+# -- featpipe's own time line ------------------------------------------------------------------------
+def profile(folder: str, args: list[str], t0: float) -> None:
+    """One `featpipe extract` in this (fresh) process, timed from ``t0`` (``time.time()`` before the
+    parent started it): imports, plan ready, each video done, the run's end, the process's end."""
+    from featpipe import cli  # the CLI module; imports featpipe
+    from featpipe import pipeline
+
+    marks: list[tuple[str, float]] = [("interpreter + imports of cli, featpipe", time.time())]
+    orig = pipeline.run_extract
+
+    def timed_run(cfg, on_progress=None, on_start=None):
+        def start(total, todo, dash):
+            marks.append((f"plan ready, workers checked ({todo} videos)", time.time()))
+            if on_start:
+                on_start(total, todo, dash)
+
+        def progress(kind, result):
+            marks.append((f"video {kind}", time.time()))
+            if on_progress:
+                on_progress(kind, result)
+        try:
+            return orig(cfg, progress, start)
+        finally:
+            marks.append(("run_extract returned (cluster closed)", time.time()))
+
+    def mark(mod, name: str, what: str, cm: bool = False) -> None:
+        fn = getattr(mod, name)
+
+        def wrapped(*args, **kw):
+            marks.append((f"{what} starts", time.time()))
+            try:
+                return fn(*args, **kw) if not cm else _entered(fn(*args, **kw), what)
+            finally:
+                marks.append((f"{what} {'entered' if cm else 'done'}", time.time()))
+        setattr(mod, name, wrapped)
+
+    def _entered(ctx, what):
+        class Ctx:
+            def __enter__(self):
+                return ctx.__enter__()
+
+            def __exit__(self, *exc):
+                marks.append((f"{what}: closing", time.time()))
+                return ctx.__exit__(*exc)
+        return Ctx()
+
+    from featpipe import dispatch
+
+    pipeline.run_extract = timed_run
+    mark(pipeline, "build_extractors", "client: build + check extractors")
+    mark(pipeline, "warm_workers", "fork server start", cm=True)
+    mark(dispatch, "connect", "cluster start", cm=True)
+    mark(dispatch, "check_workers", "worker check")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            cli.main(["extract", folder, "-o", f"{tmp}/c.h5", "--quiet", *args], standalone_mode=False)
+        except SystemExit as exc:  # extract exits with its status
+            if exc.code:
+                raise
+    marks.append(("cache folder removed", time.time()))
+    prev = t0
+    for what, t in marks:
+        print(f"  {t - t0:7.2f} s  (+{t - prev:5.2f})  {what}", flush=True)
+        prev = t
+    done = [t for what, t in marks if what.startswith("video")]
+    if len(done) > 2:
+        print(f"  first video done {done[0] - t0:.1f} s after start; then {(done[-1] - done[0]) / (len(done) - 1):.2f} s "
+              "per video", flush=True)
+
+
 # -- the benchmark -------------------------------------------------------------------------------
 def timed(cmd: list[str], env: dict) -> float:
     t = time.perf_counter()
@@ -148,39 +170,72 @@ def timed(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - t
 
 
+def agreement(cache_path: str, prefix: str, script_out: Path) -> str:
+    """Worst row agreement between the script's features and featpipe's cache (every video)."""
+    import numpy as np
+
+    from featpipe.cache import open_cache
+
+    cos, diff, rows = 1.0, 0.0, 0
+    with open_cache(cache_path) as cache:
+        name = next(f for f in cache.features if f.startswith(prefix))
+        for vid in cache.videos:
+            fp = np.asarray(cache.get(vid, name, np.float32).data)
+            sc = np.load(script_out / f"{vid}.npy")
+            n = min(len(fp), len(sc))
+            a, b = fp[:n], sc[:n]
+            c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            cos, diff, rows = min(cos, float(c.min())), max(diff, float(np.abs(a - b).max() / np.abs(b).max())), rows + n
+    # float16 storage: 3e-4 measured; a 50 ms shift of VGGish's examples gives 0.985 and 0.2
+    verdict = "same features" if cos >= 0.9999 and diff <= 2e-3 else "DIFFERENT FEATURES: the ratio compares unlike work"
+    return f"{verdict} ({rows} rows: min cosine {cos:.6f}, max |diff| / max |value| {diff:.1e})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=6)
     ap.add_argument("--sizes", nargs="+", default=["640x360"])
-    ap.add_argument("--suites", nargs="+", default=["clip", "motion"], choices=sorted(SUITES))
+    ap.add_argument("--suites", nargs="+", default=DEFAULT_SUITES, choices=sorted(SUITES))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "featpipe-bench-clips",
-                    help="where clip sets are made once and reused")
+                    help="where clip sets (and the random weight files) are made once and reused")
     ap.add_argument("--script-224", action="store_true", help="CLIP: also time the script on 224 px decoder frames")
     ap.add_argument("--unique", type=int, default=6, help="distinct clips encoded per size (the rest are copies)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for the model, on both sides")
     ap.add_argument("--stages", action="store_true", help="print per-stage CPU seconds per video and stop")
+    ap.add_argument("--profile", action="store_true", help="print featpipe's time line for each suite and stop")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # run as the one-off script (a child process)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)  # where the script saves its features
+    ap.add_argument("--weights", help=argparse.SUPPRESS)  # the script's weight file
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
     threads = len(os.sched_getaffinity(0))
-    if a.script:
-        if a.script == "motion:script":
-            script_motion(a.files, threads)
-        else:
-            script_clip(a.files, threads, 224 if a.script.endswith("-224") else None, a.device)
+    if a.script == "profile":  # before anything is imported here: the child's time line starts at 0
+        profile(a.files[0], a.files[2:], float(a.files[1]))
         return
+    if a.script:  # importing only what the script itself needs: its start-up is timed too
+        from oneoff_scripts import run
+
+        run(a.script, a.files, threads, a.device, a.weights, a.out)
+        return
+    from oneoff_scripts import random_weights
+
+    weights = {k: str(v) for k, v in random_weights(a.clips / "weights").items()}
     from realistic_clips import clip_set
 
-    env = dict(os.environ)
+    env = dict(os.environ, FEATPIPE_NO_DOWNLOAD="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     featpipe = [sys.executable, "-c", "import sys; from featpipe.cli import main; sys.argv[0] = 'featpipe'; main()"]
     print(f"{threads} cores; {a.workers} featpipe workers; {a.rounds} rounds, interleaved; "
           "ratio = script s / featpipe s (sum over rounds)", flush=True)
+    table = []
     for size in a.sizes:
         w, h = (int(v) for v in size.split("x"))
         files = [str(p) for p in clip_set(a.clips, a.videos, w, h, a.unique)]
+        for f in files:  # a warm page cache for every measurement, the first included
+            Path(f).read_bytes()
+        folder = str(Path(files[0]).parent)
         if a.stages:
             import torch
 
@@ -190,32 +245,58 @@ def main() -> None:
             for k, v in stages(files[:a.unique]).items():
                 print(f"  {k:48s} {v:6.3f}")
             continue
-        folder = str(Path(files[0]).parent)
         for suite in a.suites:
-            args, variants = SUITES[suite]
+            args, variants, prefix = SUITES[suite]
+            args = [x.format(**weights) for x in args]
+            if a.profile:
+                print(f"\n{size}, {a.videos} videos, {suite}: featpipe's time line (load {os.getloadavg()[0]:.1f})",
+                      flush=True)
+                subprocess.run([sys.executable, __file__, "--script", "profile", "--", folder, repr(time.time()),
+                                "--workers", str(a.workers), "--device", a.device, *args], env=env, check=True)
+                continue
             variants = [v for v in variants if v != "script-224" or a.script_224]
             runs: dict[str, list[float]] = {v: [] for v in [*variants, "featpipe"]}
             loads: list[float] = []
-            for _ in range(a.rounds):
-                for v in runs:
-                    loads.append(os.getloadavg()[0])
-                    if v == "featpipe":
-                        with tempfile.TemporaryDirectory() as tmp:
-                            cmd = [*featpipe, "extract", folder, "-o", f"{tmp}/c.h5", "--workers", str(a.workers),
-                                   "--quiet", "--device", a.device, *args]
-                            runs[v].append(timed(cmd, env))
-                    else:
-                        runs[v].append(timed([sys.executable, __file__, "--script", f"{suite}:{v}", "--device",
-                                              a.device, *files], env))
-                    print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {os.getloadavg()[0]:.1f})", flush=True)
-            loads.append(os.getloadavg()[0])
+            check = ""
+            with tempfile.TemporaryDirectory() as keep:
+                for r in range(a.rounds):
+                    for v in runs:
+                        loads.append(os.getloadavg()[0])
+                        first = r == 0 and prefix is not None
+                        if v == "featpipe":
+                            cache = f"{keep}/c.h5" if first else f"{keep}/c{r}.h5"
+                            runs[v].append(timed([*featpipe, "extract", folder, "-o", cache, "--workers",
+                                                  str(a.workers), "--quiet", "--device", a.device, *args], env))
+                        else:
+                            out = Path(keep, v) if first and v == variants[0] else None
+                            if out:
+                                out.mkdir()
+                            runs[v].append(timed([sys.executable, __file__, "--script", f"{suite}:{v}", "--device",
+                                                  a.device, *(["--weights", weights[suite]] if suite in weights else []),
+                                                  *(["--out", str(out)] if out else []), *files], env))
+                        loads.append(os.getloadavg()[0])
+                        print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {loads[-1]:.1f})", flush=True)
+                if prefix is not None:
+                    check = agreement(f"{keep}/c.h5", prefix, Path(keep, variants[0]))
             fp = sum(runs["featpipe"])
-            print(f"\n{size}, {a.videos} videos, {suite} ({' '.join(args)}); load average "
-                  f"{min(loads):.1f} to {max(loads):.1f}")
+            load = f"{min(loads):.1f}-{max(loads):.1f}"
+            print(f"\n{size}, {a.videos} videos, {suite} ({' '.join(args)}); load average {load}")
+            if check:
+                print(f"  script vs featpipe features: {check}")
             print(f"  {'run':12s} {'seconds per round':>28s} {'s/video':>8s} {'ratio':>6s}")
             for v, ts in runs.items():
                 per = " ".join(f"{t:6.1f}" for t in ts)
                 print(f"  {v:12s} {per:>28s} {sum(ts) / len(ts) / a.videos:8.2f} {sum(ts) / fp:6.2f}", flush=True)
+                if v != "featpipe":
+                    table.append(f"| {suite}{'' if v == 'script' else ' (' + v + ')'} | {size} | {a.videos} | "
+                                 f"{sum(ts) / len(ts):.1f} | {fp / len(ts):.1f} | **{sum(ts) / fp:.2f}x** | {load} |")
+    if table:
+        print(f"\nMarkdown (mean seconds per run over {a.rounds} rounds; ratio = script / featpipe, "
+              f"{a.workers} workers):\n")
+        print("| suite | size | videos | script s | featpipe s | ratio | load average |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("\n".join(table))
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,193 @@
+"""The careful one-off scripts bench_pipeline.py measures featpipe against, one per suite.
+
+Each is what a researcher would write for one model over a folder of videos: one process, PyAV
+with its own decoder threads, the model with torch threads = all cores, one video after another,
+batches of 32. They compute the same features featpipe stores (bench_pipeline.py checks rows of
+the first round against featpipe's cache), except ``motion``, which only decodes and converts.
+
+The audio scripts take their arithmetic (log-mel, moviepy's 16 kHz, OpenL3's frontend) from
+featpipe's model modules, the same numbers a script using torchvggish / openl3 would compute:
+what is timed is the orchestration around the model, which is what featpipe adds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 32
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+
+
+# -- random weights in the official layouts (written once, with the tests' own writers) -------------
+def random_weights(folder: Path) -> dict[str, Path]:
+    """``{"vggish": file, "openl3": file}``: torchvggish's state dict, OpenL3's Keras-2 h5 (mel256/music)."""
+    from featpipe.models import openl3 as ol3
+    from featpipe.models import vggish as vg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"vggish": folder / vg.MODEL_FILE, "openl3": folder / ol3.weight_filename("mel256", "music")}
+    if not all(p.exists() for p in paths.values()):
+        import torch
+
+        sys.path.insert(0, str(TESTS))
+        from test_openl3 import random_arrays, write_keras_h5
+        from test_vggish import he_state
+
+        torch.save(he_state(), paths["vggish"])
+        write_keras_h5(paths["openl3"], random_arrays())  # the conv shapes do not depend on the mel size
+    return paths
+
+
+# -- video ----------------------------------------------------------------------------------------
+def centre_frames(path: str, short: int | None) -> list:
+    """Decode every frame (PyAV's threads); the frame on screen at each second's centre, as PIL images."""
+    import av
+
+    out = []
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        n = int(float(c.duration / 1e6) if c.duration else float(s.duration * s.time_base))
+        targets = [k + 0.5 for k in range(n)]
+        prev, i = None, 0
+        for f in c.decode(s):
+            while i < n and f.time > targets[i] and prev is not None:
+                out.append(_image(prev, short))
+                i += 1
+            prev = f
+        while i < n and prev is not None:
+            out.append(_image(prev, short))
+            i += 1
+    return out
+
+
+def _image(frame, short: int | None):
+    if short is None:
+        return frame.to_image()
+    w, h = frame.width, frame.height
+    s = short / min(w, h)
+    return frame.reformat(width=round(w * s), height=round(h * s), format="rgb24").to_image()
+
+
+def script_clip(files: list[str], threads: int, short: int | None, device: str, out: Path | None) -> None:
+    import open_clip
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)  # featpipe's clip:<model>/random seeds 0 the same way
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", device=device,
+                                                                 precision="fp16" if device == "cuda" else "fp32")
+    model.eval()
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    with torch.inference_mode():
+        for f in files:
+            x = torch.stack([preprocess(im) for im in centre_frames(f, short)])
+            rows = np.concatenate([model.encode_image(x[i:i + BATCH].to(device, dtype)).float().cpu().numpy()
+                                   for i in range(0, len(x), BATCH)])
+            save(out, f, rows)
+
+
+def script_motion(files: list[str]) -> None:
+    """Decode every frame and all audio, convert what motion and priors read (not their arithmetic)."""
+    import av
+
+    for f in files:
+        with av.open(f) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for k, frame in enumerate(c.decode(s)):
+                if k % 6 == 3:  # 5 frames a second at 30 fps, at the size motion reads
+                    frame.reformat(width=114, height=64, format="rgb24").to_ndarray()
+        decode_audio48(f)
+
+
+# -- audio ----------------------------------------------------------------------------------------
+def decode_audio48(path: str) -> tuple[np.ndarray, float]:
+    """``(channels, n)`` float32 48 kHz audio from time 0, and the longest stated stream duration."""
+    import av
+
+    with av.open(path) as c:
+        a = c.streams.audio[0]
+        stated = [float(s.duration * s.time_base) for s in (a, *c.streams.video[:1]) if s.duration]
+        duration = max(stated) if stated else c.duration / 1e6
+        start = c.start_time / 1e6 if c.start_time else 0.0
+        res = av.AudioResampler(format="fltp", layout="stereo" if a.channels >= 2 else "mono", rate=48_000)
+        blocks, first = [], None
+        for frame in c.decode(a):
+            if first is None:
+                first = round((frame.time - start) * 48_000)
+            blocks += [r.to_ndarray() for r in res.resample(frame)]
+        blocks += [r.to_ndarray() for r in res.resample(None)]
+    audio = np.concatenate(blocks, axis=1).astype(np.float32)
+    first = first or 0
+    audio = np.pad(audio, ((0, 0), (first, 0))) if first > 0 else audio[:, -first:]
+    return audio, duration
+
+
+def script_vggish(files: list[str], threads: int, weights: str, out: Path | None) -> None:
+    """MUSIC-AVQA's VGGish: moviepy's 16 kHz mono, one 0.96 s example per second, 128-d each."""
+    import torch
+
+    from featpipe.models import vggish as m
+
+    torch.set_num_threads(threads)
+    model = m.load_model(weights)
+    pad = m.INTERP_MARGIN + 64
+    with torch.inference_mode():
+        for f in files:
+            audio, duration = decode_audio48(f)
+            n = int(duration)
+            audio = np.pad(audio, ((0, 0), (pad, 3 * m.SAMPLE_RATE + pad)))
+            examples = m.log_mel_examples(np.stack([  # example k: 0.975 s from second k
+                m.moviepy_16k(audio, -pad, k * m.SAMPLE_RATE, m.EXAMPLE_SAMPLES, duration) for k in range(n)]))
+            rows = np.concatenate([model(torch.from_numpy(examples[i:i + BATCH])).numpy()
+                                   for i in range(0, n, BATCH)])
+            save(out, f, rows)
+
+
+def script_openl3(files: list[str], threads: int, weights: str, out: Path | None) -> None:
+    """OpenL3 mel256/music/512: 1 s mono windows centred every 0.1 s, averaged per second."""
+    import torch
+
+    from featpipe.models import openl3 as m
+
+    torch.set_num_threads(threads)
+    model = m.OpenL3Audio("mel256", 512)
+    m.load_keras_weights(model, weights)
+    model = model.eval().to(memory_format=torch.channels_last)
+    frontend = m.Frontend("mel256", "v0.4")
+    half = m.WINDOW // 2
+    with torch.inference_mode():
+        for f in files:
+            audio, duration = decode_audio48(f)
+            n = int(duration)
+            mono = np.pad(audio.mean(axis=0), (half, m.WINDOW))
+            windows = np.lib.stride_tricks.sliding_window_view(mono, m.WINDOW)[::m.HOP][:n * 10]
+            emb = []
+            for i in range(0, len(windows), BATCH):
+                spec = frontend(torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH])))
+                emb.append(model(spec.contiguous(memory_format=torch.channels_last)).numpy())
+            save(out, f, np.concatenate(emb).reshape(n, 10, -1).mean(axis=1))
+
+
+def save(out: Path | None, video: str, rows: np.ndarray) -> None:
+    if out is not None:
+        np.save(out / f"{Path(video).stem}.npy", rows.astype(np.float32))
+
+
+def run(kind: str, files: list[str], threads: int, device: str, weights: str | None, out: Path | None) -> None:
+    """Run the script ``<suite>:<variant>`` over ``files`` (bench_pipeline.py's child process)."""
+    suite, _, variant = kind.partition(":")
+    if suite == "motion":
+        script_motion(files)
+    elif suite == "clip":
+        script_clip(files, threads, 224 if variant.endswith("-224") else None, device, out)
+    elif suite == "vggish":
+        script_vggish(files, threads, weights, out)
+    elif suite == "openl3":
+        script_openl3(files, threads, weights, out)
+    else:
+        raise SystemExit(f"no script {kind!r}")
