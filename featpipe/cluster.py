@@ -19,6 +19,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from .config import LOCAL_WORKERS
+from .contracts import ExtractOptions
 from .tries import TryPolicy
 
 
@@ -109,12 +110,14 @@ def local_cpu(scheduler: str | None, device: str) -> bool:
 
 
 @contextmanager
-def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True) -> Iterator[bool]:
+def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
+                 options: ExtractOptions | None = None) -> Iterator[bool]:
     """Start local workers from a fork server that imports the run's heavy modules once, now.
 
     Entered before the client builds its own extractors, so the server's imports run beside the
     client's, and every worker (and every restarted one) is forked with them done instead of
-    importing torch and open_clip itself. The server takes the environment of this moment (as
+    importing torch and open_clip itself. With ``options`` (the jobs' own), the server also
+    builds and loads the extractors (:mod:`featpipe.warm`), so workers start with the models. The server takes the environment of this moment (as
     spawned workers would) plus the run's thread budget, and is stopped on exit, so the next run
     sees its own environment. Yields False (workers are spawned as before) where there is no
     fork server (Windows) or when not ``enabled`` (a GPU or external cluster).
@@ -126,8 +129,14 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True) -> 
 
     threads = str(thread_budget(workers))
     env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
+    preload = preload_modules(specs)
+    if options is not None:
+        from .warm import WARM_VAR, warm_request
+
+        env[WARM_VAR] = warm_request(specs, options)
+        preload.append("featpipe.warm")  # last: after every import it needs
     saved = {k: os.environ.get(k) for k in env}
-    forkserver.set_forkserver_preload(preload_modules(specs))
+    forkserver.set_forkserver_preload(preload)
     try:
         os.environ.update(env)
         forkserver.ensure_running()

@@ -166,9 +166,10 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
 
     ``on_start(total, todo, dashboard)`` is called once the plan is known; ``on_progress(kind,
     result)`` after each video ("done", "failed" or "skipped"). Local CPU workers start from a
-    fork server importing the run's models while the client plans (:func:`featpipe.cluster.warm_workers`).
+    fork server importing and loading the run's models while the client plans (:func:`featpipe.cluster.warm_workers`).
     """
-    with warm_workers(cfg.visual + cfg.audio, cfg.workers, local_cpu(cfg.scheduler, cfg.options.device)):
+    with warm_workers(cfg.visual + cfg.audio, cfg.workers, local_cpu(cfg.scheduler, cfg.options.device),
+                      _beat_options(cfg)):
         return _run_extract(cfg, on_progress, on_start)
 
 

@@ -51,6 +51,27 @@ def test_workers_fork_from_a_server_with_the_run_modules_and_environment(monkeyp
             assert list(client.run(_seen).values()) == [(False, "second", budget)]
 
 
+def _loaded():
+    import os
+
+    from featpipe import loaded
+
+    return sorted(spec for spec, _ in loaded._EXTRACTORS), "FEATPIPE_WARM_EXTRACTORS" in os.environ
+
+
+def test_workers_start_with_the_run_extractors_loaded():
+    from featpipe.contracts import ExtractOptions
+
+    # "nosuch" fails to build in the server: the server goes on, the worker meets it on its first video
+    with warm_workers(("priors", "nosuch"), 1, options=ExtractOptions(batch_size=7)) as warm:
+        assert warm
+        with connect(workers=1) as client:
+            assert list(client.run(_loaded).values()) == [(["priors"], False)]
+    with warm_workers(("priors",), 1):  # no options: imports only, as before
+        with connect(workers=1) as client:
+            assert list(client.run(_loaded).values()) == [([], False)]
+
+
 def test_not_enabled_spawns_as_before(monkeypatch):
     monkeypatch.setitem(cluster.HEAVY_MODULES, "priors", ("colorsys",))
     with warm_workers(("priors",), 1, enabled=False) as warm:
