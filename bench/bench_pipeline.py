@@ -92,11 +92,16 @@ def stages(files: list[str]) -> dict[str, float]:
 
 
 # -- featpipe's own time line ------------------------------------------------------------------------
-def profile(folder: str, args: list[str], t0: float) -> None:
+def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> None:
     """One `featpipe extract` in this (fresh) process, timed from ``t0`` (``time.time()`` before the
-    parent started it): imports, plan ready, each video done, the run's end, the process's end."""
+    parent started it): imports, plan ready, each video done, the run's end, the process's end.
+    ``warm_load=False``: the fork server only imports, the workers build the models (as before)."""
     from featpipe import cli  # the CLI module; imports featpipe
     from featpipe import pipeline
+
+    if not warm_load:
+        warm = pipeline.warm_workers
+        pipeline.warm_workers = lambda specs, workers, enabled=True, options=None: warm(specs, workers, enabled)
 
     marks: list[tuple[str, float]] = [("interpreter + imports of cli, featpipe", time.time())]
     orig = pipeline.run_extract
@@ -205,14 +210,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="for the model, on both sides")
     ap.add_argument("--stages", action="store_true", help="print per-stage CPU seconds per video and stop")
     ap.add_argument("--profile", action="store_true", help="print featpipe's time line for each suite and stop")
+    ap.add_argument("--cold-load", action="store_true",
+                    help="with --profile: also profile (alternating) with workers building the models themselves")
     ap.add_argument("--script", help=argparse.SUPPRESS)  # run as the one-off script (a child process)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)  # where the script saves its features
     ap.add_argument("--weights", help=argparse.SUPPRESS)  # the script's weight file
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
     threads = len(os.sched_getaffinity(0))
-    if a.script == "profile":  # before anything is imported here: the child's time line starts at 0
-        profile(a.files[0], a.files[2:], float(a.files[1]))
+    if a.script in ("profile", "profile-cold"):  # before anything is imported here: the time line starts at 0
+        profile(a.files[0], a.files[2:], float(a.files[1]), a.script == "profile")
         return
     if a.script:  # importing only what the script itself needs: its start-up is timed too
         from oneoff_scripts import run
@@ -249,10 +256,12 @@ def main() -> None:
             args, variants, prefix = SUITES[suite]
             args = [x.format(**weights) for x in args]
             if a.profile:
-                print(f"\n{size}, {a.videos} videos, {suite}: featpipe's time line (load {os.getloadavg()[0]:.1f})",
-                      flush=True)
-                subprocess.run([sys.executable, __file__, "--script", "profile", "--", folder, repr(time.time()),
-                                "--workers", str(a.workers), "--device", a.device, *args], env=env, check=True)
+                for r in range(a.rounds if a.cold_load else 1):
+                    for kind in ("profile", "profile-cold") if a.cold_load else ("profile",):
+                        print(f"\n{size}, {a.videos} videos, {suite}, {kind}: featpipe's time line "
+                              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                        subprocess.run([sys.executable, __file__, "--script", kind, "--", folder, repr(time.time()),
+                                        "--workers", str(a.workers), "--device", a.device, *args], env=env, check=True)
                 continue
             variants = [v for v in variants if v != "script-224" or a.script_224]
             runs: dict[str, list[float]] = {v: [] for v in [*variants, "featpipe"]}

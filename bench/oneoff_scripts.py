@@ -127,14 +127,14 @@ def decode_audio48(path: str) -> tuple[np.ndarray, float]:
     return audio, duration
 
 
-def script_vggish(files: list[str], threads: int, weights: str, out: Path | None) -> None:
+def script_vggish(files: list[str], threads: int, weights: str, device: str, out: Path | None) -> None:
     """MUSIC-AVQA's VGGish: moviepy's 16 kHz mono, one 0.96 s example per second, 128-d each."""
     import torch
 
     from featpipe.models import vggish as m
 
     torch.set_num_threads(threads)
-    model = m.load_model(weights)
+    model = m.load_model(weights).to(device)
     pad = m.INTERP_MARGIN + 64
     with torch.inference_mode():
         for f in files:
@@ -143,12 +143,12 @@ def script_vggish(files: list[str], threads: int, weights: str, out: Path | None
             audio = np.pad(audio, ((0, 0), (pad, 3 * m.SAMPLE_RATE + pad)))
             examples = m.log_mel_examples(np.stack([  # example k: 0.975 s from second k
                 m.moviepy_16k(audio, -pad, k * m.SAMPLE_RATE, m.EXAMPLE_SAMPLES, duration) for k in range(n)]))
-            rows = np.concatenate([model(torch.from_numpy(examples[i:i + BATCH])).numpy()
+            rows = np.concatenate([model(torch.from_numpy(examples[i:i + BATCH]).to(device)).cpu().numpy()
                                    for i in range(0, n, BATCH)])
             save(out, f, rows)
 
 
-def script_openl3(files: list[str], threads: int, weights: str, out: Path | None) -> None:
+def script_openl3(files: list[str], threads: int, weights: str, device: str, out: Path | None) -> None:
     """OpenL3 mel256/music/512: 1 s mono windows centred every 0.1 s, averaged per second."""
     import torch
 
@@ -157,8 +157,8 @@ def script_openl3(files: list[str], threads: int, weights: str, out: Path | None
     torch.set_num_threads(threads)
     model = m.OpenL3Audio("mel256", 512)
     m.load_keras_weights(model, weights)
-    model = model.eval().to(memory_format=torch.channels_last)
-    frontend = m.Frontend("mel256", "v0.4")
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    frontend = m.Frontend("mel256", "v0.4").to(device)
     half = m.WINDOW // 2
     with torch.inference_mode():
         for f in files:
@@ -168,8 +168,8 @@ def script_openl3(files: list[str], threads: int, weights: str, out: Path | None
             windows = np.lib.stride_tricks.sliding_window_view(mono, m.WINDOW)[::m.HOP][:n * 10]
             emb = []
             for i in range(0, len(windows), BATCH):
-                spec = frontend(torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH])))
-                emb.append(model(spec.contiguous(memory_format=torch.channels_last)).numpy())
+                spec = frontend(torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH])).to(device))
+                emb.append(model(spec.contiguous(memory_format=torch.channels_last)).cpu().numpy())
             save(out, f, np.concatenate(emb).reshape(n, 10, -1).mean(axis=1))
 
 
@@ -186,8 +186,8 @@ def run(kind: str, files: list[str], threads: int, device: str, weights: str | N
     elif suite == "clip":
         script_clip(files, threads, 224 if variant.endswith("-224") else None, device, out)
     elif suite == "vggish":
-        script_vggish(files, threads, weights, out)
+        script_vggish(files, threads, weights, device, out)
     elif suite == "openl3":
-        script_openl3(files, threads, weights, out)
+        script_openl3(files, threads, weights, device, out)
     else:
         raise SystemExit(f"no script {kind!r}")

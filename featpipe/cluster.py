@@ -117,9 +117,10 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     Entered before the client builds its own extractors, so the server's imports run beside the
     client's, and every worker (and every restarted one) is forked with them done instead of
     importing torch and open_clip itself. With ``options`` (the jobs' own), the server also
-    builds and loads the extractors (:mod:`featpipe.warm`), so workers start with the models. The server takes the environment of this moment (as
-    spawned workers would) plus the run's thread budget, and is stopped on exit, so the next run
-    sees its own environment. Yields False (workers are spawned as before) where there is no
+    builds and loads the built-in extractors (:mod:`featpipe.warm`), so workers start with the
+    models, sharing their weights copy-on-write (a restarted worker too). The server takes the
+    environment of this moment (as spawned workers would) plus the run's thread budget, and is
+    stopped on exit, so the next run sees its own environment. Yields False (workers are spawned as before) where there is no
     fork server (Windows) or when not ``enabled`` (a GPU or external cluster).
     """
     if not enabled or sys.platform.startswith("win") or "forkserver" not in multiprocessing.get_all_start_methods():
@@ -130,10 +131,14 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     threads = str(thread_budget(workers))
     env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
     preload = preload_modules(specs)
-    if options is not None:
+    from . import extractors
+
+    # built-in extractors only: a plugin's load() might start threads, which a fork does not copy
+    builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors._BUILTIN)
+    if options is not None and builtin:
         from .warm import WARM_VAR, warm_request
 
-        env[WARM_VAR] = warm_request(specs, options)
+        env[WARM_VAR] = warm_request(builtin, options)
         preload.append("featpipe.warm")  # last: after every import it needs
     saved = {k: os.environ.get(k) for k in env}
     forkserver.set_forkserver_preload(preload)

@@ -42,8 +42,11 @@ def warm_from_environment() -> None:
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)
         for spec in specs:
-            get_extractor(spec, options)
-    except Exception:  # noqa: BLE001 - the worker builds it again on its first video and reports why
+            try:
+                get_extractor(spec, options)
+            except Exception:  # noqa: BLE001 - the worker builds it again on its first video and reports why
+                pass
+    except Exception:  # noqa: BLE001 - a request this server cannot read: the workers load as without it
         pass
     finally:
         if saved is None:

@@ -62,8 +62,8 @@ def _loaded():
 def test_workers_start_with_the_run_extractors_loaded():
     from featpipe.contracts import ExtractOptions
 
-    # "nosuch" fails to build in the server: the server goes on, the worker meets it on its first video
-    with warm_workers(("priors", "nosuch"), 1, options=ExtractOptions(batch_size=7)) as warm:
+    # "motion:zzz" fails to build in the server: the server goes on, the worker meets it on its first video
+    with warm_workers(("motion:zzz", "priors"), 1, options=ExtractOptions(batch_size=7)) as warm:
         assert warm
         with connect(workers=1) as client:
             assert list(client.run(_loaded).values()) == [(["priors"], False)]
