@@ -1,7 +1,8 @@
 """Extractors built and loaded once per process, not once per video.
 
 A worker process keeps every extractor it has loaded, keyed by spec and options, for the rest of
-its life; a restarted worker starts empty and reloads on its next video.
+its life; a restarted worker starts empty and reloads on its next video, unless it was forked
+from a warm fork server that loaded the run's extractors already (:mod:`featpipe.warm`).
 """
 
 from __future__ import annotations
