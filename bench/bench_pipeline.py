@@ -35,6 +35,7 @@ processes (about 2 on 2 cores), so only values well above the core count mean ot
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -125,17 +126,23 @@ def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> 
         fn = getattr(mod, name)
 
         def wrapped(*args, **kw):
+            if cm:
+                return _entered(fn(*args, **kw), what)
             marks.append((f"{what} starts", time.time()))
             try:
-                return fn(*args, **kw) if not cm else _entered(fn(*args, **kw), what)
+                return fn(*args, **kw)
             finally:
-                marks.append((f"{what} {'entered' if cm else 'done'}", time.time()))
+                marks.append((f"{what} done", time.time()))
         setattr(mod, name, wrapped)
 
     def _entered(ctx, what):
         class Ctx:
             def __enter__(self):
-                return ctx.__enter__()
+                marks.append((f"{what} starts", time.time()))
+                try:
+                    return ctx.__enter__()
+                finally:
+                    marks.append((f"{what} entered", time.time()))
 
             def __exit__(self, *exc):
                 marks.append((f"{what}: closing", time.time()))
@@ -155,6 +162,8 @@ def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> 
         except SystemExit as exc:  # extract exits with its status
             if exc.code:
                 raise
+        lines = Path(f"{tmp}/c.h5.report.jsonl").read_text().splitlines()
+        inside = [json.loads(x)["seconds"] for x in lines if json.loads(x)["status"] == "done"]
     marks.append(("cache folder removed", time.time()))
     prev = t0
     for what, t in marks:
@@ -162,8 +171,15 @@ def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> 
         prev = t
     done = [t for what, t in marks if what.startswith("video")]
     if len(done) > 2:
-        print(f"  first video done {done[0] - t0:.1f} s after start; then {(done[-1] - done[0]) / (len(done) - 1):.2f} s "
-              "per video", flush=True)
+        per = (done[-1] - done[0]) / (len(done) - 1)
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 2
+        print(f"  first video done {done[0] - t0:.1f} s after start; then {per:.2f} s per video", flush=True)
+        ready = next(t for what, t in marks if what.startswith("plan ready"))
+        capacity = workers * (done[-1] - ready)
+        print(f"  on the workers (process_video, from the report): mean {sum(inside) / len(inside):.2f} s per video; "
+              f"busy {sum(inside) / capacity:.0%} of {workers} workers x {done[-1] - ready:.1f} s from plan ready to the "
+              f"last video; the rest, {(capacity - sum(inside)) / len(inside):.2f} s per video, is dispatch, transfer, "
+              "commit and the tail", flush=True)
 
 
 # -- the benchmark -------------------------------------------------------------------------------
