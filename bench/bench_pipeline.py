@@ -13,12 +13,12 @@ The clips are read once before the first measurement, so no side pays a cold pag
              `script-224`, with --script-224: a frame the decoder scaled to 224 px, cheaper, the
              issue's script). vggish: all audio at 48 kHz, moviepy's 16 kHz (MUSIC-AVQA's WAVs),
              one example per second. openl3: 1 s windows every 0.1 s, averaged per second.
-             motion: decodes every frame and all audio and converts what motion and priors
-             read, without their arithmetic (~0.3 s per video): that baseline is flattered.
+             motion: every frame decoded, 5 a second kept at motion's size, all audio, and the
+             features computed by the extractors' own arithmetic on one whole-video chunk.
   featpipe   `featpipe extract ... --workers W` into a new cache (W x cores/W torch threads:
              the same thread budget).
 
-Round 1 of every model suite checks that the script and featpipe computed the same features
+Round 1 of every suite checks that the script and featpipe computed the same features
 (cosine and largest difference over every row of every video; featpipe stores float16).
 Ratios are script seconds / featpipe seconds summed over rounds (above 1: featpipe is faster).
 The load average (1 min) is sampled at every start and end of a run; it includes the bench's own
@@ -47,12 +47,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-# name -> (featpipe extract arguments ({w}: the random weights files), script variants, feature prefix)
+# name -> (featpipe extract arguments ({vggish}, {openl3}: the random weight files), script variants)
 SUITES = {
-    "clip": (["--visual", "clip:ViT-B-32/random"], ["script", "script-224"], "clip"),
-    "motion": (["--visual", "motion", "--audio", "priors"], ["script"], None),
-    "vggish": (["--audio", "vggish", "--weights", "vggish={vggish}"], ["script"], "vggish"),
-    "openl3": (["--audio", "openl3", "--weights", "openl3={openl3}"], ["script"], "openl3"),
+    "clip": (["--visual", "clip:ViT-B-32/random"], ["script", "script-224"]),
+    "motion": (["--visual", "motion", "--audio", "priors"], ["script"]),
+    "vggish": (["--audio", "vggish", "--weights", "vggish={vggish}"], ["script"]),
+    "openl3": (["--audio", "openl3", "--weights", "openl3={openl3}"], ["script"]),
 }
 DEFAULT_SUITES = ["clip", "motion", "vggish"]
 
@@ -191,25 +191,30 @@ def timed(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - t
 
 
-def agreement(cache_path: str, prefix: str, script_out: Path) -> str:
-    """Worst row agreement between the script's features and featpipe's cache (every video)."""
+def agreement(cache_path: str, script_out: Path) -> str:
+    """Worst row agreement between the script's features (``script_out/<feature>/<video>.npy``) and
+    featpipe's cache, over every row of every video of every feature the script saved."""
     import numpy as np
 
     from featpipe.cache import open_cache
 
-    cos, diff, rows = 1.0, 0.0, 0
+    cos, diff, rows, names = 1.0, 0.0, 0, []
     with open_cache(cache_path) as cache:
-        name = next(f for f in cache.features if f.startswith(prefix))
-        for vid in cache.videos:
-            fp = np.asarray(cache.get(vid, name, np.float32).data)
-            sc = np.load(script_out / f"{vid}.npy")
-            n = min(len(fp), len(sc))
-            a, b = fp[:n], sc[:n]
-            c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-            cos, diff, rows = min(cos, float(c.min())), max(diff, float(np.abs(a - b).max() / np.abs(b).max())), rows + n
+        for saved in sorted(p for p in script_out.iterdir() if p.is_dir()):
+            name = next(f for f in cache.features if f == saved.name or f.startswith(saved.name))
+            names.append(name)
+            for vid in cache.videos:
+                fp = np.asarray(cache.get(vid, name, np.float32).data, np.float64)
+                sc = np.load(saved / f"{vid}.npy").astype(np.float64)
+                n = min(len(fp), len(sc))
+                a, b = fp[:n], sc[:n]
+                c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+                cos = min(cos, float(c.min()))
+                diff = max(diff, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)))
+                rows += n
     # float16 storage: 3e-4 measured; a 50 ms shift of VGGish's examples gives 0.985 and 0.2
     verdict = "same features" if cos >= 0.9999 and diff <= 2e-3 else "DIFFERENT FEATURES: the ratio compares unlike work"
-    return f"{verdict} ({rows} rows: min cosine {cos:.6f}, max |diff| / max |value| {diff:.1e})"
+    return f"{verdict} ({', '.join(names)}: {rows} rows, min cosine {cos:.6f}, max |diff| / max |value| {diff:.1e})"
 
 
 def main() -> None:
@@ -269,7 +274,7 @@ def main() -> None:
                 print(f"  {k:48s} {v:6.3f}")
             continue
         for suite in a.suites:
-            args, variants, prefix = SUITES[suite]
+            args, variants = SUITES[suite]
             args = [x.format(**weights) for x in args]
             if a.profile:
                 for r in range(a.rounds if a.cold_load else 1):
@@ -282,12 +287,11 @@ def main() -> None:
             variants = [v for v in variants if v != "script-224" or a.script_224]
             runs: dict[str, list[float]] = {v: [] for v in [*variants, "featpipe"]}
             loads: list[float] = []
-            check = ""
             with tempfile.TemporaryDirectory() as keep:
                 for r in range(a.rounds):
                     for v in runs:
                         loads.append(os.getloadavg()[0])
-                        first = r == 0 and prefix is not None
+                        first = r == 0
                         if v == "featpipe":
                             cache = f"{keep}/c.h5" if first else f"{keep}/c{r}.h5"
                             runs[v].append(timed([*featpipe, "extract", folder, "-o", cache, "--workers",
@@ -301,19 +305,18 @@ def main() -> None:
                                                   *(["--out", str(out)] if out else []), *files], env))
                         loads.append(os.getloadavg()[0])
                         print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {loads[-1]:.1f})", flush=True)
-                if prefix is not None:
-                    check = agreement(f"{keep}/c.h5", prefix, Path(keep, variants[0]))
+                check = agreement(f"{keep}/c.h5", Path(keep, variants[0]))
             fp = sum(runs["featpipe"])
             load = f"{min(loads):.1f}-{max(loads):.1f}"
             print(f"\n{size}, {a.videos} videos, {suite} ({' '.join(args)}); load average {load}")
-            if check:
-                print(f"  script vs featpipe features: {check}")
+            print(f"  script vs featpipe features: {check}")
+            mark = "" if check.startswith("same") else " (DIFFERENT FEATURES)"
             print(f"  {'run':12s} {'seconds per round':>28s} {'s/video':>8s} {'ratio':>6s}")
             for v, ts in runs.items():
                 per = " ".join(f"{t:6.1f}" for t in ts)
                 print(f"  {v:12s} {per:>28s} {sum(ts) / len(ts) / a.videos:8.2f} {sum(ts) / fp:6.2f}", flush=True)
                 if v != "featpipe":
-                    table.append(f"| {suite}{'' if v == 'script' else ' (' + v + ')'} | {size} | {a.videos} | "
+                    table.append(f"| {suite}{'' if v == 'script' else ' (' + v + ')'}{mark} | {size} | {a.videos} | "
                                  f"{sum(ts) / len(ts):.1f} | {fp / len(ts):.1f} | **{sum(ts) / fp:.2f}x** | {load} |")
     if table:
         print(f"\nMarkdown (mean seconds per run over {a.rounds} rounds; ratio = script / featpipe, "

@@ -3,11 +3,12 @@
 Each is what a researcher would write for one model over a folder of videos: one process, PyAV
 with its own decoder threads, the model with torch threads = all cores, one video after another,
 batches of 32. They compute the same features featpipe stores (bench_pipeline.py checks rows of
-the first round against featpipe's cache), except ``motion``, which only decodes and converts.
+the first round against featpipe's cache).
 
 The audio scripts take their arithmetic (log-mel, moviepy's 16 kHz, OpenL3's frontend) from
-featpipe's model modules, the same numbers a script using torchvggish / openl3 would compute:
-what is timed is the orchestration around the model, which is what featpipe adds.
+featpipe's model modules, and the motion script motion's and priors' ``compute``: the same
+numbers a script using torchvggish / openl3 / its own numpy would compute. What is timed is the
+orchestration around the arithmetic, which is what featpipe adds.
 """
 
 from __future__ import annotations
@@ -87,21 +88,44 @@ def script_clip(files: list[str], threads: int, short: int | None, device: str, 
             x = torch.stack([preprocess(im) for im in centre_frames(f, short)])
             rows = np.concatenate([model.encode_image(x[i:i + BATCH].to(device, dtype)).float().cpu().numpy()
                                    for i in range(0, len(x), BATCH)])
-            save(out, f, rows)
+            save(out, f, rows, "clip")
 
 
-def script_motion(files: list[str]) -> None:
-    """Decode every frame and all audio, convert what motion and priors read (not their arithmetic)."""
+def script_motion(files: list[str], out: Path | None) -> None:
+    """motion + priors: every frame decoded, 5 per second kept at motion's size, all audio; the
+    features' arithmetic is the extractors' own (``compute`` on one chunk holding the whole video)."""
     import av
 
+    from featpipe.contracts import Chunk, ExtractOptions
+    from featpipe.extractors import build
+    from featpipe.extractors.motion import POSITIONS, SHORT_SIDE
+    from featpipe.extractors.priors import CONTEXT_S
+
+    motion, priors = build("motion", ExtractOptions()), build("priors", ExtractOptions())
     for f in files:
         with av.open(f) as c:
             s = c.streams.video[0]
             s.thread_type = "AUTO"
-            for k, frame in enumerate(c.decode(s)):
-                if k % 6 == 3:  # 5 frames a second at 30 fps, at the size motion reads
-                    frame.reformat(width=114, height=64, format="rgb24").to_ndarray()
-        decode_audio48(f)
+            n = int(float(c.duration / 1e6) if c.duration else float(s.duration * s.time_base))
+            targets = [k + p for k in range(n) for p in POSITIONS]
+            kept, prev, i = [], None, 0
+            for frame in c.decode(s):
+                while i < len(targets) and frame.time > targets[i] and prev is not None:
+                    kept.append(prev)
+                    i += 1
+                prev = frame
+            kept += [prev] * (len(targets) - i)
+        scale = SHORT_SIDE / min(prev.width, prev.height)
+        w, h = round(prev.width * scale), round(prev.height * scale)
+        rgb = np.stack([fr.reformat(width=w, height=h, format="rgb24").to_ndarray() for fr in kept])
+        rgb = rgb.reshape(n, len(POSITIONS), h, w, 3)
+        audio, duration = decode_audio48(f)
+        ctx = round(CONTEXT_S * 48_000)
+        audio = np.pad(audio, ((0, 0), (ctx, max(0, n * 48_000 + ctx - audio.shape[1]))))[:, :n * 48_000 + 2 * ctx]
+        chunk = Chunk(Path(f).stem, 0, n, 1.0, duration, frames={p: rgb[:, j] for j, p in enumerate(POSITIONS)},
+                      audio=audio, audio_context=CONTEXT_S)
+        save(out, f, motion.extract(chunk)["motion"], "motion")
+        save(out, f, priors.extract(chunk)["priors"], "priors")
 
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -145,7 +169,7 @@ def script_vggish(files: list[str], threads: int, weights: str, device: str, out
                 m.moviepy_16k(audio, -pad, k * m.SAMPLE_RATE, m.EXAMPLE_SAMPLES, duration) for k in range(n)]))
             rows = np.concatenate([model(torch.from_numpy(examples[i:i + BATCH]).to(device)).cpu().numpy()
                                    for i in range(0, n, BATCH)])
-            save(out, f, rows)
+            save(out, f, rows, "vggish")
 
 
 def script_openl3(files: list[str], threads: int, weights: str, device: str, out: Path | None) -> None:
@@ -170,19 +194,21 @@ def script_openl3(files: list[str], threads: int, weights: str, device: str, out
             for i in range(0, len(windows), BATCH):
                 spec = frontend(torch.from_numpy(np.ascontiguousarray(windows[i:i + BATCH])).to(device))
                 emb.append(model(spec.contiguous(memory_format=torch.channels_last)).cpu().numpy())
-            save(out, f, np.concatenate(emb).reshape(n, 10, -1).mean(axis=1))
+            save(out, f, np.concatenate(emb).reshape(n, 10, -1).mean(axis=1), "openl3")
 
 
-def save(out: Path | None, video: str, rows: np.ndarray) -> None:
+def save(out: Path | None, video: str, rows: np.ndarray, feature: str) -> None:
+    """``out/<feature>/<video stem>.npy`` (round 1 only: the bench compares it with featpipe's cache)."""
     if out is not None:
-        np.save(out / f"{Path(video).stem}.npy", rows.astype(np.float32))
+        (out / feature).mkdir(exist_ok=True)
+        np.save(out / feature / f"{Path(video).stem}.npy", rows.astype(np.float32))
 
 
 def run(kind: str, files: list[str], threads: int, device: str, weights: str | None, out: Path | None) -> None:
     """Run the script ``<suite>:<variant>`` over ``files`` (bench_pipeline.py's child process)."""
     suite, _, variant = kind.partition(":")
     if suite == "motion":
-        script_motion(files)
+        script_motion(files, out)
     elif suite == "clip":
         script_clip(files, threads, 224 if variant.endswith("-224") else None, device, out)
     elif suite == "vggish":
