@@ -196,6 +196,9 @@ def test_holes_and_late_starts_are_seen_seeking_or_not(tmp_path, seek):
     late = write_clip(tmp_path / "l.mp4", seconds=5, fps=10, keyint=5, video_start=2.5, audio_seconds=7.5)
     _, _, v = _decoded(late, both, params)
     assert v.masks["visual"].tolist() == [False, False] + [True] * 6
+    plain = write_clip(tmp_path / "p.mp4", seconds=4, fps=10, keyint=2)  # a target late in its segment:
+    _, _, v = _decoded(plain, MediaNeeds(frame_positions=(0.9,)), params)  # the time before it is read too
+    assert v.masks["visual"].tolist() == [True] * 4 and v.streams["video"]["holes"] == []
 
 
 def _plain_frame(path, t: float) -> np.ndarray:
