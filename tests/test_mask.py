@@ -245,3 +245,16 @@ def test_rotation_angle_reaches_the_record(caches):
         assert (media["display_width"], media["display_height"]) == (64, 32)
         lay = c.get("tilt", "layout").data
         assert (lay[:, 12] == 32).all() and (lay[:, 13] == 64).all()  # the frame keeps its size
+
+
+def test_beat_segments_take_validity_from_their_base_rows():
+    from featpipe.timeline import beat_mask, valid_segments
+
+    bounds = np.array([[0.0, 1.0], [1.0, 2.5], [2.5, 4.0], [4.0, 4.2], [4.2, 6.0]])
+    centres = np.arange(6) + 0.5
+    hole = np.array([True, False, False, True, False, True])  # rows 1, 2 and 4 fill
+    # beat 1 holds row 1 only; beat 2 rows 2-3 (half valid); beat 3 no centre: row 4 under its middle
+    assert beat_mask(bounds, centres, 6.0, hole).tolist() == [True, False, True, False, True]
+    for covered in (3.0, 4.1, 5.0, 6.0):  # without fill rows: the start-before-the-end rule alone
+        full = np.arange(6) < 5
+        assert beat_mask(bounds, centres, covered, full).tolist() == (np.arange(5) < valid_segments(bounds, covered)).tolist()

@@ -106,7 +106,7 @@ def rotate(img: np.ndarray, angle: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # ~66 MB for a 1080p picture
 def _rotation_map(h: int, w: int, angle: float) -> tuple[tuple, tuple, np.ndarray]:
     """Flat source indices and weights of the four neighbours of every output pixel, and where
     the source position lies outside the picture (one map per frame size of a video)."""

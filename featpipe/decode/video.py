@@ -4,7 +4,9 @@ Frames are placed by their timestamps (never by counting), so frames lost to a s
 leave the previous frame on screen and everything after stays where it belongs. Each frame kept
 is converted once per frame request of the run (native display size, or a short side) in one
 swscale step from the decoded frame (sample aspect ratio applied), then turned by the display
-matrix, before any extractor sees it. Frames with impossible timestamps (a jump far past anything the
+matrix, before any extractor sees it (a free angle, no multiple of 90 degrees, is turned at the
+displayed size and then scaled). Every frame's display interval is added to the stream's covered
+time (``StreamTally.covered``), from which the per-segment validity masks come. Frames with impossible timestamps (a jump far past anything the
 file states, or back in time) are dropped and counted as bad.
 
 Frames are taken either by decoding in order (sequential) or by seeking to each target when
