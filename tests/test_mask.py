@@ -23,7 +23,7 @@ from featpipe import cli, open_cache
 from featpipe.decode import DecodeParams, DecodeStats, TAIL_KEEP, count_segments, covered_segments, iter_chunks, probe
 from featpipe.decode.timeline import Verdict, rows_before, segment_mask
 from featpipe.extractors.base import MediaNeeds
-from featpipe.rows import valid_end
+from featpipe.rows import invalid_runs, valid_end
 from media import write_clip
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -258,3 +258,25 @@ def test_beat_segments_take_validity_from_their_base_rows():
     for covered in (3.0, 4.1, 5.0, 6.0):  # without fill rows: the start-before-the-end rule alone
         full = np.arange(6) < 5
         assert beat_mask(bounds, centres, covered, full).tolist() == (np.arange(5) < valid_segments(bounds, covered)).tolist()
+
+
+def test_beat_timeline_keeps_the_fill_of_a_late_start(tmp_path):
+    from featpipe.contracts import ExtractOptions
+    from featpipe.timeline import Timeline
+    from featpipe.video import VideoJob, process_video
+
+    path = write_clip(tmp_path / "late.mp4", seconds=5, fps=10, video_start=2.5, audio_seconds=7.5)
+    job = VideoJob("late", str(path), ("priors", "rhythm", "motion"), ExtractOptions(extra=(("beat_times", "1"),)),
+                   DecodeParams(fps=4), timeline=Timeline("beats"))
+    res = process_video(job)
+    assert res.ok, res.reason
+    # base rows of 0.25 s centred at 0.125 + 0.25 i: those before 2.5 s are fill (the video starts there);
+    # a beat segment is valid when at least half of the base rows it holds are not
+    centres = 0.125 + 0.25 * np.arange(30)
+    want = []
+    for lo, hi in res.bounds:
+        inside = centres[(centres >= lo) & (centres < hi)]
+        want.append(2 * (inside >= 2.5).sum() >= inside.size)
+    assert not want[0] and any(want)
+    assert res.invalid["motion"] == invalid_runs(np.array(want)) and res.valid["motion"] == len(want)
+    assert res.invalid["priors"] == [] and res.valid["priors"] == len(want)  # audio from 0
