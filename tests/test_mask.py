@@ -280,3 +280,24 @@ def test_beat_timeline_keeps_the_fill_of_a_late_start(tmp_path):
     assert not want[0] and any(want)
     assert res.invalid["motion"] == invalid_runs(np.array(want)) and res.valid["motion"] == len(want)
     assert res.invalid["priors"] == [] and res.valid["priors"] == len(want)  # audio from 0
+
+
+def test_invalid_runs_follow_features_across_runs_and_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATPIPE_PLUGINS", "fp_layout,fp_gain")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH", "")])))
+    monkeypatch.syspath_prepend(PLUGINS)
+    clip = write_clip(tmp_path / "late.mp4", seconds=4, fps=10, video_start=2.5, audio_seconds=6.5, channels=1)
+    cache = tmp_path / "c.h5"
+
+    def extract(*args):
+        res = CliRunner().invoke(cli.main, ["extract", str(clip), "-o", str(cache), *args, "--workers", "1",
+                                            "--quiet"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+
+    extract("--visual", "layout")
+    extract("--audio", "gain")  # a later run adds a feature: the earlier one keeps its runs
+    extract("--visual", "layout", "--name", "layout=layout-b")  # a variant: its runs under its stored name
+    with open_cache(cache) as c:
+        assert c.record("late")["invalid"] == {"layout": [[0, 2]], "layout-b": [[0, 2]]}
+        assert c.get("late", "layout").mask.tolist() == c.get("late", "layout-b").mask.tolist() == [False] * 2 + [True] * 5
+        assert c.get("late", "gain").mask.all()
