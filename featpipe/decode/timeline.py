@@ -181,6 +181,8 @@ class DecodeStats:
                 raise DecodeError(f"the {t.kind} stream decoded {t.decoded:.2f} s of the {t.stated:.2f} s "
                                   f"the file states (under {params.min_decoded:.0%}, see --min-decoded){stopped}")
             mask = segment_mask(t.covered.array(), params.fps)
+            if self.segments:  # only segments handed out were computed (a stream under half a segment late on)
+                mask = mask[:self.segments]
             masks["visual" if t.kind == "video" else "audio"] = mask[:valid_end(mask)]
         ends = [m.shape[0] for m in masks.values()]
         stored = round(params.max_seconds * params.fps) if params.max_seconds else max(ends, default=self.segments)
