@@ -59,6 +59,12 @@ class Coverage:
             a, b = min(a, s[lo][0]), max(b, s[hi - 1][1])
         s[lo:hi] = [[a, b]]
 
+    def fill(self, other: Coverage) -> None:
+        """Close the holes of this coverage that one span of ``other`` covers whole."""
+        for a, b in self.holes():
+            if any(x <= a + other.join and y >= b - other.join for x, y in other.spans):
+                self.add(a, b)
+
     @property
     def total(self) -> float:
         return sum(b - a for a, b in self.spans)

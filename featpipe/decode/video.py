@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from ..contracts import MediaNeeds
-from .packets import StreamTally, decoded_frames, media_errors
+from .packets import Coverage, StreamTally, decoded_frames, media_errors
 from .params import DecodeError, DecodeParams
 from .streams import MediaInfo, open_media
 
@@ -126,6 +126,7 @@ class VideoSource:
         self.tb = float(self.stream.time_base or 0)
         self.period = 1.0 / info.frame_rate if info.frame_rate > 0 else 0.04
         tally.covered.join = JOIN_FRAMES * self.period
+        self.skipped = Coverage(join=self.period / 4)  # packets the decoder was let skip (see _accepted)
         self.read_end: float | None = None  # end of the last frame decoded (where a seek leaves reading)
         self.limit = max(info.duration, 0.0) + MAX_JUMP
         self.frames: Iterator | None = None
@@ -141,6 +142,7 @@ class VideoSource:
         return (dh, dw) if self.info.orientation.transpose else (dw, dh)  # before turning
 
     def close(self) -> None:
+        self.tally.covered.fill(self.skipped)
         self.c.close()
 
     @property
@@ -177,8 +179,11 @@ class VideoSource:
             yield t, frame
 
     def _before(self, packet) -> None:
-        """Skip non-reference frames in this packet when no protected time is near it."""
-        if packet.pts is None or not packet.size:
+        """Skip non-reference frames in this packet when no protected time is near it.
+
+        Never after a packet failed to decode: from there on frames may be missing (a lost
+        reference), so only decoded frames say what the stream covered."""
+        if packet.pts is None or not packet.size or self.tally.bad:
             skip = False
         else:  # float time base: Fraction arithmetic per packet would cost more than it saves
             t = packet.pts * self.tb - self.info.start_time
@@ -188,12 +193,14 @@ class VideoSource:
             self.skipping = skip
 
     def _accepted(self, packet) -> None:
-        """A packet the decoder took while skipping non-reference frames: its time counts as delivered
-        (its frame is one decoding everything gives, between reference frames that did decode)."""
+        """A packet the decoder took while skipping non-reference frames: its time may count as
+        delivered. It does where such packets fill a gap between decoded frames whole (the frames
+        decoding everything gives there); a stretch where the decoder took packets but gave no
+        frame (a broken reference) stays a hole (:meth:`close` folds them in)."""
         if self.skipping and packet.pts is not None and packet.size:
             t = packet.pts * self.tb - self.info.start_time
             dur = (packet.duration or 0) * self.tb
-            self.tally.covered.add(t, t + (dur if 0 < dur <= 1.0 else self.period))
+            self.skipped.add(t, t + (dur if 0 < dur <= 1.0 else self.period))
 
     def _seen(self, t: float, dur: float) -> None:
         tally = self.tally
