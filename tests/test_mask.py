@@ -301,3 +301,19 @@ def test_invalid_runs_follow_features_across_runs_and_names(tmp_path, monkeypatc
         assert c.record("late")["invalid"] == {"layout": [[0, 2]], "layout-b": [[0, 2]]}
         assert c.get("late", "layout").mask.tolist() == c.get("late", "layout-b").mask.tolist() == [False] * 2 + [True] * 5
         assert c.get("late", "gain").mask.all()
+
+
+@pytest.mark.parametrize("skip", ["auto", "never"])
+def test_a_lost_keyframe_is_a_hole_whether_or_not_frames_are_skipped(tmp_path, skip):
+    src = write_clip(tmp_path / "k.mp4", seconds=6, fps=10, keyint=10, preset="medium")
+    with av.open(str(src)) as c:  # garble the keyframe at 2 s: its group of pictures cannot decode
+        key = next(p for p in c.demux(video=0) if p.size and p.is_keyframe and p.pts is not None
+                   and abs(float(p.pts * p.time_base) - 2.0) < 0.01)
+    data = bytearray(src.read_bytes())
+    data[key.pos + 4:key.pos + key.size] = b"\xff" * (key.size - 4)  # the NAL size stays
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    _, _, v = _decoded(bad, MediaNeeds(frame_positions=(0.5,), audio=True), DecodeParams(fps=1, skip=skip))
+    assert v.masks["visual"].tolist() == [True, True, False, True, True, True] and v.masks["audio"].all()
+    (hole,) = v.streams["video"]["holes"]
+    assert hole[0] <= 2.0 and hole[1] == pytest.approx(3.0, abs=0.01)
