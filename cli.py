@@ -61,7 +61,8 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
 @click.option("--max-seconds", type=_POSITIVE, default=_X.params.max_seconds,
               help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad).")
 @click.option("--pad", type=click.Choice(["repeat", "zero"]), default=_X.params.pad, show_default=True,
-              help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros.")
+              help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros; "
+                   "also what rows a stream missed inside (a late start, a hole) hold.")
 @click.option("--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
               help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")

@@ -18,14 +18,21 @@ def describe(path: str) -> dict[str, Any]:
             counts = Counter()
             rows = 0
             for v in cache.videos:
-                entry = cache.record(v).get("features", {}).get(name)
+                rec = cache.record(v)
+                entry = rec.get("features", {}).get(name)
                 if entry:
                     counts["videos"] += 1
                     rows += entry[1]
+                    runs = rec.get("invalid", {}).get(name) or []
+                    fill = sum(b - a for a, b in runs)
+                    counts["decoded"] += (entry[2] if len(entry) > 2 else entry[1]) - fill
+                    counts["fill"] += fill
+                    counts["with_fill"] += bool(runs)
             prov = cache.provenance(name)
             feats[name] = {
                 "spec": info.spec, "modality": info.modality, "shape": list(info.shape), "dtype": info.dtype,
-                "videos": counts["videos"], "rows": rows,
+                "videos": counts["videos"], "rows": rows, "decoded_rows": counts["decoded"],
+                "fill_rows": counts["fill"], "videos_with_fill": counts["with_fill"],
                 "timeline": {"hop": info.hop, "start": info.start, "window": info.window,
                              "on_segment_timeline": info.on_timeline},
                 "weights": info.weights, "featpipe": prov.get("featpipe"), "layout": info.layout,
@@ -51,8 +58,10 @@ def format_description(desc: dict[str, Any]) -> str:
         where = "segment timeline" if t["on_segment_timeline"] else "own timeline"
         at = ("rows are beat segments (each video's bounds)" if tl.get("kind") == "beats"
               else f"{where}: row i at {t['start']:g} + i*{t['hop']:g} s")
+        fill = (f", {f['fill_rows']} fill rows inside {f['videos_with_fill']} videos (late starts, holes)"
+                if f["fill_rows"] else "")
         lines.append(f"  {name}  [{f['modality']}] {tuple(f['shape'])} {f['dtype']}, {f['videos']} videos, "
-                     f"{f['rows']} rows; {at}")
+                     f"{f['rows']} rows ({f['decoded_rows']} decoded{fill}); {at}")
         lines.append(f"      spec {f['spec']}, weights {f['weights']}")
         if f.get("fingerprint"):
             lines.append(f"      fingerprint {f['fingerprint']}: {describe_identity(f['identity'])}")

@@ -184,6 +184,7 @@ class Dispatch:
         if result.ok:
             record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
             name = self.stored.get
+            record["invalid"] = {name(k, k): r for k, r in result.invalid.items() if r}  # fill runs, names as stored
             self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
                                {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
             summary.done.append(job.video_id)

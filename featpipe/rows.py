@@ -62,3 +62,12 @@ def invalid_runs(mask: np.ndarray) -> list[list[int]]:
         return []
     edges = np.flatnonzero(np.diff(np.concatenate([[0], bad.astype(np.int8), [0]])))
     return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+
+
+def runs_mask(rows: int, valid: int, runs: list[list[int]] | None = None) -> np.ndarray:
+    """The mask a cache record describes: rows before ``valid`` are valid except the ``runs``
+    (``[start, stop)``) of fill rows; the inverse of :func:`valid_end` and :func:`invalid_runs`."""
+    mask = np.arange(rows) < valid
+    for start, stop in runs or ():
+        mask[max(0, int(start)):max(0, min(int(stop), rows))] = False
+    return mask

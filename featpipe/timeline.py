@@ -15,7 +15,9 @@ boundaries, and afterwards every output's rows are pooled into those segments:
   a segment shorter than the base grid that holds no centre takes the row under its middle;
 * outputs with their own hop (e.g. OpenL3 at 0.1 s) are pooled the same way by their row
   centres, so every feature of a beat cache has one row per beat segment;
-* a segment is valid when it starts before the end of what the recording covered;
+* a segment is valid when it starts before the end of what its stream covered and is not mostly
+  fill: at least half of its base rows before that end are valid (a late start or a hole makes
+  its base rows fill, :mod:`featpipe.rows`; without those this is the first rule alone);
 * a video where fewer than two beats are found falls back to fixed :data:`FALLBACK_S` second
   segments (its record says so), so every video of the cache has boundaries.
 """
@@ -75,12 +77,15 @@ def parse_timeline(text: str) -> Timeline:
     return Timeline(kind, per)
 
 
-def beat_times(rows: np.ndarray, seg_len: float, valid: int) -> np.ndarray:
+def beat_times(rows: np.ndarray, seg_len: float, valid: int | np.ndarray) -> np.ndarray:
     """Sorted beat times (seconds) from ``rhythm-beats`` rows: segment k's offsets plus k * seg_len,
-    over the first ``valid`` segments (padding rows repeat beats that are not there)."""
-    rows = np.asarray(rows, np.float64)[:valid]
+    over the first ``valid`` segments, or the segments a mask marks valid (padding and fill rows
+    repeat beats that are not there)."""
+    rows = np.asarray(rows, np.float64)
+    keep = np.arange(rows.shape[0]) < valid if np.ndim(valid) == 0 else np.asarray(valid, bool)[:rows.shape[0]]
     starts = np.arange(rows.shape[0])[:, None] * seg_len
-    return np.sort((rows + starts)[rows >= 0])
+    beats = (rows + starts)[keep]
+    return np.sort(beats[rows[keep] >= 0])
 
 
 def boundaries(beats: np.ndarray, end: float, per: int = 1) -> tuple[np.ndarray, bool]:
@@ -132,24 +137,45 @@ def valid_segments(bounds: np.ndarray, covered_s: float) -> int:
     return int(np.searchsorted(bounds[:, 0], covered_s - 1e-9, side="left"))
 
 
-def to_beats(arrays: dict[str, np.ndarray], valid: dict[str, int], centres: dict[str, np.ndarray],
+def beat_mask(bounds: np.ndarray, centres: np.ndarray, covered_s: float, mask: np.ndarray) -> np.ndarray:
+    """Per beat segment, whether it is valid: it starts before ``covered_s`` (:func:`valid_segments`)
+    and at least half of its base rows (by centre, as :func:`pool` takes them; the row under its
+    middle when it holds none) that lie before the last valid one are valid."""
+    mask = np.asarray(mask, bool)
+    k = bounds.shape[0]
+    ok = np.arange(k) < valid_segments(bounds, covered_s)
+    end = int(np.flatnonzero(mask)[-1]) + 1 if mask.any() else 0
+    if not mask[:end].all() and centres.shape[0]:  # fill rows inside: the beat segments mostly made of them go
+        seg = np.searchsorted(bounds[:, 0], centres, side="right") - 1
+        inside = (seg >= 0) & (centres < bounds[-1, 1]) & (np.arange(centres.shape[0]) < end)
+        total = np.bincount(seg[inside], minlength=k)
+        good = np.bincount(seg[inside], weights=mask[inside], minlength=k)
+        for i in np.flatnonzero((total == 0) & ok):  # no base row of its own before the end
+            nearest = int(np.abs(centres - bounds[i].mean()).argmin())
+            total[i], good[i] = (1, float(mask[nearest])) if nearest < end else (0, 0.0)
+        ok &= 2 * good >= total
+    return ok
+
+
+def to_beats(arrays: dict[str, np.ndarray], masks: dict[str, np.ndarray], centres: dict[str, np.ndarray],
              covered: dict[str, float], seg_len: float, stored: int,
-             per: int) -> tuple[dict[str, np.ndarray], dict[str, int], np.ndarray, bool]:
+             per: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, bool]:
     """Pool one video's base-grid outputs into its beat segments.
 
-    ``arrays``/``valid`` are the video's outputs and valid rows on the base grid (``rhythm-beats``
-    among them, consumed here and not returned); ``centres[name]`` the row centres and
-    ``covered[name]`` the seconds the recording covers for each. Returns the pooled arrays, their
-    valid segment counts, the ``(K, 2)`` boundaries and whether the fallback was taken.
+    ``arrays``/``masks`` are the video's outputs and their row masks on the base grid
+    (``rhythm-beats`` among them, consumed here and not returned); ``centres[name]`` the row
+    centres and ``covered[name]`` the seconds the recording covers for each. Returns the pooled
+    arrays, their beat-segment masks (:func:`beat_mask`), the ``(K, 2)`` boundaries and whether
+    the fallback was taken.
     """
     if BEATS_OUTPUT not in arrays:
         raise TimelineError("the beat timeline needs the rhythm extractor's beats (rhythm-beats) in the run")
-    beats = beat_times(arrays[BEATS_OUTPUT], seg_len, valid[BEATS_OUTPUT])
+    beats = beat_times(arrays[BEATS_OUTPUT], seg_len, masks[BEATS_OUTPUT])
     bounds, fallback = boundaries(beats, stored * seg_len, per)
     out, ok = {}, {}
     for name, arr in arrays.items():
         if name == BEATS_OUTPUT:
             continue
         out[name] = pool(arr, centres[name], bounds).astype(arr.dtype)
-        ok[name] = valid_segments(bounds, covered[name])
+        ok[name] = beat_mask(bounds, centres[name], covered[name], masks[name])
     return out, ok, bounds, fallback

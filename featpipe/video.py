@@ -23,7 +23,7 @@ from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_se
 from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
-from .rows import fill_plan, prefix_mask, take_rows
+from .rows import fill_plan, invalid_runs, runs_mask, take_rows, valid_end
 from .timeline import Timeline, to_beats
 
 
@@ -42,7 +42,12 @@ class VideoJob:
 
 @dataclass
 class VideoResult:
-    """What came of one video: the padded arrays and valid rows, or a one-line reason."""
+    """What came of one video: the padded arrays and valid rows, or a one-line reason.
+
+    ``valid[name]`` counts the rows up to the last valid one; ``invalid[name]`` lists the
+    ``[start, stop)`` runs before it that hold fill (a stream that started late, a hole), not
+    computed values (:mod:`featpipe.rows`).
+    """
 
     video_id: str
     path: str
@@ -50,6 +55,7 @@ class VideoResult:
     reason: str = ""
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     valid: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, list[list[int]]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     segments: int = 0
     seconds: float = 0.0
@@ -71,15 +77,18 @@ def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> De
 def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int) -> None:
     """The beat timeline's step after extraction: pool every output's base-grid rows into the video's
     beat segments (featpipe.timeline), in place; no second decode."""
-    centres, covered = {}, {}
+    centres, covered, masks = {}, {}, {}
     for e in exts:
         for o in e.outputs():
             n, ok = result.arrays[o.name].shape[0], result.valid[o.name]
             hop, start = (seg_len, seg_len / 2) if o.hop is None else (o.hop, o.start)
             centres[o.name] = start + hop * np.arange(n)
             covered[o.name] = start + hop * (ok - 0.5) if ok else 0.0
-    result.arrays, result.valid, result.bounds, fallback = to_beats(
-        result.arrays, result.valid, centres, covered, seg_len, stored, per)
+            masks[o.name] = runs_mask(n, ok, result.invalid.get(o.name))
+    result.arrays, beat, result.bounds, fallback = to_beats(
+        result.arrays, masks, centres, covered, seg_len, stored, per)
+    result.valid = {k: valid_end(m) for k, m in beat.items()}
+    result.invalid = {k: invalid_runs(m) for k, m in beat.items()}
     result.info["timeline"] = {"kind": "beats", "beats_per_segment": per, "segments": int(result.bounds.shape[0]),
                                "fallback": fallback}
 
@@ -132,15 +141,15 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                 arr = np.concatenate(parts[o.name]) if parts[o.name] else np.zeros((0, *o.shape), np.float32)
                 if arr.shape[1:] != tuple(o.shape):
                     raise ValueError(f"{e.spec} gave rows of shape {arr.shape[1:]}, declared {o.shape}")
-                valid = verdict.valid.get(o.modality, stored)
                 if o.hop is None:
-                    rows, ok_rows = stored, valid
+                    rows = stored
                     if arr.shape[0] != stats.segments:
                         raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {stats.segments} segments")
                 else:
                     rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
-                    ok_rows = min(arr.shape[0], rows, rows_before(valid * params.seg_len, o.hop, o.start))
-                mask = prefix_mask(ok_rows, rows)  # the rows whose segment this output's stream decoded
+                # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
+                mask = verdict.row_mask(o.modality, rows, o.hop, o.start, available=arr.shape[0])
+                ok_rows = valid_end(mask)
                 out = take_rows(arr, fill_plan(mask, arr.shape[0], params.pad)).astype(job.dtype or o.dtype)
                 if not np.all(np.isfinite(out)):  # after the cast: a value past float16's range is inf
                     raise ExtractorError(f"{e.spec} produced values that are not finite as {out.dtype}"
@@ -148,6 +157,7 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                                             if out.dtype == np.float16 else ""))
                 result.arrays[o.name] = out
                 result.valid[o.name] = ok_rows
+                result.invalid[o.name] = invalid_runs(mask)
         result.info = verdict.record(info)
         result.segments = stored
         if job.timeline.beats:

@@ -2,7 +2,7 @@
 
 The picture's mean grey level encodes the time (so tests can tell which frame was sampled) and
 the audio is a sine whose amplitude differs per channel (so tests can check channels survive).
-Real-world variants (rotation, non-square pixels, B-frames, a late video start, audio gaps,
+Real-world variants (rotation, non-square pixels, B-frames, a late video start, audio and video gaps,
 cover pictures, several audio streams) are options of :func:`write_clip`; damaged copies come
 from :func:`truncate` and :func:`flip_bits`.
 """
@@ -23,15 +23,17 @@ def write_clip(path: str | Path, seconds: float = 3.0, fps: int = 10, size: tupl
                vfr: bool = False, preset: str = "ultrafast", rotation: int | None = None, hflip: bool = False,
                sar: Fraction | None = None, pattern: str = "grey", video_start: float = 0.0,
                audio_gap: tuple[float, float] | None = None, second_audio: bool = False, cover: bool = False,
-               options: dict | None = None) -> Path:
+               options: dict | None = None, video_gap: tuple[float, float] | None = None) -> Path:
     """Write a clip; frame i is a flat grey of level ``round(255 * t / seconds)`` at t = i / fps.
 
     ``vfr`` drops every third frame, so frame durations vary (variable frame rate).
     ``preset="medium"`` gives x264 B-frames. ``rotation`` (counter-clockwise degrees, as PyAV's
     ``frame.rotation`` reads it back) and ``hflip`` write a display matrix; ``sar`` the sample
-    aspect ratio. ``pattern="halves"`` paints the left half red and the right half blue.
+    aspect ratio. ``pattern="halves"`` paints the left half red and the right half blue;
+    ``pattern="ramp"`` makes red grow to the right and green downwards (blue: the time level).
     ``video_start`` delays the first video frame; ``audio_gap=(a, b)`` leaves out the audio
-    frames starting in ``[a, b)`` (their timestamps jump); ``second_audio`` adds a mono 880 Hz
+    frames starting in ``[a, b)`` (their timestamps jump), ``video_gap`` likewise the video frames
+    (a hole in the video: no frame for ``b - a`` seconds); ``second_audio`` adds a mono 880 Hz
     stream marked default after the first (which is then not default); ``cover`` adds a
     320x320 attached picture. ``options`` go to the muxer (e.g. ``{"movflags": "faststart"}``).
     """
@@ -72,13 +74,16 @@ def write_clip(path: str | Path, seconds: float = 3.0, fps: int = 10, size: tupl
     if vs is not None:
         offset = int(round(video_start * fps))
         for i in range(int(round(seconds * fps))):
-            if vfr and i % 3 == 2:
+            if (vfr and i % 3 == 2) or (video_gap is not None and video_gap[0] <= i / fps < video_gap[1]):
                 continue
             level = int(round(255 * (i / fps) / seconds))
             img = np.full((size[1], size[0], 3), level, np.uint8)
             if pattern == "halves":
                 img[:, : size[0] // 2] = (255, 0, 0)
                 img[:, size[0] // 2:] = (0, 0, 255)
+            elif pattern == "ramp":  # red grows to the right, green downwards: every turn and mirror differs
+                img[..., 0] = np.linspace(0, 255, size[0])[None, :].round().astype(np.uint8)
+                img[..., 1] = np.linspace(0, 255, size[1])[:, None].round().astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i + offset
             frame.time_base = Fraction(1, fps)

@@ -80,3 +80,23 @@ def test_skipping_keeps_the_honest_counts(bframes) -> None:
     np.testing.assert_array_equal(got, ref)
     assert stats.verdict(DecodeParams()).valid == ref_stats.verdict(DecodeParams()).valid == {"visual": 6, "audio": 6}
     assert stats.video.end == pytest.approx(ref_stats.video.end) and stats.video.packets == ref_stats.video.packets
+    # the covered time too: skipped packets close the gaps between decoded frames, no holes appear
+    np.testing.assert_allclose(stats.video.covered.array(), ref_stats.video.covered.array())
+    assert stats.verdict(DecodeParams()).masks["visual"].all()
+
+
+def test_packets_taken_without_a_frame_stay_a_hole() -> None:
+    from featpipe.decode.packets import Coverage
+
+    frames = Coverage(join=0.02)
+    for t in np.arange(0, 1.0, 0.12):  # decoded reference frames
+        frames.add(t, t + 0.04)
+    frames.add(2.0, 3.0)  # decoded again after the stretch below
+    skipped = Coverage(join=0.01)
+    for t in np.arange(0.04, 1.0, 0.04):  # skipped frames between them: their gaps close
+        if round(t / 0.04) % 3:
+            skipped.add(t, t + 0.04)
+    for t in np.arange(1.04, 2.0, 0.12):  # a stretch of skipped packets with no decoded frame: stays a hole
+        skipped.add(t, t + 0.08)
+    frames.fill(skipped)
+    assert [[round(a, 2), round(b, 2)] for a, b in frames.spans] == [[0.0, 1.0], [2.0, 3.0]]

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
+from ..rows import runs_mask
 from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline, decode_records
 from .writer import CacheError
 
@@ -42,14 +43,17 @@ class FeatureInfo:
 @dataclass(frozen=True)
 class FeatureArray:
     """One video's rows of one feature: ``data`` (T, *shape), row-centre ``times`` (T,) in
-    seconds, and ``valid``, the number of rows the recording covers (the rest is padding).
-    ``bounds`` (T, 2) is each row's (start, end) in seconds: the beat segments on a beat-timeline
-    cache (``times`` are their middles), the fixed segments or hop windows otherwise."""
+    seconds, and ``valid``, the number of rows up to the last one the recording covers (the rest
+    is padding). ``mask`` (T,) bool says which rows hold decoded values: False for padding and for
+    the fill rows before ``valid`` (a stream that started late, a hole), which hold a copy of a
+    valid row or zeros. ``bounds`` (T, 2) is each row's (start, end) in seconds: the beat segments
+    on a beat-timeline cache (``times`` are their middles), the fixed segments or hop windows otherwise."""
 
     data: np.ndarray
     times: np.ndarray
     valid: int
     bounds: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
 
 def _attr(g: h5py.Group, key: str, default: Any = None) -> Any:
@@ -157,6 +161,15 @@ class Cache:
         off, rows = entry[0], entry[1]
         return off, rows, entry[2] if len(entry) > 2 else rows
 
+    def mask(self, video_id: str, feature: str) -> np.ndarray:
+        """``(rows,)`` bool: the video's rows of ``feature`` that hold decoded values (the record's
+        ``valid`` prefix less its ``invalid`` runs)."""
+        return self._mask(video_id, self.info(feature).name)
+
+    def _mask(self, video_id: str, name: str) -> np.ndarray:
+        _, rows, valid = self._slot(video_id, name)
+        return runs_mask(rows, valid, self.record(video_id).get("invalid", {}).get(name))
+
     def get(self, video_id: str, feature: str, dtype: Any = None) -> FeatureArray:
         """One video's rows of one feature with their timestamps."""
         name = self.info(feature).name
@@ -172,7 +185,7 @@ class Cache:
             times = info.start + info.hop * np.arange(rows)
             half = (info.window if info.window else info.hop) / 2
             bounds = np.stack([times - half, times + half], axis=1)
-        return FeatureArray(data.astype(dtype) if dtype else data, times, valid, bounds)
+        return FeatureArray(data.astype(dtype) if dtype else data, times, valid, bounds, self._mask(video_id, name))
 
     @property
     def beats(self) -> bool:
@@ -212,21 +225,22 @@ class Cache:
 
     def batch(self, video_ids: Sequence[str], feature: str, length: int | None = None,
               dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
-        """A padded ``(N, T, *shape)`` array and a ``(N, T)`` mask of rows the recording covers.
+        """A padded ``(N, T, *shape)`` array and a ``(N, T)`` mask of rows holding decoded values
+        (:meth:`mask`: padding and fill rows are False).
 
         ``T`` is ``length`` or the longest video; longer videos are cut, shorter ones zero-padded.
         """
         name = self.info(feature).name
         arrays = self.load(name, video_ids, dtype=dtype)
-        valid = [self._slot(v, name)[2] for v in video_ids]
+        masks = [self._mask(v, name) for v in video_ids]
         shape = self.info(name).shape
         T = length if length is not None else max((a.shape[0] for a in arrays), default=0)
         out = np.zeros((len(arrays), T, *shape), dtype=dtype or (arrays[0].dtype if arrays else np.float32))
         mask = np.zeros((len(arrays), T), bool)
-        for i, (a, v) in enumerate(zip(arrays, valid)):
+        for i, (a, m) in enumerate(zip(arrays, masks)):
             n = min(T, a.shape[0])
             out[i, :n] = a[:n]
-            mask[i, :min(n, v)] = True
+            mask[i, :n] = m[:n]
         return out, mask
 
     def dataset(self, features: Sequence[str], video_ids: Sequence[str] | None = None,

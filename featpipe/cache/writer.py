@@ -227,6 +227,8 @@ class CacheWriter:
         Features of an earlier record of the same video that ``arrays`` does not replace are
         kept (asking for a new extractor later computes only that one); so are features the
         record lists under ``imported`` (``featpipe import``), even when the source changes.
+        ``record["invalid"]`` (feature -> ``[start, stop)`` runs of fill rows) describes the
+        features of ``arrays``; a kept feature keeps its runs from the earlier record.
         """
         if not self.swmr:
             self.start()
@@ -249,7 +251,12 @@ class CacheWriter:
         elif old.get("bounds"):  # a commit without bounds (e.g. an import) keeps the video's segments
             extra["bounds"] = old["bounds"]
         self._flush()
+        invalid = {n: r for n, r in (old.get("invalid") or {}).items() if n in features and n not in arrays}
+        invalid.update({n: r for n, r in (record.get("invalid") or {}).items() if n in arrays and r})
         rec = dict(record, features=features, committed=time.time(), featpipe=__version__, **extra)
+        rec.pop("invalid", None)
+        if invalid:
+            rec["invalid"] = invalid
         imported = {n: v for n, v in kept.items() if n in features and n not in arrays}
         imported.update(record.get("imported") or {})
         if imported:

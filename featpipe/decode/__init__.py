@@ -9,16 +9,16 @@ holds a chunk of segments, never the whole video.
 Modules, one job each: :mod:`.params` (parameters, the error type), :mod:`.streams` (probing, streams,
 their choice, orientation), :mod:`.packets` (tolerant packet decoding and what each stream
 delivered), :mod:`.video` and :mod:`.audio` (the two sources on the true timeline),
-:mod:`.timeline` (chunks, and the valid counts of what was decoded).
+:mod:`.timeline` (chunks, and the per-segment validity masks of what each stream covered).
 """
 
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
 from .streams import MediaInfo, Orientation, probe
 from .timeline import (TAIL_KEEP, DecodeStats, Verdict, count_segments, covered_segments, iter_chunks, merge_needs,
-                       rows_before)
+                       rows_before, segment_mask)
 from .video import frame_size, use_seek
 
 __all__ = ["DecodeError", "DecodeParams", "DecodeStats", "MediaInfo", "Orientation", "StreamTally", "TAIL_KEEP",
            "Verdict", "count_segments", "covered_segments", "frame_size", "iter_chunks", "merge_needs", "probe",
-           "rows_before", "use_seek"]
+           "rows_before", "segment_mask", "use_seek"]

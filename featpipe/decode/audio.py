@@ -2,7 +2,8 @@
 
 Every decoded frame is placed where its timestamp says, not where the previous one ended: a
 hole between frames (a skipped packet, a gap in the stream) is filled with silence and counted,
-an overlap is trimmed and counted. Timestamps that jump far past anything the file states, or
+an overlap is trimmed and counted. The decoded samples' spans are the stream's covered time
+(``StreamTally.covered``): silence put in for a hole or a late start is not covered. Timestamps that jump far past anything the file states, or
 more than a second back, are corrupt: such frames are dropped and counted as bad. Channels are
 kept (mono stays mono, two or more become stereo).
 """
@@ -42,6 +43,7 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
         if drop:
             block, state["drop"] = block[:, drop:], state["drop"] - drop
         if block.shape[1]:
+            tally.covered.add(state["position"] / AUDIO_RATE, (state["position"] + block.shape[1]) / AUDIO_RATE)
             state["position"] += block.shape[1]
             tally.end = state["position"] / AUDIO_RATE
             yield block

@@ -8,12 +8,14 @@ its own frames only; what each stream delivered is kept in a :class:`StreamTally
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
+import numpy as np
 
 from .params import DecodeError
 
@@ -21,6 +23,58 @@ log = logging.getLogger("featpipe.decode")
 
 DEMUX_RETRIES = 3
 """Consecutive demuxer errors (no packet in between) after which the stream is taken to end there."""
+
+
+HOLES_KEPT = 64
+"""Holes a stream record lists (the longest ones); the total is always kept."""
+
+
+class Coverage:
+    """The time a stream delivered: a sorted union of disjoint ``[start, end)`` spans (seconds).
+
+    Spans closer than ``join`` seconds are merged (a frame held a little longer than its stated
+    duration is no hole). Spans arrive mostly in order, so adding is O(1) then.
+    """
+
+    def __init__(self, join: float = 0.0) -> None:
+        self.join = join
+        self.spans: list[list[float]] = []
+
+    def add(self, a: float, b: float) -> None:
+        if not b > a:
+            return
+        s = self.spans
+        if not s or a >= s[-1][0]:  # in order: after the last span, or extending it
+            if s and a <= s[-1][1] + self.join:
+                s[-1][1] = max(s[-1][1], b)
+            else:
+                s.append([a, b])
+            return
+        starts = [x[0] for x in s]  # out of order (after a seek): merge every span it touches
+        lo = bisect.bisect_left(starts, a - self.join)
+        if lo and s[lo - 1][1] + self.join >= a:
+            lo -= 1
+        hi = bisect.bisect_right(starts, b + self.join)
+        if hi > lo:
+            a, b = min(a, s[lo][0]), max(b, s[hi - 1][1])
+        s[lo:hi] = [[a, b]]
+
+    def fill(self, other: Coverage) -> None:
+        """Close the holes of this coverage that one span of ``other`` covers whole."""
+        for a, b in self.holes():
+            if any(x <= a + other.join and y >= b - other.join for x, y in other.spans):
+                self.add(a, b)
+
+    @property
+    def total(self) -> float:
+        return sum(b - a for a, b in self.spans)
+
+    def holes(self) -> list[tuple[float, float]]:
+        """The uncovered spans between the first and the last covered time."""
+        return [(self.spans[i][1], self.spans[i + 1][0]) for i in range(len(self.spans) - 1)]
+
+    def array(self) -> np.ndarray:
+        return np.asarray(self.spans, np.float64).reshape(-1, 2)
 
 
 @dataclass
@@ -37,6 +91,7 @@ class StreamTally:
     gap_seconds: float = 0.0
     overlap_seconds: float = 0.0  # audio: overlapping frames trimmed
     demux_error: str = ""  # why the demuxer stopped early, if it did
+    covered: Coverage = field(default_factory=Coverage)  # the time it delivered (holes and a late start left out)
 
     @property
     def bad_share(self) -> float:
@@ -44,16 +99,19 @@ class StreamTally:
 
     @property
     def decoded(self) -> float:
-        """Seconds decoded: from the first frame to the end of the last, less the holes filled with silence."""
+        """Seconds decoded: the covered time, holes left out (video and audio alike)."""
         if self.start is None:
             return 0.0
-        return max(0.0, self.end - self.start - self.gap_seconds)
+        return self.covered.total
 
     def as_dict(self) -> dict:
+        holes = sorted(self.covered.holes(), key=lambda h: h[0] - h[1])[:HOLES_KEPT]
         return {"stated": round(self.stated, 3), "decoded": round(self.decoded, 3),
                 "start": round(self.start or 0.0, 3), "end": round(self.end, 3), "packets": self.packets,
                 "bad_packets": self.bad, "gaps": self.gaps, "gap_seconds": round(self.gap_seconds, 3),
-                "overlap_seconds": round(self.overlap_seconds, 3), "demux_error": self.demux_error}
+                "overlap_seconds": round(self.overlap_seconds, 3), "demux_error": self.demux_error,
+                "holes": [[round(a, 3), round(b, 3)] for a, b in sorted(holes)],
+                "hole_seconds": round(sum(b - a for a, b in self.covered.holes()), 3)}
 
 
 def ffmpeg_text(exc: BaseException) -> str:
@@ -84,11 +142,14 @@ def media_errors(what: str) -> Iterator[None]:
         raise DecodeError(f"{what}: the file is damaged in a way the decoder cannot handle") from None
 
 
-def decoded_frames(container, stream, tally: StreamTally, before: Callable[[object], None] | None = None) -> Iterator:
+def decoded_frames(container, stream, tally: StreamTally, before: Callable[[object], None] | None = None,
+                   accepted: Callable[[object], None] | None = None) -> Iterator:
     """Every frame of ``stream`` from the container's current position, skipping bad packets.
 
     ``before(packet)`` is called before each packet is decoded (the video source sets the
-    decoder's ``skip_frame`` there, see :class:`featpipe.decode.video.SkipWindow`).
+    decoder's ``skip_frame`` there, see :class:`featpipe.decode.video.SkipWindow`), and
+    ``accepted(packet)`` after the decoder took it without an error (the video source counts the
+    time of a packet it let the decoder skip as delivered there).
 
     Packets that raise when decoded are counted in ``tally.bad``. A demuxer error is retried a
     few times (FFmpeg's demuxers often resync on the next packet); when it persists the stream
@@ -120,6 +181,8 @@ def decoded_frames(container, stream, tally: StreamTally, before: Callable[[obje
             if packet.size:
                 tally.bad += 1
             continue
+        if accepted is not None:
+            accepted(packet)
         yield from frames
 
 

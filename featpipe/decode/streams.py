@@ -7,12 +7,15 @@ tie; the audio stream is the one marked default, else the one with the most chan
 highest rate, then the earliest. ``DecodeParams.video_stream`` / ``audio_stream`` pick an index.
 
 Orientation: the display matrix (read from the first decoded frame, as FFmpeg attaches it to
-every frame) is reduced to a transpose and two flips, and the sample aspect ratio to a display
-width, exactly as players show the picture; see :mod:`featpipe.decode.video`.
+every frame) is reduced to a transpose and two flips when its angle, rounded to a whole degree as
+FFmpeg's tools round it, is a multiple of 90; any other angle turns the picture by that angle
+about its centre, at the same size, black outside (what ``ffmpeg``/``ffplay`` do with the
+``rotate`` filter). The sample aspect ratio gives the display width. See :mod:`featpipe.decode.video`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,33 +30,57 @@ SCAN_PACKETS = 400
 """Packets read to count each video stream's packets (a cover picture has one)."""
 
 
+def display_angle(m: np.ndarray) -> float:
+    """The clockwise turn (degrees in ``[0, 360)``, a whole number) a display matrix asks for, as
+    FFmpeg's tools compute it: ``-round(av_display_rotation_get(m))``, wrapped the same way; NaN
+    for a degenerate matrix."""
+    a, b, c, d = (float(m[i]) for i in (0, 1, 3, 4))
+    sx, sy = math.hypot(a, c), math.hypot(b, d)
+    if sx == 0 or sy == 0:
+        return math.nan
+    ccw = -math.degrees(math.atan2(b / sy, a / sx))  # av_display_rotation_get: counter-clockwise degrees
+    theta = -math.copysign(math.floor(abs(ccw) + 0.5), ccw)  # C's round: halves away from zero
+    return float(theta - 360 * math.floor(theta / 360 + 0.9 / 360)) + 0.0  # + 0.0: no -0.0
+
+
 @dataclass(frozen=True)
 class Orientation:
-    """How a stored picture becomes the displayed one: transpose first, then flip rows / columns."""
+    """How a stored picture becomes the displayed one: transpose first, then flip rows / columns;
+    or, for an angle that is no multiple of 90 degrees, a turn by ``angle`` degrees clockwise."""
 
     transpose: bool = False
     flip_rows: bool = False
     flip_cols: bool = False
+    angle: float = 0.0  # clockwise degrees of a free turn (0: none, the flips above say it all)
 
     @classmethod
     def from_matrix(cls, m: np.ndarray) -> Orientation:
         """From FFmpeg's display matrix (``p' = a p + c q``, ``q' = b p + d q``; p right, q down)."""
+        theta = display_angle(m)
+        if math.isnan(theta):
+            return cls()
+        if abs(theta - 90 * round(theta / 90)) >= 1.0:  # FFmpeg's tools: the rotate filter, not a transpose
+            return cls(angle=theta)
         a, b, c, d = (float(m[i]) for i in (0, 1, 3, 4))
         if abs(a) + abs(d) >= abs(b) + abs(c):
             return cls(False, d < 0, a < 0)
         return cls(True, b < 0, c < 0)
 
     @property
-    def rotation(self) -> int:
+    def rotation(self) -> float:
         """Degrees the picture is turned clockwise for display (a mirror, if any, comes after)."""
-        return _TURNS[(self.transpose, self.flip_rows, self.flip_cols)][0]
+        if self.angle:
+            return float(self.angle)
+        return float(_TURNS[(self.transpose, self.flip_rows, self.flip_cols)][0])
 
     @property
     def mirrored(self) -> bool:
-        return _TURNS[(self.transpose, self.flip_rows, self.flip_cols)][1]
+        return not self.angle and _TURNS[(self.transpose, self.flip_rows, self.flip_cols)][1]
 
     def apply(self, img: np.ndarray) -> np.ndarray:
         """The displayed ``(H, W, 3)`` picture from the stored one."""
+        if self.angle:
+            return rotate(img, self.angle)
         if self.transpose:
             img = img.transpose(1, 0, 2)
         if self.flip_rows:
@@ -61,6 +88,42 @@ class Orientation:
         if self.flip_cols:
             img = img[:, ::-1]
         return np.ascontiguousarray(img)
+
+
+def rotate(img: np.ndarray, angle: float) -> np.ndarray:
+    """``img`` (H, W, C) uint8 turned ``angle`` degrees clockwise about its centre, same size.
+
+    Each output pixel takes the bilinear mix (float32, rounded) of the four source pixels around
+    its inverse-mapped position, pixel centres at integer coordinates and the centre of the
+    picture at ``((W-1)/2, (H-1)/2)`` as in FFmpeg's ``rotate`` filter; positions outside the
+    source picture (more than half a pixel beyond its edge pixels) are black.
+    """
+    h, w = img.shape[:2]
+    idx, weights, outside = _rotation_map(h, w, float(angle))
+    flat = img.reshape(h * w, -1).astype(np.float32)
+    out = sum(flat[i] * wt[:, None] for i, wt in zip(idx, weights))
+    out[outside] = 0
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
+
+
+@functools.lru_cache(maxsize=2)  # ~66 MB for a 1080p picture
+def _rotation_map(h: int, w: int, angle: float) -> tuple[tuple, tuple, np.ndarray]:
+    """Flat source indices and weights of the four neighbours of every output pixel, and where
+    the source position lies outside the picture (one map per frame size of a video)."""
+    t = math.radians(angle)
+    cos, sin = math.cos(t), math.sin(t)
+    j, i = np.mgrid[0:h, 0:w].astype(np.float64)
+    u, v = i - (w - 1) / 2, j - (h - 1) / 2
+    x = cos * u + sin * v + (w - 1) / 2  # the output pixel's source, turning back by -angle
+    y = -sin * u + cos * v + (h - 1) / 2
+    outside = ((x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)).ravel()
+    x, y = np.clip(x, 0, w - 1).ravel(), np.clip(y, 0, h - 1).ravel()
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
+    idx = (y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1)
+    weights = ((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy)
+    return tuple(a.astype(np.int32) for a in idx), weights, outside
 
 
 # (transpose, flip rows, flip columns) -> (clockwise turn, then mirrored left-right)

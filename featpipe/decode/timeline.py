@@ -1,8 +1,12 @@
 """Chunks of aligned segments, and the honest count of the segments each stream delivered.
 
 Segment k covers ``[k/fps, (k+1)/fps)``. A segment is *valid* for a stream when the stream
-decoded at least half of it, i.e. when the segment's centre lies before the end of the last
-frame (or sample) that stream decoded; a recording shorter than half a segment keeps one. The
+decoded at least half of it: the time the stream covered (video: the union of its frames'
+display intervals; audio: the decoded samples, holes filled with silence left out) is measured
+per segment (:func:`segment_mask`). For a stream without holes that starts at 0 this is the
+prefix of the segments whose centre lies before its end (:func:`covered_segments`); a stream
+that starts late or has holes marks the segments it missed. A stream that decodes less than
+half of every segment keeps the segment it covered most. The
 duration the container states is only a hint: decoding goes on while a stream delivers and
 stops early when every stream has ended, and a stream that delivers less than
 ``DecodeParams.min_decoded`` of its stated duration, or whose share of undecodable packets
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..contracts import AUDIO_RATE, Chunk, MediaNeeds
+from ..rows import valid_end
 from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
@@ -31,6 +36,30 @@ TAIL_KEEP = 0.5
 def covered_segments(seconds: float, fps: float) -> int:
     """Segments whose centre lies at or before ``seconds`` (at least half of each was recorded)."""
     return max(0, math.floor(seconds * fps + (1.0 - TAIL_KEEP) + 1e-9))
+
+
+def segment_mask(spans: np.ndarray, fps: float, n: int | None = None) -> np.ndarray:
+    """Per segment, whether ``spans`` (``(m, 2)`` covered ``[start, end)`` seconds, sorted and
+    disjoint) cover at least :data:`TAIL_KEEP` of it; ``n`` segments (default: up to the last
+    span's end). When no segment qualifies, the one covered most is valid (never none)."""
+    spans = np.asarray(spans, np.float64).reshape(-1, 2) * fps  # in segment units
+    if n is None:
+        n = max(1, math.ceil(spans[-1, 1])) if spans.size else 1
+    if not spans.size:
+        return np.arange(n) == 0
+    a, b = spans[:, 0], spans[:, 1]
+    cum = np.concatenate([[0.0], np.cumsum(b - a)])
+    edges = np.arange(n + 1, dtype=np.float64)
+    j = np.searchsorted(a, edges, side="right")  # spans starting at or before each edge
+    last = np.maximum(j - 1, 0)
+    before = np.where(j > 0, cum[last] + np.clip(edges - a[last], 0.0, b[last] - a[last]), 0.0)
+    per = np.diff(before)  # covered share of each segment
+    mask = per + 1e-9 >= TAIL_KEEP
+    if not mask.any() and per.max(initial=0.0) > 0:
+        mask[int(np.argmax(per))] = True
+    elif not mask.any():
+        mask[0] = True
+    return mask
 
 
 def count_segments(duration: float, params: DecodeParams) -> tuple[int, int]:
@@ -75,11 +104,17 @@ def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
 
 @dataclass
 class Verdict:
-    """What may be committed: stored segments and, per modality, how many of them are valid."""
+    """What may be committed: stored segments and, per modality, which of them are valid.
+
+    ``valid[m]`` is the number of segments up to and including the last valid one (``data[:valid]``
+    holds every decoded row), ``masks[m]`` the per-segment mask over the stored segments.
+    """
 
     stored: int
-    valid: dict[str, int]  # "visual" / "audio" -> valid segments
+    valid: dict[str, int]  # "visual" / "audio" -> segments up to the last valid one
     streams: dict[str, dict] = field(default_factory=dict)  # per stream: stated, decoded, bad packets...
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # "visual" / "audio" -> (stored,) bool
+    seg_len: float = 1.0
 
     def record(self, info: MediaInfo) -> dict:
         """The facts a cache record keeps: stated and decoded durations, counts, media, streams."""
@@ -87,8 +122,34 @@ class Verdict:
                 "decoded_duration": max((s["end"] for s in self.streams.values()), default=0.0),
                 "segments": self.stored, "valid": max(self.valid.values(), default=0),
                 "valid_by_modality": dict(self.valid),
+                "decoded_segments": {m: int(k.sum()) for m, k in self.masks.items()},
                 "bad_packets": sum(s["bad_packets"] for s in self.streams.values()),
                 "media": info.facts(), "streams": self.streams}
+
+    def row_mask(self, modality: str, rows: int, hop: float | None = None, start: float = 0.0,
+                 available: int | None = None) -> np.ndarray:
+        """Which of an output's ``rows`` its stream decoded (and were computed: ``available``).
+
+        Rows on the segment timeline are their segments. A row of an output with its own ``hop``
+        belongs to the segment its centre ``start + i * hop`` lies in, by :func:`rows_before`'s
+        rounding (so for a stream without holes the valid rows are ``rows_before(valid / fps)``,
+        the one rule for stored and valid rows). Outputs of no decoded stream are all valid.
+        """
+        seg = self.masks.get(modality)
+        if seg is None:
+            mask = np.ones(rows, bool)
+        elif hop is None:
+            mask = np.zeros(rows, bool)
+            mask[:min(rows, seg.shape[0])] = seg[:rows]
+        else:
+            edges = np.array([rows_before(k * self.seg_len, hop, start) for k in range(seg.shape[0] + 1)])
+            per = np.repeat(seg, np.diff(edges))  # rows whose centre lies in segment k take its validity
+            per = np.concatenate([np.full(edges[0], seg[0] if seg.size else False), per])  # centres before 0
+            mask = np.zeros(rows, bool)
+            mask[:min(rows, per.shape[0])] = per[:rows]
+        if available is not None:
+            mask[available:] = False
+        return mask
 
 
 @dataclass
@@ -103,8 +164,8 @@ class DecodeStats:
         return [t for t in (self.video, self.audio) if t is not None]
 
     def verdict(self, params: DecodeParams) -> Verdict:
-        """The honest counts; :class:`DecodeError` when a stream delivered too little or too badly."""
-        valid: dict[str, int] = {}
+        """The honest masks; :class:`DecodeError` when a stream delivered too little or too badly."""
+        masks: dict[str, np.ndarray] = {}
         horizon = params.max_seconds
         for t in self.tallies():
             stopped = f"; the demuxer stopped: {t.demux_error}" if t.demux_error else ""
@@ -119,11 +180,16 @@ class DecodeStats:
             if wanted > 0 and t.decoded < params.min_decoded * wanted:
                 raise DecodeError(f"the {t.kind} stream decoded {t.decoded:.2f} s of the {t.stated:.2f} s "
                                   f"the file states (under {params.min_decoded:.0%}, see --min-decoded){stopped}")
-            valid["visual" if t.kind == "video" else "audio"] = max(1, covered_segments(t.end, params.fps))
-        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(valid.values(), default=self.segments)
+            mask = segment_mask(t.covered.array(), params.fps)
+            if self.segments:  # only segments handed out were computed (a stream under half a segment late on)
+                mask = mask[:self.segments]
+            masks["visual" if t.kind == "video" else "audio"] = mask[:valid_end(mask)]
+        ends = [m.shape[0] for m in masks.values()]
+        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(ends, default=self.segments)
         stored = max(1, stored)
-        return Verdict(stored, {k: min(v, stored) for k, v in valid.items()},
-                       {t.kind: t.as_dict() for t in self.tallies()})
+        masks = {k: np.pad(m[:stored], (0, max(0, stored - m.shape[0]))) for k, m in masks.items()}
+        return Verdict(stored, {k: valid_end(m) for k, m in masks.items()},
+                       {t.kind: t.as_dict() for t in self.tallies()}, masks, params.seg_len)
 
 
 def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_id: str,
@@ -151,7 +217,7 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
         if needs.video:
             stats.video = StreamTally("video", info.video_stated)
             video = VideoSource(info, requests, use_seek(info, needs, params), stats.video,
-                                skip_window(info, needs, params, TAIL_KEEP))
+                                skip_window(info, needs, params, TAIL_KEEP), bridge=seg)
         if needs.audio:
             stats.audio = StreamTally("audio", info.audio_stated)
             audio = AudioWindow(audio_blocks(info, stats.audio), audio_channels(info))

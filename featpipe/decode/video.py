@@ -4,7 +4,9 @@ Frames are placed by their timestamps (never by counting), so frames lost to a s
 leave the previous frame on screen and everything after stays where it belongs. Each frame kept
 is converted once per frame request of the run (native display size, or a short side) in one
 swscale step from the decoded frame (sample aspect ratio applied), then turned by the display
-matrix, before any extractor sees it. Frames with impossible timestamps (a jump far past anything the
+matrix, before any extractor sees it (a free angle, no multiple of 90 degrees, is turned at the
+displayed size and then scaled). Every frame's display interval is added to the stream's covered
+time (``StreamTally.covered``), from which the per-segment validity masks come. Frames with impossible timestamps (a jump far past anything the
 file states, or back in time) are dropped and counted as bad.
 
 Frames are taken either by decoding in order (sequential) or by seeking to each target when
@@ -20,10 +22,11 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import av
 import numpy as np
 
 from ..contracts import MediaNeeds
-from .packets import StreamTally, decoded_frames, media_errors
+from .packets import Coverage, StreamTally, decoded_frames, media_errors
 from .params import DecodeError, DecodeParams
 from .streams import MediaInfo, open_media
 
@@ -32,6 +35,10 @@ MAX_JUMP = 30.0
 
 TAIL_FRAMES = 3
 """Frames before the stated end that are always decoded (so the decoded end is exact)."""
+
+JOIN_FRAMES = 2
+"""Frame periods a gap between two decoded frames may last and still be no hole in the covered time
+(a dropped frame, a variable frame rate, a frame without a stated duration)."""
 
 INTERPOLATION = "BILINEAR"
 """swscale's filter for every size change (PyAV's default, so stored values are unchanged). When
@@ -107,8 +114,9 @@ class VideoSource:
     """
 
     def __init__(self, info: MediaInfo, requests: Iterable[int], seek: bool, tally: StreamTally,
-                 skip: SkipWindow | None = None) -> None:
+                 skip: SkipWindow | None = None, bridge: float = 1.0) -> None:
         self.info, self.seek, self.tally, self.skip = info, seek, tally, skip
+        self.bridge = bridge  # seek mode: the longest unread span between two reads taken as covered
         self.decoded = 0  # frames the decoder delivered (skipped non-reference frames are not)
         self.skipping = False
         self.sizes = {r: self._stored_size(r) for r in requests}
@@ -117,11 +125,15 @@ class VideoSource:
         self.stream.thread_type = "AUTO"
         self.tb = float(self.stream.time_base or 0)
         self.period = 1.0 / info.frame_rate if info.frame_rate > 0 else 0.04
+        tally.covered.join = JOIN_FRAMES * self.period
+        self.skipped = Coverage(join=self.period / 4)  # packets the decoder was let skip (see _accepted)
+        self.read_end: float | None = None  # end of the last frame decoded (where a seek leaves reading)
         self.limit = max(info.duration, 0.0) + MAX_JUMP
         self.frames: Iterator | None = None
         self.prev = None  # (t, frame) on screen at the last target
         self.ahead: deque = deque()  # (t, frame) decoded, not yet on screen
         self.rgb: dict[int, np.ndarray] = {}  # conversions of self.prev, by request
+        self.upright: np.ndarray | None = None  # self.prev at its displayed size, turned by a free angle
         self.exhausted = False
         self.last_target: float | None = None  # seek mode: the last target a seek found frames after
 
@@ -130,6 +142,7 @@ class VideoSource:
         return (dh, dw) if self.info.orientation.transpose else (dw, dh)  # before turning
 
     def close(self) -> None:
+        self.tally.covered.fill(self.skipped)
         self.c.close()
 
     @property
@@ -137,11 +150,19 @@ class VideoSource:
         """Time of the frame on screen at the last target (None before the first)."""
         return self.prev[0] if self.prev is not None else None
 
-    def _timed(self) -> Iterator[tuple[float, object]]:
-        """Decoded frames with times from the media start; impossible times dropped and counted."""
+    def _timed(self, after_seek: bool = False) -> Iterator[tuple[float, object]]:
+        """Decoded frames with times from the media start; impossible times dropped and counted.
+
+        After a seek, the span between where reading stopped and the first frame decoded from
+        the new position was never read; it counts as covered when shorter than ``bridge`` (one
+        segment: seeking is chosen only when keyframes are at least that dense), so a hole is seen
+        when a read passes through it, i.e. when it holds a target or a validity edge.
+        """
         last = None
+        mark = self.read_end if after_seek else None
         before = self._before if self.skip is not None and self.tb > 0 else None
-        for frame in decoded_frames(self.c, self.stream, self.tally, before):
+        accepted = self._accepted if before is not None else None
+        for frame in decoded_frames(self.c, self.stream, self.tally, before, accepted):
             self.decoded += 1
             t = frame.time
             t = (last + self.period if last is not None else 0.0) if t is None else t - self.info.start_time
@@ -150,12 +171,19 @@ class VideoSource:
                 continue
             last = t
             dur = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+            if mark is not None:
+                if mark < t <= mark + self.bridge:
+                    self.tally.covered.add(mark, t)
+                mark = None
             self._seen(t, dur if 0 < dur <= 1.0 else self.period)
             yield t, frame
 
     def _before(self, packet) -> None:
-        """Skip non-reference frames in this packet when no protected time is near it."""
-        if packet.pts is None or not packet.size:
+        """Skip non-reference frames in this packet when no protected time is near it.
+
+        Never after a packet failed to decode: from there on frames may be missing (a lost
+        reference), so only decoded frames say what the stream covered."""
+        if packet.pts is None or not packet.size or self.tally.bad:
             skip = False
         else:  # float time base: Fraction arithmetic per packet would cost more than it saves
             t = packet.pts * self.tb - self.info.start_time
@@ -164,19 +192,41 @@ class VideoSource:
             self.stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
             self.skipping = skip
 
+    def _accepted(self, packet) -> None:
+        """A packet the decoder took while skipping non-reference frames: its time may count as
+        delivered. It does where such packets fill a gap between decoded frames whole (the frames
+        decoding everything gives there); a stretch where the decoder took packets but gave no
+        frame (a broken reference) stays a hole (:meth:`close` folds them in)."""
+        if self.skipping and packet.pts is not None and packet.size:
+            t = packet.pts * self.tb - self.info.start_time
+            dur = (packet.duration or 0) * self.tb
+            self.skipped.add(t, t + (dur if 0 < dur <= 1.0 else self.period))
+
     def _seen(self, t: float, dur: float) -> None:
         tally = self.tally
         tally.start = t if tally.start is None else min(tally.start, t)
         tally.end = max(tally.end, t + dur)
+        tally.covered.add(t, t + dur)
+        self.read_end = t + dur
 
     def _show(self, item) -> None:
-        self.prev, self.rgb = item, {}
+        self.prev, self.rgb, self.upright = item, {}, None
 
     def _convert(self, frame, request: int) -> np.ndarray:
+        orientation = self.info.orientation
         with media_errors("a video frame could not be converted"):
             w, h = self.sizes[request]
+            if orientation.angle:  # a free turn: at the displayed size first, then scaled, as players show it
+                if self.upright is None:
+                    dw, dh = self.info.display_width, self.info.display_height
+                    self.upright = orientation.apply(frame.reformat(width=dw, height=dh, format="rgb24",
+                                                                    interpolation=INTERPOLATION).to_ndarray())
+                if self.upright.shape[:2] == (h, w):
+                    return self.upright
+                return av.VideoFrame.from_ndarray(self.upright, format="rgb24").reformat(
+                    width=w, height=h, interpolation=INTERPOLATION).to_ndarray()
             img = frame.reformat(width=w, height=h, format="rgb24", interpolation=INTERPOLATION).to_ndarray()
-        return self.info.orientation.apply(img)
+        return orientation.apply(img)
 
     def _next(self):
         if self.frames is None:
@@ -217,9 +267,12 @@ class VideoSource:
 
     def _seek_to(self, target: float) -> None:
         with media_errors("the video stream could not be decoded"):
-            pts = int((target + self.info.start_time) / self.stream.time_base)
-            self.c.seek(max(pts, 0), stream=self.stream, backward=True, any_frame=False)
-            self.frames = self._timed()
+            if self.read_end is None:  # the first target: read from the start, so the time before it is seen
+                self.frames = self._timed()
+            else:
+                pts = int((target + self.info.start_time) / self.stream.time_base)
+                self.c.seek(max(pts, 0), stream=self.stream, backward=True, any_frame=False)
+                self.frames = self._timed(after_seek=True)
             found, after = None, False
             for item in self.frames:
                 if item[0] > target + 1e-6 and found is not None:
@@ -234,7 +287,7 @@ class VideoSource:
             with media_errors("the video stream could not be decoded"):
                 pts = int((self.last_target + self.info.start_time) / self.stream.time_base)
                 self.c.seek(max(pts, 0), stream=self.stream, backward=True, any_frame=False)
-            self.frames = self._timed()
+            self.frames = self._timed(after_seek=True)
             self._advance(target)
             return
         if not after:
@@ -253,7 +306,7 @@ class VideoSource:
             with media_errors("the video stream could not be decoded"):
                 self.c.seek(max(int((t + self.info.start_time) / self.stream.time_base), 0), stream=self.stream,
                             backward=True, any_frame=False)
-                for _ in self._timed():  # _timed moves tally.end
+                for _ in self._timed(after_seek=True):  # _timed moves tally.end
                     if self.tally.end >= t:
                         break
             return self.tally.end >= t

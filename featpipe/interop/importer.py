@@ -175,7 +175,7 @@ def _import_video(writer: CacheWriter, vid: str, scans, heads, expected: int | N
         return
     rows = next(iter(arrays.values())).shape[0]
     if old is not None:
-        record = {k: v for k, v in old.items() if k not in ("features", "committed", "featpipe", "imported")}
+        record = {k: v for k, v in old.items() if k not in ("features", "committed", "featpipe", "imported", "invalid")}
     else:
         record = {"video_id": vid, "source": {"imported": notes[next(iter(notes))]["from"]}, "duration": None,
                   "segments": rows, "valid": rows, "media": {}, "decode": {}}
