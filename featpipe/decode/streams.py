@@ -257,6 +257,8 @@ def _video_scan(c, stream) -> tuple[float | None, object | None]:
     """(median keyframe spacing over the first 60 s, first decoded frame), from one pass."""
     times, first = [], None
     tally = StreamTally("video", 0.0)
+    tb = float(stream.time_base or 0) or 1.0
+    horizon = 60.0 / tb  # 60 s in the stream's own ticks: no Fraction arithmetic per packet
     try:
         for packet in c.demux(stream):
             if first is None:
@@ -265,12 +267,12 @@ def _video_scan(c, stream) -> tuple[float | None, object | None]:
                     first = frames[0] if frames else None
                 except av.error.FFmpegError:
                     pass
-            if packet.pts is None or packet.size == 0:
+            pts = packet.pts
+            if pts is None or packet.size == 0:
                 continue
-            t = float(packet.pts * stream.time_base)
             if packet.is_keyframe:
-                times.append(t)
-            if (t > 60 or len(times) > 64) and first is not None:
+                times.append(pts * tb)
+            if (pts > horizon or len(times) > 64) and first is not None:
                 break
     except av.error.FFmpegError:
         pass
