@@ -7,6 +7,7 @@ chunk and a block (asserted by counting rows and traced allocations, never by ti
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -23,6 +24,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from distributed import LocalCluster
+
 from featpipe import cli, dispatch, open_cache, spool
 from featpipe.cache import CacheWriter
 from featpipe.config import ExtractConfig
@@ -34,6 +37,7 @@ from featpipe.spool import MemorySink, Spooled, SpoolError, SpoolFolder, SpoolSi
 from featpipe.timeline import Timeline, pool
 from featpipe.video import VideoJob, _pool_blocks, process_video
 from featpipe.worker import worker_check
+from conftest import TINY_CLIP
 from media import write_clip
 from test_resnet import random_resnet18_state
 from test_timeline import write_clicks
@@ -52,6 +56,33 @@ def plugin(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])))
 
 
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """One worker process for the module's CLI runs (``--scheduler``), with the test plugin and the tiny
+    CLIP config in its environment: started once, models loaded once."""
+    configs = tmp_path_factory.mktemp("clipcfg")
+    (configs / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    env = {"FEATPIPE_PLUGINS": "fp_stream", "FEATPIPE_OPENCLIP_CONFIGS": str(configs),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sys.path.insert(0, str(PLUGINS))
+    import fp_stream  # noqa: F401 - registers "streamrows" in this process (the client)
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0")
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+        sys.path.remove(str(PLUGINS))
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture
 def committed(monkeypatch) -> list[str]:
     """The kind of every output the client committed (``Spooled`` when streamed, ``ndarray`` in memory)."""
@@ -61,6 +92,7 @@ def committed(monkeypatch) -> list[str]:
     def spy(arrays, folder):
         kinds.extend(type(a).__name__ for a in arrays.values())
         real(arrays, folder)
+        assert not any(Path(a.path).exists() for a in arrays.values() if isinstance(a, Spooled))  # deleted once copied
 
     monkeypatch.setattr(dispatch, "release", spy)
     return kinds
@@ -83,8 +115,9 @@ def resnet_weights(tmp_path_factory) -> Path:
     return folder
 
 
-def _extract(inputs, cache, *args) -> str:
-    res = CliRunner().invoke(cli.main, ["extract", str(inputs), "-o", str(cache), "--workers", "1", "--quiet",
+def _extract(inputs, cache, *args, scheduler: str | None = None) -> str:
+    where = ["--scheduler", scheduler] if scheduler else ["--workers", "1"]  # default: a LocalCluster
+    res = CliRunner().invoke(cli.main, ["extract", str(inputs), "-o", str(cache), "--quiet", *where,
                                         *map(str, args)], catch_exceptions=False)
     assert res.exit_code in (0, 1), res.output
     return res.output
@@ -120,11 +153,11 @@ def _referenced_rows(cache: Path) -> dict[str, list[tuple[int, int]]]:
 @pytest.mark.slow  # real Dask worker processes
 @pytest.mark.parametrize("extra", [("--pad", "repeat", "--max-seconds", "4"),
                                    ("--pad", "zero", "--max-seconds", "2", "--dtype", "float32")])
-def test_streamed_cache_is_bit_identical_to_rows_in_memory(media, resnet_weights, tiny_clip, plugin, committed,
-                                                           tmp_path, extra):
+def test_streamed_cache_is_bit_identical_to_rows_in_memory(media, resnet_weights, scheduler, committed, tmp_path,
+                                                           extra):
     specs = ["--audio", "streamrows", "--audio", "priors", "--visual", "resnet18-14x14",
-             "--visual", f"clip:{tiny_clip}/random", "--tokens", "--weights", f"resnet18-14x14={resnet_weights}",
-             *extra]
+             "--visual", "clip:tiny-clip/random", "--tokens", "--weights", f"resnet18-14x14={resnet_weights}",
+             *extra, "--scheduler", scheduler]
     streamed, in_memory = tmp_path / "streamed.h5", tmp_path / "memory.h5"
     assert "done 2, skipped 0, failed 0" in _extract(media, streamed, *specs)
     assert set(committed) == {"Spooled"} and len(committed) == 2 * 7  # 7 outputs, all streamed
@@ -145,12 +178,12 @@ def test_streamed_cache_is_bit_identical_to_rows_in_memory(media, resnet_weights
 
 
 @pytest.mark.slow
-def test_beat_timeline_streams_the_same_rows(tmp_path, plugin, committed):
+def test_beat_timeline_streams_the_same_rows(tmp_path, scheduler, committed):
     folder = tmp_path / "videos"
     folder.mkdir()
     write_clicks(folder / "clicks.mp4", seconds=5.0)
     specs = ["--timeline", "beats", "--fps", "4", "--audio", "rhythm", "--audio", "streamrows", "--audio", "priors",
-             "--visual", "motion"]
+             "--visual", "motion", "--scheduler", scheduler]
     assert "failed 0" in _extract(folder, tmp_path / "s.h5", *specs)
     assert set(committed) == {"Spooled"}
     assert "failed 0" in _extract(folder, tmp_path / "m.h5", *specs, "--no-stream")
@@ -176,7 +209,7 @@ def test_non_finite_stored_rows_fail_that_video_in_the_worker_and_leave_nothing(
 
 
 @pytest.mark.slow
-def test_a_spool_file_gone_before_commit_fails_only_that_video(media, plugin, tmp_path, monkeypatch):
+def test_a_spool_file_gone_before_commit_fails_only_that_video(media, scheduler, tmp_path, monkeypatch):
     real = CacheWriter.commit
 
     def lose_last(self, record, arrays, valid=None, **more):
@@ -186,11 +219,12 @@ def test_a_spool_file_gone_before_commit_fails_only_that_video(media, plugin, tm
 
     monkeypatch.setattr(CacheWriter, "commit", lose_last)
     cache = tmp_path / "c.h5"
-    out = _extract(media, cache, "--audio", "streamrows", "--audio", "priors", "--max-seconds", "4")
+    out = _extract(media, cache, "--audio", "streamrows", "--audio", "priors", "--max-seconds", "4", scheduler=scheduler)
     assert "done 1, skipped 0, failed 1" in out and "its rows could not be read back: spool file" in out
     monkeypatch.setattr(CacheWriter, "commit", real)
     clean = tmp_path / "clean.h5"
-    _extract(media / "plain.mp4", clean, "--audio", "streamrows", "--audio", "priors", "--max-seconds", "4")
+    _extract(media / "plain.mp4", clean, "--audio", "streamrows", "--audio", "priors", "--max-seconds", "4",
+             scheduler=scheduler)
     got, want = _contents(cache), _contents(clean)
     assert [k for k in got if k[0] == "early"] == []  # no record: its partial rows are referenced by nothing
     assert {k: v for k, v in got.items() if k[1] != "record"} == {k: v for k, v in want.items() if k[1] != "record"}
@@ -208,16 +242,18 @@ def _leftovers(cache: Path, clip: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_a_killed_runs_spool_is_removed_by_the_next_run(media, tmp_path):
+def test_a_killed_runs_spool_is_removed_by_the_next_run(media, tmp_path, scheduler, monkeypatch):
     cache = tmp_path / "c.h5"
     left = _leftovers(cache, media / "plain.mp4")
     assert len(left) == 2
     (Path(f"{cache}.spool") / "mine.txt").write_text("not featpipe's")
-    assert "failed 0" in _extract(media, cache, "--audio", "priors")
+    with monkeypatch.context() as m:
+        m.setattr(SpoolFolder, "close", lambda self: None)  # what is gone now went at the start (or once committed)
+        assert "failed 0" in _extract(media, cache, "--audio", "priors", scheduler=scheduler)
     assert [p.name for p in Path(f"{cache}.spool").iterdir()] == ["mine.txt"]  # only featpipe's own files go
     (Path(f"{cache}.spool") / "mine.txt").unlink()
     _leftovers(cache, media / "plain.mp4")
-    assert "failed 0" in _extract(media, cache, "--audio", "priors", "--visual", "motion")
+    assert "failed 0" in _extract(media, cache, "--audio", "priors", "--visual", "motion", scheduler=scheduler)
     assert not Path(f"{cache}.spool").exists()
 
 
