@@ -6,7 +6,11 @@ gives): with streaming (the default, :mod:`featpipe.spool`) and with ``stream=Fa
 the baseline: every row of a video in the worker, sent whole to the client). The model is loaded by
 a 2 s warm-up video first; then both processes' peak RSS (``VmHWM``) is reset
 (``/proc/self/clear_refs``) and the reported number is the peak during the run above the RSS
-before it. Feature sets, random weights:
+before it. Every process runs with ``MALLOC_MMAP_THRESHOLD_=131072`` (the script re-executes
+itself with it): glibc then maps every buffer over 128 KiB on its own and unmaps it when freed, so
+RSS follows the live arrays instead of a heap that keeps freed pages resident for reuse (with
+glibc's growing default threshold a client receiving 11.5 MiB results showed no growth at all).
+Feature sets, random weights:
 
 * ``resnet18-14x14``: AVST's (512, 14, 14) maps and the pooled 512-d vector, float16 in the cache
   (11.5 MiB per 60 s video stored, 24 MiB float32 while computed);
@@ -14,7 +18,10 @@ before it. Feature sets, random weights:
   of 768 values: ``--tokens`` on ``clip:ViT-L-14-336``, TSPM/QA-TIGER's frame model, stores this
   shape; 51 MiB per video stored), so the cost is the rows, not the network.
 
-    python bench/bench_memory.py [--seconds 60] [--videos 2] [--only resnet|tokens]
+    python bench/bench_memory.py [--seconds 60] [--videos 2] [--batch-size 32] [--only resnet|tokens]
+
+``--batch-size`` (featpipe's default 32) sets the chunk: a chunk holds at least a batch of frames,
+so a streaming worker holds a batch's activations and a chunk's rows.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+MMAP_THRESHOLD = 128 * 1024
 WIDE_CLIP = {  # ViT-L/14-336's token grid (24 x 24 + CLS) and embedding width, one narrow layer
     "embed_dim": 768,
     "vision_cfg": {"image_size": 336, "layers": 1, "width": 64, "patch_size": 14, "head_width": 64},
@@ -83,8 +91,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--videos", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--only", choices=["resnet", "tokens"], default=None)
     args = ap.parse_args()
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != str(MMAP_THRESHOLD):  # before any buffer exists; workers inherit it
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)})
 
     import torch
 
@@ -107,10 +119,10 @@ def main() -> None:
             shutil.copy(tmp / "clip.mp4", tmp / "in" / f"v{i}.mp4")
             videos.append(str(tmp / "in" / f"v{i}.mp4"))
         cases = {"resnet": ("resnet18-14x14 (512x14x14 + 512)", ("resnet18-14x14",),
-                            ExtractOptions(weights=str(tmp), batch_size=32)),
+                            ExtractOptions(weights=str(tmp), batch_size=args.batch_size)),
                  "tokens": ("clip tokens (577x768)", ("clip:wide-tokens/random",),
-                            ExtractOptions(tokens=True, batch_size=32))}
-        print(f"{args.videos} videos of {args.seconds} s, 640x360; one worker, one thread; "
+                            ExtractOptions(tokens=True, batch_size=args.batch_size))}
+        print(f"{args.videos} videos of {args.seconds} s, 640x360; batch {args.batch_size}; one worker, one thread; "
               "peak RSS above the RSS before the run (MiB)")
         print("| feature set | worker, in memory | worker, streamed | ratio | client, in memory | client, streamed "
               "| ratio | cache MiB |")

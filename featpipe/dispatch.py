@@ -91,7 +91,7 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
         raise PipelineError(str(exc)) from None
     except (OSError, TimeoutError) as exc:
         raise PipelineError(f"cannot reach the Dask scheduler {cfg.scheduler}: {exc}") from None
-    spool = SpoolFolder(cfg.cache).open() if cfg.stream else None  # a killed run's files go first
+    spool = _open_spool(cfg) if cfg.stream else None  # a killed run's files go first
     try:
         summary.dashboard = dashboard_link(client)
         summary.streamed = check_workers(client, cfg, jobs, spool)
@@ -105,6 +105,16 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
         client_cm.__exit__(None, None, None)
         if spool is not None:
             spool.close()
+
+
+def _open_spool(cfg: ExtractConfig) -> SpoolFolder | None:
+    """The run's ``<cache>.spool/``, emptied of a killed run's files; None (rows in memory) when it cannot be made."""
+    folder = SpoolFolder(cfg.cache)
+    try:
+        return folder.open()
+    except OSError as exc:
+        warnings.warn(f"cannot use {folder.path} ({exc.strerror or exc}): results come in memory", stacklevel=2)
+        return None
 
 
 class Dispatch:

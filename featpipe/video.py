@@ -150,7 +150,8 @@ def _add_chunk(sink: Sink, key: str, arr: np.ndarray, dtype: np.dtype, bad: list
         rows = np.asarray(arr).astype(dtype, copy=False)
     if rows.shape[1:] != tuple(shape):
         raise ValueError(f"{spec} gave rows of shape {rows.shape[1:]}, declared {shape}")
-    finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
+    flat = rows.reshape(rows.shape[0], -1)
+    finite = np.isfinite(flat.max(axis=1, initial=0)) & np.isfinite(flat.min(axis=1, initial=0))  # NaN propagates
     bad.extend((np.flatnonzero(~finite) + sink.rows(key)).tolist())
     sink.add(key, rows)
 

@@ -489,3 +489,11 @@ def test_forgetting_a_submission_deletes_only_its_files(tmp_path):
     mem = MemorySink()
     mem.open("0", (2,), np.float32)
     assert mem.stored("0", np.array([-1, -1])).tolist() == [[0, 0], [0, 0]]  # no rows computed: zeros
+
+
+def test_a_spool_folder_that_cannot_be_made_means_rows_in_memory(tmp_path):
+    cfg = ExtractConfig([], tmp_path / "c.h5")
+    Path(f"{cfg.cache}.spool").write_text("a file where the folder would be")
+    with pytest.warns(UserWarning, match=r"c\.h5\.spool .*results come in memory"):
+        assert dispatch._open_spool(cfg) is None
+    assert Path(f"{cfg.cache}.spool").read_text() == "a file where the folder would be"
