@@ -21,7 +21,9 @@ Feature sets, random weights:
     python bench/bench_memory.py [--seconds 60] [--videos 2] [--batch-size 32] [--only resnet|tokens]
 
 ``--batch-size`` (featpipe's default 32) sets the chunk: a chunk holds at least a batch of frames,
-so a streaming worker holds a batch's activations and a chunk's rows.
+so a streaming worker holds a batch's activations and a chunk's rows. ``--scaling`` instead runs
+:func:`featpipe.video.process_video` in this process on 40 s and 60 s videos (the token set),
+streamed and in memory: the streamed peak must not grow with the video.
 """
 
 from __future__ import annotations
@@ -87,12 +89,45 @@ def measure(name: str, visual: tuple[str, ...], options, videos: list[str], warm
             "cache_mib": size / 2**20, "worker_base": w_base, "client_base": c_base}
 
 
+def scaling(tmp: Path, options) -> None:
+    """Peak RSS of process_video itself for 40 s and 60 s videos, streamed vs in memory (one process)."""
+    from bench_extractors import write_video
+    from featpipe.decode import DecodeParams
+    from featpipe.spool import SpoolFolder, SpoolSink
+    from featpipe.video import VideoJob, process_video
+
+    import torch
+
+    torch.set_num_threads(1)  # as on a worker
+    for s in (2, 40, 60):
+        write_video(tmp / f"s{s}.mp4", s)
+    folder = SpoolFolder(tmp / "scaling.h5").open()
+
+    def job(s: int) -> VideoJob:
+        return VideoJob("v", str(tmp / f"s{s}.mp4"), ("clip:wide-tokens/random",), options, DecodeParams(max_seconds=60))
+
+    process_video(job(2))  # loads the model
+    print("| video | in memory | streamed |\n| --- | --- | --- |")
+    for s in (40, 60):
+        peaks = []
+        for stream in (False, True):
+            base = _reset_peak()
+            r = process_video(job(s), sink=SpoolSink(folder.target("0123456789ab-1")) if stream else None)
+            if not r.ok:
+                raise SystemExit(r.reason)
+            peaks.append(_status()[1] - base)
+            del r
+        print(f"| {s} s | {peaks[0]:.0f} MiB | {peaks[1]:.0f} MiB |", flush=True)
+    folder.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--videos", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--only", choices=["resnet", "tokens"], default=None)
+    ap.add_argument("--scaling", action="store_true", help="process_video on 40 s and 60 s videos, in this process")
     args = ap.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") != str(MMAP_THRESHOLD):  # before any buffer exists; workers inherit it
         os.execve(sys.executable, [sys.executable, *sys.argv],
@@ -109,6 +144,8 @@ def main() -> None:
         (tmp / "clipcfg").mkdir()
         (tmp / "clipcfg" / "wide-tokens.json").write_text(json.dumps(WIDE_CLIP))
         os.environ["FEATPIPE_OPENCLIP_CONFIGS"] = str(tmp / "clipcfg")  # before any worker starts
+        if args.scaling:
+            return scaling(tmp, ExtractOptions(tokens=True, batch_size=args.batch_size))
         torch.manual_seed(0)
         torch.save(resnet18_14x14.build_network().state_dict(), tmp / resnet18_14x14.WEIGHTS_FILE)
         write_video(tmp / "clip.mp4", args.seconds)
