@@ -497,3 +497,16 @@ def test_a_spool_folder_that_cannot_be_made_means_rows_in_memory(tmp_path):
     with pytest.warns(UserWarning, match=r"c\.h5\.spool .*results come in memory"):
         assert dispatch._open_spool(cfg) is None
     assert Path(f"{cfg.cache}.spool").read_text() == "a file where the folder would be"
+
+
+def test_each_chunk_notes_its_rows_that_are_not_finite_after_the_cast():
+    from featpipe.video import _add_chunk
+
+    sink, bad = MemorySink(), []
+    sink.open("0", (3,), np.float16)
+    first = np.array([[1, 2, 3], [1, 7e4, 0], [0, 0, 0]], np.float32)  # 7e4: inf as float16
+    second = np.array([[np.nan, 0, 0], [-1e6, 1, 1], [5, 5, 5], [-np.inf, 0, 0]], np.float32)
+    for chunk in (first, second):
+        _add_chunk(sink, "0", chunk, np.dtype(np.float16), bad, "t", (3,))
+    assert bad == [1, 3, 4, 6]  # rows of the whole output: NaN, -inf and +inf, each wherever it is in the row
+    assert sink.rows("0") == 7 and sink.stored("0", None).dtype == np.float16
