@@ -99,9 +99,11 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
               help="Rows per fixed segment (seconds, the field's layouts) or per N beats (beats, beats:4): the video "
                    "is extracted once on the --fps grid and every feature pooled into the beat segments found by "
                    "--audio rhythm; the cache stores each video's segment bounds.")
+@click.option("--no-stream", is_flag=True, default=not _X.stream,
+              help="Send each video's rows to the client in memory instead of streaming them through <cache>.spool/.")
 def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
             weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
-            min_decoded, max_bad_packets, video_stream, audio_stream, timeline) -> None:
+            min_decoded, max_bad_packets, video_stream, audio_stream, timeline, no_stream) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -127,7 +129,7 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
         names=tuple(n.rpartition("=")[::2] for n in names),
         tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale),
-        timeline=beat_timeline)
+        timeline=beat_timeline, stream=not no_stream)
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)

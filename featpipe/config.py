@@ -45,6 +45,7 @@ class ExtractConfig:
     worker_wait: float = WORKER_WAIT
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
     timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.timeline)
+    stream: bool = True  # rows stream to <cache>.spool/ chunk by chunk (featpipe.spool); False: in memory
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.
@@ -64,6 +65,7 @@ class RunSummary:
     report: Path | None = None
     dashboard: str | None = None
     peak_in_flight: int = 0  # most videos submitted and not yet committed at once
+    streamed: bool | None = None  # whether rows came through the spool (None: no video was run)
 
     @property
     def ok(self) -> bool:

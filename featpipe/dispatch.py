@@ -5,6 +5,12 @@ The client process is the cache's only writer. At most ``max_in_flight`` videos 
 not yet committed at once, so memory stays bounded however many videos there are and however
 slow the writer is. Losing the scheduler ends the run with :class:`PipelineError`; what was
 committed stays, and a rerun resumes.
+
+Rows stream (:mod:`featpipe.spool`): workers write each video's rows to ``<cache>.spool/`` chunk
+by chunk and send references; the writer copies them in blocks and their files are deleted. The
+run's start removes what a killed run left there and its end removes the folder. When a worker
+cannot write where the client reads (another machine's disk), or with ``stream=False``, results
+come in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from . import __version__
 from .cache import CacheWriter
 from .cluster import ClusterError, connect, dashboard_link
 from .config import ExtractConfig, PipelineError, RunSummary
+from .spool import SpoolError, SpoolFolder, release
 from .tries import Tries, Watchdog
 from .video import VideoJob, VideoResult
 from .worker import run_video, worker_check
@@ -35,23 +42,35 @@ def _limit(client, cfg: ExtractConfig) -> int:
     return max(2, 2 * slots)
 
 
-def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]]) -> None:
-    """Fail fast, with the reason, when the workers cannot do the job (no featpipe, paths, plugins)."""
+def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]],
+                  spool: SpoolFolder | None = None) -> bool:
+    """Fail fast, with the reason, when the workers cannot do the job (no featpipe, paths, plugins).
+
+    Returns whether rows can stream through ``spool``: every worker wrote a check file there that
+    this client reads back (a worker on another machine whose disk does not hold the folder cannot)."""
     try:
         client.wait_for_workers(1, timeout=cfg.worker_wait)
     except TimeoutError:
         raise PipelineError(f"no Dask worker joined the scheduler within {cfg.worker_wait:g} s") from None
     specs = tuple(sorted({s for job, _ in jobs for s in job.specs}))
-    answers = client.run(worker_check, specs, cfg.options, jobs[0][0].path, on_error="return")
+    answers = client.run(worker_check, specs, cfg.options, jobs[0][0].path, str(spool.path) if spool else None,
+                         on_error="return")
+    blind = []
     for addr, answer in sorted(answers.items()):
         if isinstance(answer, BaseException):
             raise PipelineError(f"worker {addr} cannot run featpipe ({type(answer).__name__}: {answer}); "
                                 "install featpipe on every worker")
-        version, problem = answer
+        version, problem, *check = answer  # (an older featpipe answers without the check file)
         if problem:
             raise PipelineError(f"worker {addr}: {problem}")
         if version != __version__:
             warnings.warn(f"worker {addr} runs featpipe {version}, the client {__version__}", stacklevel=2)
+        if spool is not None and not (check and check[0] and spool.visible(check[0])):
+            blind.append(addr)
+    if blind:
+        warnings.warn(f"worker {blind[0]}{f' and {len(blind) - 1} more' if len(blind) > 1 else ''} cannot write "
+                      f"to {spool.path}, which this client reads: results come in memory", stacklevel=2)
+    return spool is not None and not blind
 
 
 def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob, dict]], summary: RunSummary,
@@ -72,16 +91,30 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
         raise PipelineError(str(exc)) from None
     except (OSError, TimeoutError) as exc:
         raise PipelineError(f"cannot reach the Dask scheduler {cfg.scheduler}: {exc}") from None
+    spool = _open_spool(cfg) if cfg.stream else None  # a killed run's files go first
     try:
         summary.dashboard = dashboard_link(client)
-        check_workers(client, cfg, jobs)
+        summary.streamed = check_workers(client, cfg, jobs, spool)
         if on_start:
             on_start(total, len(jobs), summary.dashboard)
-        Dispatch(client, cfg, writer, summary, note, on_progress, stored).run(jobs)
+        Dispatch(client, cfg, writer, summary, note, on_progress, stored,
+                 spool if summary.streamed else None).run(jobs)
     except (OSError, TimeoutError) as exc:
         raise PipelineError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); rerun to resume") from None
     finally:
         client_cm.__exit__(None, None, None)
+        if spool is not None:
+            spool.close()
+
+
+def _open_spool(cfg: ExtractConfig) -> SpoolFolder | None:
+    """The run's ``<cache>.spool/``, emptied of a killed run's files; None (rows in memory) when it cannot be made."""
+    folder = SpoolFolder(cfg.cache)
+    try:
+        return folder.open()
+    except OSError as exc:
+        warnings.warn(f"cannot use {folder.path} ({exc.strerror or exc}): results come in memory", stacklevel=2)
+        return None
 
 
 class Dispatch:
@@ -90,14 +123,16 @@ class Dispatch:
     TICK = 0.5  # seconds between time-limit checks while waiting for results
 
     def __init__(self, client, cfg: ExtractConfig, writer: CacheWriter, summary: RunSummary, note, on_progress,
-                 stored: dict[str, str] | None = None):
+                 stored: dict[str, str] | None = None, spool: SpoolFolder | None = None):
         self.client, self.cfg, self.writer, self.summary = client, cfg, writer, summary
+        self.spool = spool  # None: results come in memory
         self.stored = stored or {}
         self.note, self.on_progress = note, on_progress
         self.run_id = uuid.uuid4().hex[:12]
         self.policy = cfg.tries
         self.watch = Watchdog(client, f"featpipe-{self.run_id}", self.policy)
         self.active: dict[str, tuple[Future, VideoJob, dict]] = {}
+        self.prefixes: dict[str, str] = {}  # task key -> its spool files' prefix (run id, submission)
         self.counters: dict[str, Tries] = {}  # video id -> its try counter
         self.finished: set[str] = set()
         self.submitted = 0
@@ -112,8 +147,10 @@ class Dispatch:
             tries.create(self.client)
         self.submitted += 1
         key = f"featpipe-{self.run_id}-{self.submitted}-{job.video_id}"
+        self.prefixes[key] = prefix = f"{self.run_id}-{self.submitted}"  # spool names: never the video id
         self.watch.expect(key)  # before submitting, so its "start" event is never missed
-        fut = self.client.submit(run_video, job, tries, pure=False, key=key)
+        fut = self.client.submit(run_video, job, tries, self.spool.target(prefix) if self.spool else None,
+                                 pure=False, key=key)
         self.active[key] = (fut, job, src)
         self.summary.peak_in_flight = max(self.summary.peak_in_flight, len(self.active))
 
@@ -159,13 +196,14 @@ class Dispatch:
             self.killed[job.video_id] = n = self.killed.get(job.video_id, 0) + 1
             if self.policy.resubmit(tries, n):
                 fut.release()
+                self.forget(fut.key)  # what its dead tries wrote
                 self.submit(job, src)
                 return
             result = VideoResult(job.video_id, job.path, ok=False, reason=self.policy.death_reason(max(tries, n)))
         except Exception as exc:  # noqa: BLE001 - e.g. the job could not be unpickled there
             result = VideoResult(job.video_id, job.path, ok=False, reason=f"{type(exc).__name__}: {exc}")
         fut.release()
-        self.finish(job, src, result)
+        self.finish(job, src, result, fut.key)
 
     def time_out(self, key: str, worker: str, elapsed: float, limit_s: float) -> None:
         fut, job, src = self.active.pop(key)
@@ -173,9 +211,15 @@ class Dispatch:
         fut.cancel()
         self.watch.restart(worker)  # frees the worker: the stuck thread cannot be stopped any other way
         self.finish(job, src, VideoResult(job.video_id, job.path, ok=False, seconds=elapsed,
-                                          reason=self.policy.timeout_reason(elapsed, limit_s)))
+                                          reason=self.policy.timeout_reason(elapsed, limit_s)), key)
 
-    def finish(self, job: VideoJob, src: dict, result: VideoResult) -> None:
+    def forget(self, key: str) -> None:
+        """Delete every spool file of the submission ``key`` (committed, failed, or of a try that died)."""
+        prefix = self.prefixes.pop(key, None)
+        if self.spool is not None and prefix is not None:
+            self.spool.forget(prefix)
+
+    def finish(self, job: VideoJob, src: dict, result: VideoResult, key: str | None = None) -> None:
         if job.video_id in self.finished:  # cannot happen: one submission per video and run
             raise PipelineError(f"{job.video_id} came back twice")
         self.finished.add(job.video_id)
@@ -185,8 +229,16 @@ class Dispatch:
             record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
             name = self.stored.get
             record["invalid"] = {name(k, k): r for k, r in result.invalid.items() if r}  # fill runs, names as stored
-            self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
-                               {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
+            try:  # spooled rows are copied in blocks; the record is written after them
+                self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
+                                   {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
+            except SpoolError as exc:  # no record: the rows written so far are referenced by nothing
+                result.ok, result.reason = False, f"its rows could not be read back: {exc}"
+            finally:
+                release(result.arrays, self.spool.path if self.spool else None)
+        if key is not None:
+            self.forget(key)  # also what an earlier try of the same task left
+        if result.ok:
             summary.done.append(job.video_id)
             summary.segments += result.segments
             self.note("done", job.video_id, job.path, seconds=result.seconds)

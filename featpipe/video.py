@@ -23,8 +23,12 @@ from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_se
 from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
-from .rows import fill_plan, invalid_runs, runs_mask, take_rows, valid_end
-from .timeline import Timeline, to_beats
+from .rows import fill_plan, invalid_runs, runs_mask, valid_end
+from .spool import MemorySink, Spooled, SpoolSink, block_rows, read_rows
+from .timeline import BEATS_OUTPUT, Timeline, beat_mask, pool, to_beats
+
+Sink = MemorySink | SpoolSink
+"""Where a video's rows go as each chunk's come: memory (the default) or spool files (:mod:`featpipe.spool`)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,16 @@ class VideoResult:
 
     ``valid[name]`` counts the rows up to the last valid one; ``invalid[name]`` lists the
     ``[start, stop)`` runs before it that hold fill (a stream that started late, a hole), not
-    computed values (:mod:`featpipe.rows`).
+    computed values (:mod:`featpipe.rows`). ``arrays`` holds each output's stored rows, or with a
+    :class:`~featpipe.spool.SpoolSink` a :class:`~featpipe.spool.Spooled` reference to them (the
+    cache's writer copies them in blocks).
     """
 
     video_id: str
     path: str
     ok: bool
     reason: str = ""
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray | Spooled] = field(default_factory=dict)
     valid: dict[str, int] = field(default_factory=dict)
     invalid: dict[str, list[list[int]]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -74,9 +80,11 @@ def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> De
     return params if segments == params.chunk_segments else replace(params, chunk_segments=segments)
 
 
-def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int) -> None:
+def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int,
+               sink: Sink) -> None:
     """The beat timeline's step after extraction: pool every output's base-grid rows into the video's
-    beat segments (featpipe.timeline), in place; no second decode."""
+    beat segments (featpipe.timeline), in place; no second decode. Rows are read and pooled in blocks
+    (:func:`_pool_blocks`) and the pooled rows go to ``sink``, so spooled outputs stay on disk."""
     centres, covered, masks = {}, {}, {}
     for e in exts:
         for o in e.outputs():
@@ -85,12 +93,49 @@ def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, store
             centres[o.name] = start + hop * np.arange(n)
             covered[o.name] = start + hop * (ok - 0.5) if ok else 0.0
             masks[o.name] = runs_mask(n, ok, result.invalid.get(o.name))
-    result.arrays, beat, result.bounds, fallback = to_beats(
-        result.arrays, masks, centres, covered, seg_len, stored, per)
-    result.valid = {k: valid_end(m) for k, m in beat.items()}
-    result.invalid = {k: invalid_runs(m) for k, m in beat.items()}
-    result.info["timeline"] = {"kind": "beats", "beats_per_segment": per, "segments": int(result.bounds.shape[0]),
+    beats = {k: read_rows(a, 0, a.shape[0]) for k, a in result.arrays.items() if k == BEATS_OUTPUT}
+    _, _, bounds, fallback = to_beats(beats, masks, centres, covered, seg_len, stored, per)
+    base, result.arrays, result.valid, result.bounds = result.arrays, {}, {}, bounds
+    result.invalid = {}
+    for i, (name, src) in enumerate(base.items()):
+        if name != BEATS_OUTPUT:  # consumed: the beats are the bounds
+            key, dt = f"{i}b", np.dtype(src.dtype)
+            sink.open(key, src.shape[1:], dt)
+            for r0, r1, s0, s1 in _pool_blocks(centres[name], bounds, block_rows(src.shape[1:], 8)):
+                sink.add(key, pool(read_rows(src, r0, r1), centres[name][r0:r1], bounds[s0:s1]).astype(dt))
+            result.arrays[name] = sink.stored(key, None)
+            beat = beat_mask(bounds, centres[name], covered[name], masks[name])
+            result.valid[name], result.invalid[name] = valid_end(beat), invalid_runs(beat)
+        if isinstance(src, Spooled):
+            src.remove()  # the base-grid rows are pooled
+    result.info["timeline"] = {"kind": "beats", "beats_per_segment": per, "segments": int(bounds.shape[0]),
                                "fallback": fallback}
+
+
+def _pool_blocks(centres: np.ndarray, bounds: np.ndarray, most: int) -> list[tuple[int, int, int, int]]:
+    """``(r0, r1, s0, s1)``: blocks of beat segments ``s0:s1`` of at most ``most`` segments and (unless
+    one segment alone covers more) ``most`` base rows ``r0:r1``, which hold every row those segments
+    average or, for a segment holding no centre, take; so :func:`featpipe.timeline.pool` on a block
+    gives exactly its rows of pooling the whole video."""
+    k, n = bounds.shape[0], centres.shape[0]
+    if n == 0:
+        return [(0, 0, 0, k)]
+    seg = np.searchsorted(bounds[:, 0], centres, side="right") - 1
+    inside = np.flatnonzero((seg >= 0) & (centres < bounds[-1, 1]))  # as pool counts them
+    first, last = np.full(k, n), np.full(k, -1)
+    np.minimum.at(first, seg[inside], inside)
+    np.maximum.at(last, seg[inside], inside)
+    empty = np.flatnonzero(last < 0)
+    if empty.size:  # pool's choice for them: the row whose centre is nearest the middle
+        first[empty] = last[empty] = np.abs(centres[None, :] - bounds[empty].mean(axis=1)[:, None]).argmin(axis=1)
+    blocks, s0 = [], 0
+    while s0 < k:
+        s1, lo, hi = s0 + 1, first[s0], last[s0]
+        while s1 < k and s1 - s0 < most and max(hi, last[s1]) - min(lo, first[s1]) < most:
+            lo, hi, s1 = min(lo, first[s1]), max(hi, last[s1]), s1 + 1
+        blocks.append((int(lo), int(hi) + 1, s0, s1))
+        s0 = s1
+    return blocks
 
 
 def one_line(exc: BaseException) -> str:
@@ -104,16 +149,36 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{loc}"
 
 
+def _add_chunk(sink: Sink, key: str, arr: np.ndarray, dtype: np.dtype, bad: list[int], spec: str,
+               shape: tuple[int, ...]) -> None:
+    """One chunk's rows of one output into ``sink``, cast to the storage dtype; the rows that are not
+    finite after the cast (a value past float16's range is inf) are noted in ``bad``."""
+    with np.errstate(over="ignore"):  # checked below
+        rows = np.asarray(arr).astype(dtype, copy=False)
+    if rows.shape[1:] != tuple(shape):
+        raise ValueError(f"{spec} gave rows of shape {rows.shape[1:]}, declared {shape}")
+    flat = rows.reshape(rows.shape[0], -1)
+    finite = np.isfinite(flat.max(axis=1, initial=0)) & np.isfinite(flat.min(axis=1, initial=0))  # NaN propagates
+    bad.extend((np.flatnonzero(~finite) + sink.rows(key)).tolist())
+    sink.add(key, rows)
+
+
 def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = None,
-                  load: Callable[[str, ExtractOptions], Extractor] = get_extractor) -> VideoResult:
+                  load: Callable[[str, ExtractOptions], Extractor] = get_extractor,
+                  sink: Sink | None = None) -> VideoResult:
     """Decode ``job.path`` once and return every requested output, padded to the timeline.
 
     ``on_probe(info)`` is called once the duration is known (the client scales its time limit
     with it). ``load(spec, options)`` gives the loaded extractors (by default the ones this
-    process keeps). Every exception becomes a failed result with a one-line reason.
+    process keeps). ``sink`` takes each chunk's rows as they come, cast to the storage dtype: by
+    default a :class:`~featpipe.spool.MemorySink` (``arrays`` holds the stored rows); a
+    :class:`~featpipe.spool.SpoolSink` writes them to files, holding no more than a chunk, and
+    ``arrays`` holds references with their take plans. Every exception becomes a failed result
+    with a one-line reason, and the sink's files are deleted.
     """
     t0 = time.perf_counter()
     result = VideoResult(job.video_id, job.path, ok=False)
+    sink = MemorySink() if sink is None else sink
     try:
         exts = [load(s, job.options) for s in job.specs]
         info = probe(job.path, job.params)
@@ -124,47 +189,49 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         _, planned = count_segments(info.duration, params)
         own = [e.needs() for e in exts]
         needs = merge_needs(own)  # one decode; each extractor gets frames at its own request
-        parts: dict[str, list[np.ndarray]] = {o.name: [] for e in exts for o in e.outputs()}
+        outs = [(e, o) for e in exts for o in e.outputs()]
+        key = {o.name: str(i) for i, (_, o) in enumerate(outs)}  # spool file names: never a feature's name
+        dtype = {o.name: np.dtype(job.dtype or o.dtype) for _, o in outs}
+        bad: dict[str, list[int]] = {o.name: [] for _, o in outs}  # computed rows not finite after the cast
+        for _, o in outs:
+            sink.open(key[o.name], o.shape, dtype[o.name])
+        declared = {o.name: (e.spec, tuple(o.shape)) for e, o in outs}
         stats = DecodeStats()  # what each stream really delivered, filled while decoding
         chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, planned,
                              stats)
         with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
             for chunk in ahead:
                 for e, n in zip(exts, own):
-                    out = e.extract(chunk.for_needs(n))
-                    for name, arr in out.items():
-                        parts[name].append(np.asarray(arr))
+                    for name, arr in e.extract(chunk.for_needs(n)).items():
+                        _add_chunk(sink, key[name], arr, dtype[name], bad[name], *declared[name])
         verdict = stats.verdict(params)  # honest valid counts per modality, or a DecodeError
         stored = verdict.stored
-        for e in exts:
-            for o in e.outputs():
-                arr = np.concatenate(parts[o.name]) if parts[o.name] else np.zeros((0, *o.shape), np.float32)
-                if arr.shape[1:] != tuple(o.shape):
-                    raise ValueError(f"{e.spec} gave rows of shape {arr.shape[1:]}, declared {o.shape}")
-                if o.hop is None:
-                    rows = stored
-                    if arr.shape[0] != stats.segments:
-                        raise ValueError(f"{e.spec} gave {arr.shape[0]} rows for {stats.segments} segments")
-                else:
-                    rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
-                # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
-                mask = verdict.row_mask(o.modality, rows, o.hop, o.start, available=arr.shape[0])
-                ok_rows = valid_end(mask)
-                out = take_rows(arr, fill_plan(mask, arr.shape[0], params.pad)).astype(job.dtype or o.dtype)
-                if not np.all(np.isfinite(out)):  # after the cast: a value past float16's range is inf
-                    raise ExtractorError(f"{e.spec} produced values that are not finite as {out.dtype}"
-                                         + (" (past float16's range: use --dtype float32)"
-                                            if out.dtype == np.float16 else ""))
-                result.arrays[o.name] = out
-                result.valid[o.name] = ok_rows
-                result.invalid[o.name] = invalid_runs(mask)
+        for e, o in outs:
+            computed = sink.rows(key[o.name])
+            if o.hop is None:
+                rows = stored
+                if computed != stats.segments:
+                    raise ValueError(f"{e.spec} gave {computed} rows for {stats.segments} segments")
+            else:
+                rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
+            # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
+            mask = verdict.row_mask(o.modality, rows, o.hop, o.start, available=computed)
+            take = fill_plan(mask, computed, params.pad)
+            if bad[o.name] and np.isin(take, bad[o.name]).any():  # only rows the cache would store count
+                raise ExtractorError(f"{e.spec} produced values that are not finite as {dtype[o.name]}"
+                                     + (" (past float16's range: use --dtype float32)"
+                                        if dtype[o.name] == np.float16 else ""))
+            result.arrays[o.name] = sink.stored(key[o.name], take)  # the take is applied here or by the writer
+            result.valid[o.name] = valid_end(mask)
+            result.invalid[o.name] = invalid_runs(mask)
         result.info = verdict.record(info)
         result.segments = stored
         if job.timeline.beats:
-            _beat_rows(result, exts, params.seg_len, stored, job.timeline.per)
+            _beat_rows(result, exts, params.seg_len, stored, job.timeline.per, sink)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
         result.reason = one_line(exc)
         result.arrays = {}
+        sink.discard()
     result.seconds = time.perf_counter() - t0
     return result

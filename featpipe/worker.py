@@ -4,7 +4,9 @@
 counts its try first (:mod:`featpipe.tries` says how a video is tried), then announces "start"
 and, once probed, the duration, which the client's watchdog turns into a time limit. Only a
 crash of the process itself escapes a task; Dask then runs the video again elsewhere, and the
-try counter stops it after the bound, whatever the scheduler's own setting.
+try counter stops it after the bound, whatever the scheduler's own setting. With a spool target the
+task streams the video's rows to files in the client's ``<cache>.spool/`` (:mod:`featpipe.spool`)
+and returns references; the pre-flight check tells whether this worker can.
 """
 
 from __future__ import annotations
@@ -14,25 +16,28 @@ import sys
 
 from . import __version__, extractors
 from .contracts import ExtractOptions
+from .spool import SpoolSink, SpoolTarget, write_check
 from .tries import Tries
 from .video import VideoJob, VideoResult, one_line, process_video
 
 
-def run_video(job: VideoJob, tries: Tries | None = None) -> VideoResult:
-    """The task the client submits for one video (``tries`` None: no counting, no announcements).
+def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | None = None) -> VideoResult:
+    """The task the client submits for one video (``tries`` None: no counting, no announcements;
+    ``spool`` None: the rows come back in memory).
 
     Outside a Dask worker (a test calling it directly) it is just :func:`process_video`.
     """
     from distributed import get_worker
 
+    sink = SpoolSink(spool) if spool is not None else None  # one per try: its files are this try's
     try:
         worker = get_worker()
         key = worker.get_current_task()
     except ValueError:  # not on a Dask worker
-        return process_video(job)
+        return process_video(job, sink=sink)
     use_thread_budget()
     if tries is None:
-        return process_video(job)
+        return process_video(job, sink=sink)
     refused = tries.refused()
     if refused:  # the earlier tries all killed their worker: do not kill one more
         return VideoResult(job.video_id, job.path, ok=False, reason=refused)
@@ -42,7 +47,7 @@ def run_video(job: VideoJob, tries: Tries | None = None) -> VideoResult:
             worker.log_event(tries.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
-    return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration))
+    return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration), sink=sink)
 
 
 def use_thread_budget() -> None:
@@ -57,14 +62,17 @@ def use_thread_budget() -> None:
         torch.set_num_threads(int(threads))
 
 
-def worker_check(specs: tuple[str, ...], options: ExtractOptions, sample: str | None) -> tuple[str, str | None]:
-    """Run on every worker before a run: (featpipe version, None or why this worker cannot work)."""
+def worker_check(specs: tuple[str, ...], options: ExtractOptions, sample: str | None,
+                 spool: str | None = None) -> tuple[str, str | None, str | None]:
+    """Run on every worker before a run: (featpipe version, None or why this worker cannot work, the
+    name of the check file it wrote into the ``spool`` folder or None when it cannot write there)."""
+    check = write_check(spool) if spool is not None else None
     if sample is not None and not os.access(sample, os.R_OK):
-        return __version__, f"cannot read {sample} (workers need the same video paths as the client)"
+        return __version__, f"cannot read {sample} (workers need the same video paths as the client)", check
     use_thread_budget()
     try:
         for spec in specs:
             extractors.build(spec, options)
     except Exception as exc:  # noqa: BLE001 - reported to the client as one line
-        return __version__, f"{one_line(exc)} (workers need the client's FEATPIPE_* environment)"
-    return __version__, None
+        return __version__, f"{one_line(exc)} (workers need the client's FEATPIPE_* environment)", check
+    return __version__, None, check

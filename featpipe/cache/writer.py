@@ -217,9 +217,15 @@ class CacheWriter:
     def _flush(self) -> None:
         self.f.flush()
 
-    def commit(self, record: dict[str, Any], arrays: dict[str, np.ndarray],
+    def commit(self, record: dict[str, Any], arrays: dict[str, Any],
                valid: dict[str, int] | None = None, bounds: np.ndarray | None = None) -> None:
         """Append ``arrays`` and the video's record; the video is visible once this returns.
+
+        Each value of ``arrays`` is an array or a *row source* that is never read whole: an object
+        with ``shape`` (stored rows first), ``blocks()`` (``(lo, hi)`` row ranges) and ``read(lo, hi)``
+        (those rows), such as :class:`featpipe.spool.Spooled`; its rows are copied block by block.
+        An exception while reading leaves no record, so the rows written so far are referenced by
+        nothing and the next commit writes over them.
 
         ``bounds`` ((rows, 2) start/end seconds, beat-timeline caches) are appended before the record,
         which points at them, so they are committed with it.
@@ -243,7 +249,11 @@ class CacheWriter:
             stop = start + arr.shape[0]
             if ds.shape[0] < stop:
                 ds.resize((stop, *ds.shape[1:]))
-            ds[start:stop] = arr.astype(ds.dtype, copy=False)
+            if isinstance(arr, np.ndarray):
+                ds[start:stop] = arr.astype(ds.dtype, copy=False)
+            else:
+                for lo, hi in arr.blocks():
+                    ds[start + lo:start + hi] = arr.read(lo, hi).astype(ds.dtype, copy=False)
             features[name] = [start, int(arr.shape[0]), int((valid or {}).get(name, arr.shape[0]))]
         extra: dict[str, Any] = {}
         if bounds is not None:
