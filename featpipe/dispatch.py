@@ -28,7 +28,7 @@ from . import __version__
 from .cache import CacheWriter
 from .cluster import ClusterError, connect, dashboard_link
 from .config import ExtractConfig, PipelineError, RunSummary
-from .spool import SpoolError, SpoolFolder, release
+from .spool import SpoolError, SpoolFolder
 from .tries import Tries, Watchdog
 from .video import VideoJob, VideoResult
 from .worker import run_video, worker_check
@@ -219,7 +219,7 @@ class Dispatch:
         if self.spool is not None and prefix is not None:
             self.spool.forget(prefix)
 
-    def finish(self, job: VideoJob, src: dict, result: VideoResult, key: str | None = None) -> None:
+    def finish(self, job: VideoJob, src: dict, result: VideoResult, key: str) -> None:
         if job.video_id in self.finished:  # cannot happen: one submission per video and run
             raise PipelineError(f"{job.video_id} came back twice")
         self.finished.add(job.video_id)
@@ -234,10 +234,7 @@ class Dispatch:
                                    {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
             except SpoolError as exc:  # no record: the rows written so far are referenced by nothing
                 result.ok, result.reason = False, f"its rows could not be read back: {exc}"
-            finally:
-                release(result.arrays, self.spool.path if self.spool else None)
-        if key is not None:
-            self.forget(key)  # also what an earlier try of the same task left
+        self.forget(key)  # the submission's spool files: these rows, and what an earlier try of it left
         if result.ok:
             summary.done.append(job.video_id)
             summary.segments += result.segments

@@ -187,13 +187,6 @@ class SpoolSink:
             unlink_quietly(path)
 
 
-def release(arrays: dict, folder: Path | None) -> None:
-    """Delete the spool files of a committed (or abandoned) result's outputs, those inside ``folder`` only."""
-    for src in arrays.values():
-        if isinstance(src, Spooled) and folder is not None and Path(src.path).parent == folder:
-            src.remove()
-
-
 class SpoolFolder:
     """The client's side of the spool: ``<cache>.spool/``, one run at a time (the cache's writer lock)."""
 

@@ -23,7 +23,7 @@ from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_se
 from .extractors.base import Extractor, ExtractorError
 from .loaded import get_extractor
 from .prefetch import prefetch
-from .rows import fill_plan, invalid_runs, runs_mask, valid_end
+from .rows import fill_plan, invalid_runs, valid_end
 from .spool import MemorySink, Spooled, SpoolSink, block_rows, read_rows
 from .timeline import BEATS_OUTPUT, Timeline, beat_mask, pool, to_beats
 
@@ -80,19 +80,19 @@ def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> De
     return params if segments == params.chunk_segments else replace(params, chunk_segments=segments)
 
 
-def _beat_rows(result: VideoResult, exts: list[Extractor], seg_len: float, stored: int, per: int,
-               sink: Sink) -> None:
+def _beat_rows(result: VideoResult, exts: list[Extractor], masks: dict[str, np.ndarray], seg_len: float,
+               stored: int, per: int, sink: Sink) -> None:
     """The beat timeline's step after extraction: pool every output's base-grid rows into the video's
     beat segments (featpipe.timeline), in place; no second decode. Rows are read and pooled in blocks
-    (:func:`_pool_blocks`) and the pooled rows go to ``sink``, so spooled outputs stay on disk."""
-    centres, covered, masks = {}, {}, {}
+    (:func:`_pool_blocks`) and the pooled rows go to ``sink``, so spooled outputs stay on disk.
+    ``masks`` are the outputs' row masks on the base grid."""
+    centres, covered = {}, {}
     for e in exts:
         for o in e.outputs():
             n, ok = result.arrays[o.name].shape[0], result.valid[o.name]
             hop, start = (seg_len, seg_len / 2) if o.hop is None else (o.hop, o.start)
             centres[o.name] = start + hop * np.arange(n)
             covered[o.name] = start + hop * (ok - 0.5) if ok else 0.0
-            masks[o.name] = runs_mask(n, ok, result.invalid.get(o.name))
     beats = {k: read_rows(a, 0, a.shape[0]) for k, a in result.arrays.items() if k == BEATS_OUTPUT}
     _, _, bounds, fallback = to_beats(beats, masks, centres, covered, seg_len, stored, per)
     base, result.arrays, result.valid, result.bounds = result.arrays, {}, {}, bounds
@@ -206,6 +206,7 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
                         _add_chunk(sink, key[name], arr, dtype[name], bad[name], *declared[name])
         verdict = stats.verdict(params)  # honest valid counts per modality, or a DecodeError
         stored = verdict.stored
+        masks: dict[str, np.ndarray] = {}
         for e, o in outs:
             computed = sink.rows(key[o.name])
             if o.hop is None:
@@ -215,7 +216,7 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
             else:
                 rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
             # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
-            mask = verdict.row_mask(o.modality, rows, o.hop, o.start, available=computed)
+            mask = masks[o.name] = verdict.row_mask(o.modality, rows, o.hop, o.start, available=computed)
             take = fill_plan(mask, computed, params.pad)
             if bad[o.name] and np.isin(take, bad[o.name]).any():  # only rows the cache would store count
                 raise ExtractorError(f"{e.spec} produced values that are not finite as {dtype[o.name]}"
@@ -227,7 +228,7 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         result.info = verdict.record(info)
         result.segments = stored
         if job.timeline.beats:
-            _beat_rows(result, exts, params.seg_len, stored, job.timeline.per, sink)
+            _beat_rows(result, exts, masks, params.seg_len, stored, job.timeline.per, sink)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
         result.reason = one_line(exc)

@@ -87,14 +87,15 @@ def scheduler(tmp_path_factory):
 def committed(monkeypatch) -> list[str]:
     """The kind of every output the client committed (``Spooled`` when streamed, ``ndarray`` in memory)."""
     kinds: list[str] = []
-    real = dispatch.release
+    real = dispatch.Dispatch.finish
 
-    def spy(arrays, folder):
+    def spy(self, job, src, result, key):
+        arrays = dict(result.arrays) if result.ok else {}
+        real(self, job, src, result, key)
         kinds.extend(type(a).__name__ for a in arrays.values())
-        real(arrays, folder)
         assert not any(Path(a.path).exists() for a in arrays.values() if isinstance(a, Spooled))  # deleted once copied
 
-    monkeypatch.setattr(dispatch, "release", spy)
+    monkeypatch.setattr(dispatch.Dispatch, "finish", spy)
     return kinds
 
 
