@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from .packets import StreamTally, decoded_frames, media_errors
+from .pyav_compat import display_matrix_side_data
 from .params import DecodeError, DecodeParams
 
 SCAN_PACKETS = 400
@@ -287,13 +288,11 @@ def _video_scan(c, stream) -> tuple[float | None, object | None]:
 
 
 def _matrix(frame) -> np.ndarray | None:
-    from av.sidedata.sidedata import Type
-
-    for sd in frame.side_data:
-        if sd.type == Type.DISPLAYMATRIX:
-            m = np.frombuffer(bytes(sd), np.int32)
-            return m if m.size == 9 else None
-    return None
+    sd = display_matrix_side_data(frame)
+    if sd is None:
+        return None
+    m = np.frombuffer(bytes(sd), np.int32)
+    return m if m.size == 9 else None
 
 
 def _sample_aspect(stream) -> float:
