@@ -13,12 +13,15 @@ Rules, which are the single writer's own (:class:`featpipe.cache.CacheWriter`):
 * text-embedding tables are appended in argument order (a text embedded twice: the later wins).
 
 The output must not exist; it is written as ``<output>.partial`` and renamed when complete,
-so an interrupted merge never leaves something that looks finished.
+so an interrupted merge never leaves something that looks finished. While the merge runs the
+output holds an empty placeholder locked as a writer locks a cache (:mod:`featpipe.cache.lock`),
+so an ``extract`` or ``import`` into it, by any name, is refused instead of being replaced by
+the final rename; a placeholder left by a killed merge (empty, unlocked) is taken over.
+Inputs must have this featpipe's cache schema: the output is written in it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import Cache, CacheError, CacheWriter, open_cache
+from .cache.check import check_writable
 from .cache.layout import FEATURES, INDEX, RECORDS, TEXTS, decode_records
+from .cache.lock import FileLock, LockError, locked_elsewhere
 from .contracts import OutputSpec
 from .identity import differences
 
@@ -112,12 +117,30 @@ def _take_partial(partial: Path) -> None:
     """Remove what a killed merge left, unless another merge is writing it right now."""
     if not partial.exists():
         return
-    with open(f"{partial}.lock", "a+") as lock:  # the writer's lock file: held while a merge runs
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheError(f"{partial} is being written by another featpipe merge") from None
-        partial.unlink()
+    if locked_elsewhere(partial):
+        raise CacheError(f"{partial} is being written by another featpipe merge")
+    partial.unlink()
+
+
+def _place_output(output: Path) -> FileLock:
+    """Lock ``output`` for the whole merge: a new empty file, or a killed merge's empty placeholder."""
+    exists = f"{output} exists; merge writes a new cache (merge it as an input instead)"
+    try:
+        return FileLock(output, exclusive_create=True)
+    except FileExistsError:
+        pass
+    except LockError as exc:
+        raise CacheError(str(exc)) from None
+    if output.is_symlink() or not output.is_file() or output.stat().st_size:
+        raise CacheError(exists)
+    try:
+        lock = FileLock(output)  # empty: a killed merge's placeholder, unless one is running
+    except LockError as exc:
+        raise CacheError(str(exc)) from None
+    if lock.size():
+        lock.release()
+        raise CacheError(exists)
+    return lock
 
 
 def merge_caches(inputs: list[str | Path], output: str | Path,
@@ -127,12 +150,15 @@ def merge_caches(inputs: list[str | Path], output: str | Path,
     paths = [Path(p) for p in inputs]
     if not paths:
         raise CacheError("nothing to merge: give at least one input cache")
-    if output.exists():
+    if output.exists() and (output.is_symlink() or not output.is_file() or output.stat().st_size):
         raise CacheError(f"{output} exists; merge writes a new cache (merge it as an input instead)")
     caches: list[Cache] = []
+    lock: FileLock | None = None
     try:
         for p in paths:
             caches.append(open_cache(p))
+            check_writable(caches[-1].f, caches[-1].path)  # the output is written in this featpipe's schema
+        lock = _place_output(output)
         first = caches[0]
         for cache in caches[1:]:
             if cache.timeline != first.timeline:
@@ -168,9 +194,14 @@ def merge_caches(inputs: list[str | Path], output: str | Path,
             for cache in caches:
                 summary.texts += _copy_texts(cache, writer, sorted(texts))
             summary.videos = len(writer.records)
+        if not lock.still_named():
+            raise CacheError(f"{output} was replaced during the merge; the merged cache is left in {partial}")
         os.replace(partial, output)
-        Path(f"{partial}.lock").unlink(missing_ok=True)
         return summary
     finally:
         for cache in caches:
             cache.close()
+        if lock is not None:
+            if not output.exists() or (lock.still_named() and lock.size() == 0):
+                output.unlink(missing_ok=True)  # a failed merge leaves no placeholder behind
+            lock.release()

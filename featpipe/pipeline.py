@@ -9,7 +9,7 @@ is :func:`featpipe.video.process_video` on a worker, tried as :mod:`featpipe.tri
 from __future__ import annotations
 
 import json
-import re
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Callable
 
 from . import __version__, extractors
 from .cache import CacheWriter, same_source, source_stat
+from .cache.layout import feature_name_problem
 from .cluster import local_cpu, warm_workers
 from .config import ExtractConfig, PipelineError, RunSummary
 from .contracts import ExtractOptions, OutputSpec
@@ -82,9 +83,6 @@ def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = No
     return prov
 
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
 def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Stored name of every output renamed by ``--name [SPEC=]NAME`` (output name -> stored name).
 
@@ -93,7 +91,7 @@ def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> 
     """
     renamed: dict[str, str] = {}
     for selector, name in names:
-        if not _NAME.fullmatch(name):
+        if feature_name_problem(name):
             raise ExtractorError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (a feature name, not a path)")
         chosen = [e for e in exts if selector in (e.spec, e.name)] if selector else exts
         if len(chosen) != 1:
@@ -109,6 +107,47 @@ def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> 
         clash = sorted({n for n in final if final.count(n) > 1})
         raise ExtractorError(f"--name: two features of this run would be called {clash}")
     return renamed
+
+
+class Report:
+    """``<cache>.report.jsonl``: one JSON line per video as it finishes (kill -9 keeps what was noted).
+
+    It is opened (:meth:`open`) only once the cache is locked and checked, so a refused run never
+    truncates a running run's report; lines noted before that (inputs refused while listing) wait
+    in memory. It is never written through a symlink: a new file is made beside it and renamed
+    over the name, so a planted link is replaced and its target left alone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self._fh, self._early = path, None, []
+
+    def open(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.unlink(missing_ok=True)  # a killed run's of the same pid; unlink never follows a link
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise PipelineError(f"cannot write the report {self.path}: {exc.strerror or exc}") from None
+        self._fh = os.fdopen(fd, "w")
+        for line in self._early:
+            self._fh.write(line)
+        self._fh.flush()
+        self._early.clear()
+
+    def note(self, kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0) -> None:
+        line = json.dumps({"video_id": video_id, "path": path, "status": kind, "reason": reason,
+                           "seconds": round(seconds, 3)}) + "\n"
+        if self._fh is None:
+            self._early.append(line)
+        else:
+            self._fh.write(line)
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def _check_identity(writer: CacheWriter, cache: Path, name: str, prov: dict) -> None:
@@ -181,13 +220,8 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
     stored = variant_names(exts, cfg.names)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
-    report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
-
-    def note(kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0) -> None:
-        report.write(json.dumps({"video_id": video_id, "path": path, "status": kind, "reason": reason,
-                                 "seconds": round(seconds, 3)}) + "\n")
-        report.flush()
-
+    report = Report(summary.report)  # opened once the cache is locked and checked: a refused run leaves it alone
+    note = report.note
     try:
         for path, reason in rejects:
             summary.failed.append((Path(path).stem, path, reason))
@@ -200,6 +234,7 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
                 _check_identity(writer, cfg.cache, out.name, prov)
             for out, prov in features:
                 writer.ensure_feature(out, prov, cfg.dtype)
+            report.open()
             writer.start()
             jobs: list[tuple[VideoJob, dict]] = []
             for v in videos:

@@ -17,6 +17,7 @@ leftovers of an interrupted commit and are overwritten by the next writer.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,17 @@ VIDEOS = "videos"
 FEATURES = "features"
 TEXTS = "texts"
 BOUNDS = "bounds"
+
+
+FEATURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A feature (or text table) name: one HDF5 group under ``/features`` (``/texts``), never a path."""
+
+
+def feature_name_problem(name: str, what: str = "feature") -> str | None:
+    """One line saying why ``name`` cannot name a feature, or None (``--name`` and ``import --feature`` rule)."""
+    if isinstance(name, str) and FEATURE_NAME.fullmatch(name):
+        return None
+    return f"{what} name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit (a name, not a path)"
 
 
 def beat_timeline(timeline: dict) -> bool:

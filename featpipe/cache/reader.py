@@ -18,8 +18,10 @@ import h5py
 import numpy as np
 
 from ..rows import runs_mask
-from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline, decode_records
-from .writer import CacheError
+from .check import check_records, check_structure, damaged, decode_log, schema_version
+from .errors import CacheError
+from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline
+from .recover import truncation
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Cache:
         self.path = Path(path)
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache")
+        cut = truncation(self.path)  # before HDF5: a SWMR read of a cut file retries for ever
+        if cut:
+            raise CacheError(cut)
         try:
             self.f = h5py.File(self.path, "r", swmr=True, locking=False, rdcc_nbytes=0)
         except OSError as exc:
@@ -84,14 +89,19 @@ class Cache:
                 raise CacheError(f"{self.path} is being restructured by a writer (or one died there); "
                                  "retry, or rerun `featpipe extract` to recover it") from None
             raise CacheError(f"{self.path} is not a readable HDF5 file: {exc}") from None
-        if self.f.attrs.get("format") != FORMAT:
-            raise CacheError(f"{self.path} is not a featpipe cache")
-        self.schema_version = int(self.f.attrs["schema_version"])
-        self.timeline: dict[str, Any] = json.loads(self.f.attrs["timeline"])
-        self._records: dict[str, dict] = {}
-        self._seen = 0
-        self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
-        self.refresh()
+        try:
+            if self.f.attrs.get("format") != FORMAT:
+                raise CacheError(f"{self.path} is not a featpipe cache")
+            check_structure(self.f, self.path)
+            self.schema_version = schema_version(self.f, self.path)
+            self.timeline: dict[str, Any] = json.loads(self.f.attrs["timeline"])
+            self._records: dict[str, dict] = {}
+            self._seen = 0
+            self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
+            self.refresh()
+        except BaseException:
+            self.f.close()
+            raise
 
     # -- discovery -----------------------------------------------------------------------
     def refresh(self) -> None:
@@ -102,9 +112,11 @@ class Cache:
         n = g[INDEX].shape[0]
         if n > self._seen:
             idx = g[INDEX][self._seen:n]
-            lo, hi = int(idx[:, 0].min()), int((idx[:, 0] + idx[:, 1]).max())
+            lo, hi = max(0, int(idx[:, 0].min())), int((idx[:, 0] + idx[:, 1]).max())
             blob = g[RECORDS][lo:hi]
-            for rec in decode_records(idx - np.array([lo, 0]), blob):
+            records = decode_log(idx - np.array([lo, 0]), blob, self.path, f"/{VIDEOS}")
+            check_records(records, self.f, self.path)
+            for rec in records:
                 self._records[rec["video_id"]] = rec
             self._seen = n
         self._texts.clear()
@@ -273,13 +285,20 @@ class Cache:
             id_text: dict[int, str] = {}
             if n:
                 idx = g[INDEX][:n]
-                for rec in decode_records(idx, g[RECORDS][: int((idx[:, 0] + idx[:, 1]).max())]):
-                    for i, item in enumerate(rec["items"]):
-                        row = rec["rows"][0] + i
-                        by_text[item["text"]] = row
-                        for qid in item.get("ids", []):
-                            by_id[int(qid)] = row
-                            id_text[int(qid)] = item["text"]
+                rows = g["data"].shape[0]
+                for rec in decode_log(idx, g[RECORDS][: int((idx[:, 0] + idx[:, 1]).max())], self.path, g.name):
+                    try:
+                        start, count = rec["rows"]
+                        if not (0 <= start and start + count <= rows and len(rec["items"]) <= count):
+                            raise ValueError
+                        for i, item in enumerate(rec["items"]):
+                            row = start + i
+                            by_text[str(item["text"])] = row
+                            for qid in item.get("ids", []):
+                                by_id[int(qid)] = row
+                                id_text[int(qid)] = str(item["text"])
+                    except (KeyError, TypeError, ValueError, AttributeError):
+                        raise damaged(self.path, f"a record of {g.name} is not a text record: {str(rec)[:80]}") from None
             self._texts[encoder] = (by_text, by_id, id_text)
         return self._texts[encoder]
 

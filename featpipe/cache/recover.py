@@ -3,10 +3,15 @@
 HDF5 (superblock versions 2 and 3) records "open for write / SWMR write" in the superblock's
 file-consistency flags and refuses to open such a file for writing again ("may use h5clear").
 A SWMR writer that dies leaves a consistent file (SWMR orders its metadata flushes for readers)
-with those flags set. featpipe's writer holds its own lock file, so when it finds the flags set
-it knows the previous writer is dead and clears them, as ``h5clear -s`` does: set the flags
-byte to 0 and recompute the superblock checksum (Jenkins lookup3, as the HDF5 file-format
-specification prescribes). Nothing else in the file is touched.
+with those flags set. featpipe's writer holds the file's lock (:mod:`featpipe.cache.lock`), so
+when it finds the flags set it knows the previous writer is dead and clears them, as ``h5clear
+-s`` does: set the flags byte to 0 and recompute the superblock checksum (Jenkins lookup3, as the
+HDF5 file-format specification prescribes). Nothing else in the file is touched, and nothing is
+cleared while another descriptor holds the lock (a live writer).
+
+The superblock also states the file's end (its end-of-file address). A file shorter than that was
+cut (an interrupted copy or download): :func:`truncation` says so before HDF5 is asked to open it,
+because a SWMR reader skips HDF5's own check and retries reads past the end for ever.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+
+from .lock import FileLock, LockError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _MASK = 0xFFFFFFFF
@@ -77,11 +84,55 @@ def write_flags(path: str | Path) -> int:
         return fh.read(1)[0]
 
 
-def clear_write_flags(path: str | Path) -> bool:
+def end_of_file(path: str | Path) -> tuple[int, int]:
+    """(the end of file the superblock states, counted from the file's start; the file's size)."""
+    with open(path, "rb") as fh:
+        pos, version, offsets = _superblock(fh)
+        size = os.fstat(fh.fileno()).st_size
+        if version < 2:  # the byte after the version is another version there; offsets' size is at 13
+            fh.seek(pos + 13)
+            offsets = fh.read(1)[0]
+        if offsets not in (2, 4, 8):
+            raise OSError(f"{path}: superblock states {offsets}-byte addresses; the file is damaged")
+        fmt = {2: "<H", 4: "<I", 8: "<Q"}[offsets]
+        # versions 2 and 3: signature, version, offsets, lengths, flags (12 bytes); then base,
+        # extension, end of file. Versions 0 and 1: 24 (28) bytes of versions, sizes, K values and
+        # flags; then base, free space, end of file.
+        fh.seek(pos + (12 if version >= 2 else 28 if version == 1 else 24))
+        fields = fh.read(3 * offsets)
+        if len(fields) < 3 * offsets:
+            raise OSError(f"{path}: the HDF5 superblock is cut short; the file is damaged")
+        base, eof = struct.unpack_from(fmt, fields, 0)[0], struct.unpack_from(fmt, fields, 2 * offsets)[0]
+    return base + eof, size
+
+
+def truncation(path: str | Path) -> str | None:
+    """One line saying the file is shorter than its superblock states, or None when it is whole."""
+    try:
+        stated, size = end_of_file(path)
+    except OSError:
+        return None  # not HDF5 or damaged otherwise: opening it says what
+    if size >= stated:
+        return None
+    return (f"{path} is truncated: {size} bytes of the {stated} its HDF5 superblock states (an interrupted "
+            "copy or download?); copy it again")
+
+
+def clear_write_flags(path: str | Path, lock: FileLock | None = None) -> bool:
     """Clear the write flags of a file whose writer died; True when something was cleared.
 
-    Only call this while holding the cache's writer lock: it asserts no writer is alive.
+    ``lock`` is the caller's :class:`~featpipe.cache.lock.FileLock` on this file (a writer that
+    holds it); without one the lock is taken here. A file whose lock another descriptor holds has
+    a live writer: :class:`~featpipe.cache.lock.LockError`, and nothing is touched.
     """
+    if lock is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        with FileLock(path) as own:
+            return clear_write_flags(path, own)
+    st = os.stat(path)
+    if (st.st_dev, st.st_ino) != lock.inode or lock.fd < 0:
+        raise LockError(f"{path}: the lock given is not held on this file")
     with open(path, "r+b") as fh:
         pos, version, offsets = _superblock(fh)
         if version < 2:

@@ -9,14 +9,18 @@ Crash safety rests on three rules:
    the record's ``(offset, length)`` row to ``/videos/index`` and flushes. A reader (or a later
    writer) that sees the index row therefore sees everything it points to; a kill before that
    row leaves only unreferenced bytes, which the next writer overwrites.
-3. One writer at a time, enforced by an exclusive lock on ``<cache>.lock``. A writer that finds
-   the HDF5 write flags still set while holding the lock knows the last writer died and clears
-   them (:mod:`featpipe.cache.recover`).
+3. One writer per file, enforced by an exclusive ``flock`` on the ``.h5`` itself
+   (:mod:`featpipe.cache.lock`), whatever name reaches it. A writer that finds the HDF5 write
+   flags still set while holding the lock knows the last writer died and clears them
+   (:mod:`featpipe.cache.recover`).
+
+A write that fails (a full disk, a file size limit) ends the writer with a :class:`CacheError`
+line; what was committed before stays committed.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
@@ -30,12 +34,19 @@ import numpy as np
 from .. import __version__
 from ..contracts import OutputSpec
 from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
-                     chunk_rows, decode_records, encode_json)
-from .recover import clear_write_flags, write_flags
+                     chunk_rows, encode_json, feature_name_problem)
+from .lock import FileLock, LockError
+from .check import check_records, check_structure, check_writable, decode_log
+from .errors import CacheError
+from .recover import clear_write_flags, truncation, write_flags
 
 
-class CacheError(Exception):
-    """The cache cannot be used as asked; the message says why in one line."""
+class _SourceFailed(Exception):
+    """A row source's read failed during a commit (passed on as ``error``, not taken for a disk error)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Log:
@@ -53,11 +64,11 @@ class _Log:
         group.create_dataset(RECORDS, shape=(0,), maxshape=(None,), chunks=(65536,), dtype=np.uint8)
         group.create_dataset(INDEX, shape=(0, 2), maxshape=(None, 2), chunks=(4096, 2), dtype=np.int64)
 
-    def read(self) -> list[dict]:
+    def read(self, path: Path | None = None) -> list[dict]:
         n = self.index.shape[0]
         if n == 0:
             return []
-        return decode_records(self.index[:n], self.records[: self.end])
+        return decode_log(self.index[:n], self.records[: self.end], path or "the cache", self.index.parent.name)
 
     def append(self, record: dict, flush) -> None:
         data = encode_json(record)
@@ -82,32 +93,42 @@ class CacheWriter:
 
     def __init__(self, path: str | Path, timeline: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lockfile = open(f"{self.path}.lock", "a+")
+        self.broken = ""  # why writing stopped (a failed write); "" while writes go through
         try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise CacheError(f"{self.path} is being written by another featpipe process") from None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(self.path)
+        except (LockError, OSError) as exc:
+            raise CacheError(str(exc) if isinstance(exc, LockError) else
+                             f"{self.path} cannot be written: {exc.strerror or exc}") from None
+        new = self._lock.size() == 0
         try:
             self._open(timeline)
         except BaseException:
             self._release()
+            if new and self.path.exists() and self.path.stat().st_size == 0:
+                self.path.unlink(missing_ok=True)  # the empty file the lock made; nothing was written
             raise
 
     # -- opening and structure ---------------------------------------------------------------
     def _open(self, timeline: dict[str, Any] | None) -> None:
-        exists = self.path.exists() and self.path.stat().st_size > 0
+        exists = self._lock.size() > 0
         if exists:
+            cut = truncation(self.path)
+            if cut:
+                raise CacheError(cut)
             try:
                 if write_flags(self.path):
-                    clear_write_flags(self.path)  # we hold the lock: the last writer is dead
+                    clear_write_flags(self.path, self._lock)  # we hold the lock: the last writer is dead
                 self.f = h5py.File(self.path, "a", libver="latest", locking=False)
             except OSError as exc:
                 raise CacheError(f"{self.path} is not a readable featpipe cache: {exc}") from None
-            if self.f.attrs.get("format") != FORMAT:
+            self._check_same_file()
+            try:
+                check_writable(self.f, self.path)
+                check_structure(self.f, self.path)
+            except CacheError:
                 self.f.close()
-                raise CacheError(f"{self.path} is an HDF5 file but not a featpipe cache")
+                raise
             stored = json.loads(self.f.attrs["timeline"])
             if not stored and timeline:  # made without one (e.g. texts first): the first extract sets it
                 self.f.attrs["timeline"] = json.dumps(timeline, sort_keys=True)
@@ -121,7 +142,11 @@ class CacheWriter:
                     raise CacheError(f"{self.path} was built with another timeline ({what}); use a new cache")
             self.timeline = stored
         else:
-            self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+            try:
+                self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+            except OSError as exc:
+                raise CacheError(f"{self.path} cannot be created: {exc}") from None
+            self._check_same_file()
             self.timeline = dict(timeline or {})
             self.f.attrs["format"] = FORMAT
             self.f.attrs["schema_version"] = SCHEMA_VERSION
@@ -136,6 +161,12 @@ class CacheWriter:
             self.f.flush()
         self.swmr = False
 
+    def _check_same_file(self) -> None:
+        """HDF5 opened the file we locked (nothing was renamed over the name in between)."""
+        if not self._lock.still_named():
+            self.f.close()
+            raise CacheError(f"{self.path} was replaced while it was being opened; retry")
+
     def feature_provenance(self, name: str) -> dict[str, Any] | None:
         """The stored provenance of feature ``name`` (None when the cache has no such feature)."""
         group = self.f[FEATURES]
@@ -145,6 +176,9 @@ class CacheWriter:
         """Create the dataset for a feature, or check an existing one matches ``provenance``."""
         if self.swmr:
             raise CacheError("features must be declared before writing starts")
+        why = feature_name_problem(spec.name)
+        if why:
+            raise CacheError(why)
         group = self.f[FEATURES]
         if spec.name in group:
             old = json.loads(group[spec.name].attrs["provenance"])
@@ -181,6 +215,9 @@ class CacheWriter:
         """
         if self.swmr:
             raise CacheError("text tables must be declared before writing starts")
+        why = feature_name_problem(encoder, "text table")
+        if why:
+            raise CacheError(why)
         group = self.f[TEXTS]
         if encoder in group:
             old = json.loads(group[encoder].attrs["provenance"])
@@ -201,7 +238,8 @@ class CacheWriter:
             self.f.swmr_mode = True
             self.swmr = True
         self._videos = _Log(self.f[VIDEOS])
-        records = self._videos.read()
+        records = self._videos.read(self.path)
+        check_records(records, self.f, self.path)
         self.records: dict[str, dict] = {}
         for r in records:
             self.records[r["video_id"]] = r
@@ -236,6 +274,26 @@ class CacheWriter:
         ``record["invalid"]`` (feature -> ``[start, stop)`` runs of fill rows) describes the
         features of ``arrays``; a kept feature keeps its runs from the earlier record.
         """
+        with self._writing():
+            self._commit(record, arrays, valid, bounds)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turn a failed write into one line; the writer takes no more writes after it."""
+        if self.broken:
+            raise CacheError(self.broken)
+        try:
+            yield
+        except _SourceFailed as exc:  # the rows could not be read: the caller's problem, not the file's
+            raise exc.error from None
+        except OSError as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            self.broken = (f"writing {self.path} failed ({why}; a full disk or a file size limit?); what was "
+                           "committed before is kept: make room and rerun to go on")
+            raise CacheError(self.broken) from None
+
+    def _commit(self, record: dict[str, Any], arrays: dict[str, Any], valid: dict[str, int] | None,
+                bounds: np.ndarray | None) -> None:
         if not self.swmr:
             self.start()
         vid = record["video_id"]
@@ -253,7 +311,11 @@ class CacheWriter:
                 ds[start:stop] = arr.astype(ds.dtype, copy=False)
             else:
                 for lo, hi in arr.blocks():
-                    ds[start + lo:start + hi] = arr.read(lo, hi).astype(ds.dtype, copy=False)
+                    try:
+                        block = arr.read(lo, hi)
+                    except OSError as exc:
+                        raise _SourceFailed(exc) from None
+                    ds[start + lo:start + hi] = block.astype(ds.dtype, copy=False)
             features[name] = [start, int(arr.shape[0]), int((valid or {}).get(name, arr.shape[0]))]
         extra: dict[str, Any] = {}
         if bounds is not None:
@@ -290,13 +352,17 @@ class CacheWriter:
 
     def add_texts(self, encoder: str, items: list[dict[str, Any]], embeddings: np.ndarray) -> None:
         """Append text embeddings; ``items[i]`` (e.g. ``{"text": ..., "ids": [...]}``) describes row i."""
+        with self._writing():
+            self._add_texts(encoder, items, embeddings)
+
+    def _add_texts(self, encoder: str, items: list[dict[str, Any]], embeddings: np.ndarray) -> None:
         if not self.swmr:
             self.start()
         g = self.f[TEXTS][encoder]
         log = self._texts.get(encoder)
         if log is None:
             log = self._texts[encoder] = _Log(g)
-            log.rows = max((sum(r["rows"]) for r in log.read()), default=0)  # type: ignore[attr-defined]
+            log.rows = max((sum(r["rows"]) for r in log.read(self.path)), default=0)  # type: ignore[attr-defined]
         ds = g["data"]
         start = log.rows  # type: ignore[attr-defined]
         stop = start + embeddings.shape[0]
@@ -309,15 +375,18 @@ class CacheWriter:
 
     # -- closing -----------------------------------------------------------------------------
     def _release(self) -> None:
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
-        finally:
-            self._lockfile.close()
+        self._lock.release()
 
     def close(self) -> None:
-        if getattr(self, "f", None) is not None and self.f.id.valid:
-            self.f.close()
-        self._release()
+        try:
+            if getattr(self, "f", None) is not None and self.f.id.valid:
+                try:
+                    self.f.close()
+                except OSError as exc:  # the last flush failed too (a full disk): the file stays as committed
+                    if not self.broken:
+                        raise CacheError(f"closing {self.path} failed ({exc}); rerun to go on") from None
+        finally:
+            self._release()
 
     def __enter__(self) -> "CacheWriter":
         return self
