@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..cache import CacheWriter, open_cache
+from ..cache.layout import feature_name_problem
 from ..extractors.base import OutputSpec
 from .layouts import LAYOUTS, SEGMENTS
 from .npyfile import read_header, safe_stem
@@ -79,22 +81,51 @@ def layout_sources(folder: str | Path, layout: str) -> list[ImportSource]:
     return out
 
 
-def _scan(src: ImportSource) -> dict[str, Path]:
+def _scan(src: ImportSource, refused: list[str]) -> dict[str, Path]:
+    """``<id>.npy`` files of the folder; a symlink leading out of the folder is refused, not followed."""
     if not src.folder.is_dir():
         raise ImportSetupError(f"{src.folder}: no such folder")
-    return {Path(e.name).stem: Path(e.path) for e in sorted(os.scandir(src.folder), key=lambda e: e.name)
-            if e.name.endswith(".npy") and not e.name.startswith(".") and e.is_file()}
-
-
-def _row_shape(files: dict[str, Path], src: ImportSource) -> tuple[tuple[int, ...], str]:
-    for path in files.values():
-        try:
-            shape, dtype = read_header(path)
-        except (OSError, ValueError):
+    root = src.folder.resolve()
+    files: dict[str, Path] = {}
+    for e in sorted(os.scandir(src.folder), key=lambda e: e.name):
+        if not e.name.endswith(".npy") or e.name.startswith("."):
             continue
-        if len(shape) >= 1:
-            return tuple(shape[1:]), dtype.name
-    raise ImportSetupError(f"{src.folder}: no readable .npy file")
+        path = Path(e.path)
+        if e.is_symlink():
+            target = path.resolve()
+            if target.parent != root and root not in target.parents:
+                refused.append(f"{path}: a symbolic link out of {src.folder}, not followed")
+                continue
+            path = target
+        if path.is_file():
+            files[Path(e.name).stem] = path
+    return files
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of an .npy whose header is sound and whose data the file really holds."""
+    try:
+        shape, dtype = read_header(path)
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (OSError, ValueError, TypeError, EOFError, SyntaxError):
+        return None
+    return (tuple(shape), dtype) if need <= path.stat().st_size else None
+
+
+def _row_shape(files: dict[str, Path], src: ImportSource, rows: int | None) -> tuple[tuple[int, ...], str]:
+    """The row shape most of the folder's files have (among those whose header could be imported), so
+    that one odd or refused file never sets the shape the others are checked against."""
+    counts: Counter = Counter()
+    for path in files.values():
+        head = _header(path)
+        if head is None:
+            continue
+        shape, dtype = head
+        if len(shape) >= 1 and dtype.kind in "fiu" and shape[0] > 0 and (rows is None or shape[0] == rows):
+            counts[(tuple(shape[1:]), dtype.name)] += 1
+    if not counts:
+        raise ImportSetupError(f"{src.folder}: no readable .npy file" + (f" of {rows} rows" if rows else ""))
+    return counts.most_common(1)[0][0]
 
 
 def _target_timeline(path: Path) -> dict | None:
@@ -120,10 +151,15 @@ def import_features(cache_path: str | Path, sources: Sequence[ImportSource], dty
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ImportSetupError(f"two folders would become the same feature: {sorted({n for n in names if names.count(n) > 1})}")
-    scans = [(s, _scan(s)) for s in sources]
-    heads = {s.name: _row_shape(files, s) for s, files in scans}
+    for name in names:
+        why = feature_name_problem(name)
+        if why:
+            raise ImportSetupError(why)
     summary = ImportSummary(cache_path, {s.name: 0 for s in sources})
+    scans = [(s, _scan(s, summary.refused)) for s in sources]
     timeline = _target_timeline(cache_path)
+    rows = _timeline_rows(timeline)
+    heads = {s.name: _row_shape(files, s, rows) for s, files in scans}
     with CacheWriter(cache_path, timeline) as writer:
         for s, files in scans:
             row, src_dtype = heads[s.name]
@@ -140,14 +176,21 @@ def import_features(cache_path: str | Path, sources: Sequence[ImportSource], dty
         if on_start:
             on_start(sum(len(f) for _, f in scans))
         for vid in ids:
-            _import_video(writer, vid, scans, heads, expected, summary, on_file)
+            _import_video(writer, vid, scans, heads, expected, summary, on_file, dtype)
     summary.videos = len(ids)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
+def _timeline_rows(timeline: dict | None) -> int | None:
+    """Rows per video a timeline fixes (``None``: the stored timeline decides, read when writing)."""
+    if not timeline or not timeline.get("max_seconds"):
+        return None
+    return int(round(float(timeline["max_seconds"]) * float(timeline.get("fps", 1.0))))
+
+
 def _import_video(writer: CacheWriter, vid: str, scans, heads, expected: int | None, summary: ImportSummary,
-                  on_file) -> None:
+                  on_file, dtype: str = "float16") -> None:
     old = writer.records.get(vid)
     want = expected if expected is not None else (old or {}).get("segments")
     arrays: dict[str, np.ndarray] = {}
@@ -158,13 +201,9 @@ def _import_video(writer: CacheWriter, vid: str, scans, heads, expected: int | N
             continue
         if on_file:
             on_file()
-        reason = None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            arr, reason = None, f"not a readable .npy ({exc})"
+        arr, reason = _load(path)
         if arr is not None:
-            reason = _refusal(arr, heads[s.name][0], want, vid, s)
+            reason = _refusal(arr, heads[s.name][0], want, vid, s, dtype)
         if reason:
             summary.refused.append(f"{path}: {reason}")
             continue
@@ -185,13 +224,33 @@ def _import_video(writer: CacheWriter, vid: str, scans, heads, expected: int | N
         summary.imported[name] += 1
 
 
-def _refusal(arr: np.ndarray, row: tuple[int, ...], want: int | None, vid: str, s: ImportSource) -> str | None:
+def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """The file's array, or why not (an .npz under an .npy name, a header promising more than the file)."""
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":  # np.load would open an .npz archive whatever the name
+            return None, "an .npz archive named .npy, not one array"
+    if _header(path) is None:
+        return None, "not a readable .npy (its header is damaged, or states more data than the file holds)"
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        return None, f"not a readable .npy ({' '.join(str(exc).split())})"
+    if not isinstance(arr, np.ndarray):
+        getattr(arr, "close", lambda: None)()
+        return None, "not one array"
+    if arr.ndim == 0:
+        return None, "a 0-d array (one value), not rows"
+    return arr, None
+
+
+def _refusal(arr: np.ndarray, row: tuple[int, ...], want: int | None, vid: str, s: ImportSource,
+             dtype: str = "float16") -> str | None:
     if not safe_stem(vid):
         return "its name cannot be a video id"
     if arr.dtype.kind not in "fiu":
         return f"dtype {arr.dtype} is not numeric"
     if tuple(arr.shape[1:]) != row:
-        return f"rows of {tuple(arr.shape[1:])}, the folder's first file has {row}"
+        return f"rows of {tuple(arr.shape[1:])}, most of the folder's files have {row}"
     if want is not None and arr.shape[0] != want:
         return (f"{arr.shape[0]} rows, the cache's timeline has {want} one-second segments per video; "
                 "not on the same timeline, not imported")
@@ -199,6 +258,11 @@ def _refusal(arr: np.ndarray, row: tuple[int, ...], want: int | None, vid: str, 
         return "no rows"
     if not np.isfinite(arr).all():
         return "contains NaN or infinity"
+    with np.errstate(over="ignore"):
+        stored = arr.astype(dtype)
+    if not np.isfinite(stored).all():  # what extract refuses too: never store inf
+        big = float(np.abs(arr).max())
+        return f"values up to {big:.4g} are past {dtype}'s range ({float(np.finfo(dtype).max):g}); import with --dtype float32"
     if s.distinct_tokens and arr.ndim == 3 and arr.shape[1] > 1 and np.array_equal(arr[:, 1:], np.broadcast_to(arr[:, :1], arr[:, 1:].shape)):
         return ("every token repeats token 0 (the CLS), as PSTP-Net's released extract_patch-level_feat.py "
                 "writes them: no patch features to import")
