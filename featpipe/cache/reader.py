@@ -21,7 +21,8 @@ from ..rows import runs_mask
 from .check import check_records, check_structure, damaged, decode_log, schema_version
 from .errors import CacheError
 from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline
-from .recover import truncation
+from .lock import locked_elsewhere
+from .recover import truncation, write_flags
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ class Cache:
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache")
         cut = truncation(self.path)  # before HDF5: a SWMR read of a cut file retries for ever
-        if cut:
+        if cut and not locked_elsewhere(self.path):  # a live writer extends the file as it goes
+            if write_flags(self.path):
+                cut += ("; or its writer died while the disk was full: rerun `featpipe extract` (or import) "
+                        "on it, which recovers it when nothing committed was lost")
             raise CacheError(cut)
         try:
             self.f = h5py.File(self.path, "r", swmr=True, locking=False, rdcc_nbytes=0)

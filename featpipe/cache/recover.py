@@ -153,3 +153,50 @@ def clear_write_flags(path: str | Path, lock: FileLock | None = None) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
         return True
+
+
+def _chunks_past(ds, rows: int, end: int) -> bool:
+    """Whether any chunk holding one of the first ``rows`` rows of ``ds`` lies past byte ``end``."""
+    if ds.chunks is None:
+        offset = ds.id.get_offset()
+        return offset is not None and offset + ds.id.get_storage_size() > end
+    for i in range(ds.id.get_num_chunks()):
+        info = ds.id.get_chunk_info(i)
+        if info.chunk_offset[0] < rows and info.byte_offset + info.size > end:
+            return True
+    return False
+
+
+def committed_past(path: str | Path, end: int) -> str | None:
+    """The first committed part of a cache that lies past byte ``end`` (None: everything committed lies
+    before it). Opened without SWMR, so a metadata block past ``end`` is a checksum error, not a wait."""
+    import h5py
+
+    from .check import decode_log
+    from .layout import FEATURES, INDEX, RECORDS, TEXTS, VIDEOS
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            logs = [f[VIDEOS]] + [f[TEXTS][n] for n in f[TEXTS]]
+            extents: dict[str, int] = {}
+            for g in logs:
+                idx = g[INDEX][:]
+                size = int((idx[:, 0] + idx[:, 1]).max()) if len(idx) else 0
+                for name, rows in ((g[INDEX].name, len(idx)), (g[RECORDS].name, size)):
+                    if _chunks_past(f[name], rows, end):
+                        return name
+                for rec in decode_log(idx, g[RECORDS][:size], path, g.name):
+                    if "rows" in rec:
+                        extents[f"{g.name}/data"] = max(extents.get(f"{g.name}/data", 0), sum(rec["rows"]))
+                    for name, (off, rows, *_) in rec.get("features", {}).items():
+                        key = f"/{FEATURES}/{name}/data"
+                        extents[key] = max(extents.get(key, 0), off + rows)
+                    if "bounds" in rec:
+                        key = f"/{VIDEOS}/bounds"
+                        extents[key] = max(extents.get(key, 0), sum(rec["bounds"]))
+            for name, rows in extents.items():
+                if _chunks_past(f[name], rows, end):
+                    return name
+    except Exception as exc:  # noqa: BLE001 - any failure to read what was committed: not recoverable here
+        return f"its structure ({' '.join(str(exc).split())[:120]})"
+    return None

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,13 @@ from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, T
 from .lock import FileLock, LockError
 from .check import check_records, check_structure, check_writable, decode_log
 from .errors import CacheError
-from .recover import clear_write_flags, truncation, write_flags
+from .recover import clear_write_flags, committed_past, end_of_file, truncation, write_flags
+
+
+def _short(exc: BaseException) -> str:
+    """An HDF5 error in one line: its first line, without the time stamp HDF5 puts in it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"time = [^,]*, ", "", text)[:300]
 
 
 class _SourceFailed(Exception):
@@ -113,12 +120,12 @@ class CacheWriter:
     def _open(self, timeline: dict[str, Any] | None) -> None:
         exists = self._lock.size() > 0
         if exists:
-            cut = truncation(self.path)
-            if cut:
-                raise CacheError(cut)
             try:
-                if write_flags(self.path):
-                    clear_write_flags(self.path, self._lock)  # we hold the lock: the last writer is dead
+                if write_flags(self.path):  # we hold the lock: the last writer is dead
+                    self._recover()
+                cut = truncation(self.path)
+                if cut:
+                    raise CacheError(cut)
                 self.f = h5py.File(self.path, "a", libver="latest", locking=False)
             except OSError as exc:
                 raise CacheError(f"{self.path} is not a readable featpipe cache: {exc}") from None
@@ -160,6 +167,20 @@ class CacheWriter:
             self.f[VIDEOS].create_dataset(BOUNDS, shape=(0, 2), maxshape=(None, 2), chunks=(4096, 2), dtype=np.float64)
             self.f.flush()
         self.swmr = False
+
+    def _recover(self) -> None:
+        """Clear a dead writer's flags; when it died extending the file (a full disk), extend it to the
+        end its superblock states, provided nothing committed lies past the old end (else the file was
+        cut: refused, and put back as it was)."""
+        clear_write_flags(self.path, self._lock)
+        stated, size = end_of_file(self.path)
+        if size >= stated:
+            return
+        os.truncate(self.path, stated)  # what the dead writer's last flush failed to do; the tail is unused
+        past = committed_past(self.path, size)
+        if past:
+            os.truncate(self.path, size)
+            raise CacheError(f"{truncation(self.path)} ({past} lies past its end)")
 
     def _check_same_file(self) -> None:
         """HDF5 opened the file we locked (nothing was renamed over the name in between)."""
@@ -286,10 +307,11 @@ class CacheWriter:
             yield
         except _SourceFailed as exc:  # the rows could not be read: the caller's problem, not the file's
             raise exc.error from None
-        except OSError as exc:
-            why = " ".join(str(exc).split()) or type(exc).__name__
+        except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError when a flush cannot write
+            why = _short(exc)
             self.broken = (f"writing {self.path} failed ({why}; a full disk or a file size limit?); what was "
                            "committed before is kept: make room and rerun to go on")
+            self._detach()  # before the failed commit's HDF5 objects are let go (each would flush again)
             raise CacheError(self.broken) from None
 
     def _commit(self, record: dict[str, Any], arrays: dict[str, Any], valid: dict[str, int] | None,
@@ -377,14 +399,27 @@ class CacheWriter:
     def _release(self) -> None:
         self._lock.release()
 
+    def _detach(self) -> None:
+        """After a failed write, point HDF5's descriptor at a scratch file in memory: HDF5 retries its
+        failed flush at close (and at exit, where a failure crashes the interpreter), and that flush
+        must not reach the cache, which stays as last committed."""
+        try:
+            fd = int(self.f.id.get_vfd_handle())
+            scratch = os.memfd_create("featpipe-detached") if hasattr(os, "memfd_create") else \
+                os.open(os.devnull, os.O_RDWR)
+            os.dup2(scratch, fd)
+            os.close(scratch)
+        except (OSError, RuntimeError, ValueError):
+            pass
+
     def close(self) -> None:
         try:
             if getattr(self, "f", None) is not None and self.f.id.valid:
                 try:
                     self.f.close()
-                except OSError as exc:  # the last flush failed too (a full disk): the file stays as committed
+                except (OSError, RuntimeError) as exc:  # the last flush failed too (a full disk): kept as committed
                     if not self.broken:
-                        raise CacheError(f"closing {self.path} failed ({exc}); rerun to go on") from None
+                        raise CacheError(f"closing {self.path} failed ({_short(exc)}); rerun to go on") from None
         finally:
             self._release()
 
