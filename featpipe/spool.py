@@ -194,7 +194,10 @@ class SpoolFolder:
         self.path = Path(f"{cache}.spool").absolute()
 
     def open(self) -> "SpoolFolder":
-        """Remove a killed run's leftovers and make the folder."""
+        """Remove a killed run's leftovers and make the folder. A symlink in its place is removed, never
+        followed: the folder's files are deleted and written by name, so a link would aim both elsewhere."""
+        if self.path.is_symlink():
+            unlink_quietly(self.path)
         self.clean()
         self.path.mkdir(exist_ok=True)
         return self
@@ -204,7 +207,7 @@ class SpoolFolder:
 
     def files(self) -> list[Path]:
         """The files in the folder that this module writes (anything else there is left alone)."""
-        if not self.path.is_dir():
+        if self.path.is_symlink() or not self.path.is_dir():
             return []
         return sorted(p for p in self.path.iterdir() if _FILE.fullmatch(p.name) and p.is_file())
 

@@ -7,7 +7,9 @@ Resolution order in :func:`find_weights`:
 3. the weights folder: ``$FEATPIPE_WEIGHTS``, by default ``~/.cache/featpipe/weights``;
 4. a download from the extractor's official URL on first use, into the weights folder
    (temp file + rename, so an interrupted download never leaves a half file behind).
-   ``FEATPIPE_NO_DOWNLOAD=1`` turns downloads off.
+   ``FEATPIPE_NO_DOWNLOAD=1`` turns downloads off. A download stops past a size cap (the
+   extractor's, else ``FEATPIPE_MAX_DOWNLOAD_MB``, default 4096 MB, counted after any gunzip) and,
+   when the extractor states the file's sha256, is kept only when it matches.
 
 When all of these fail, :class:`~featpipe.extractors.WeightsError` is raised with one line that
 names the file, the spec, and how to provide the file.
@@ -21,7 +23,6 @@ import json
 import logging
 import os
 import socket
-import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -35,6 +36,8 @@ ENV_NO_DOWNLOAD = "FEATPIPE_NO_DOWNLOAD"
 DEFAULT_DIR = Path("~/.cache/featpipe/weights")
 _HASH_MEMO = "sha256-memo.json"
 _DOWNLOAD_TIMEOUT_S = 30.0
+ENV_MAX_DOWNLOAD = "FEATPIPE_MAX_DOWNLOAD_MB"
+MAX_DOWNLOAD_MB = 4096
 
 
 def weights_dir() -> Path:
@@ -81,6 +84,8 @@ def find_weights(
     url: str | None = None,
     spec: str = "",
     also: tuple[Path, ...] = (),
+    sha256: str | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Path of the weight file ``filename``; see the module docstring for the search order.
 
@@ -88,6 +93,7 @@ def find_weights(
     on the fly (the official OpenL3 files are published gzipped). ``spec`` only improves the
     error message. ``also``: further folders searched after the weights folder, before any
     download (e.g. :func:`torch_hub_checkpoints`, where torch's own loaders keep the file).
+    ``sha256`` (hex) and ``max_bytes`` check a download (see the module docstring).
     """
     what = f"{spec} needs weight file {filename}" if spec else f"weight file {filename} is needed"
     folder = weights_dir()
@@ -117,7 +123,7 @@ def find_weights(
         why = f"not found and downloads are off ({ENV_NO_DOWNLOAD})"
     elif url:
         try:
-            return _download(url, candidate)
+            return _download(url, candidate, sha256, max_bytes)
         except (OSError, ValueError, EOFError) as exc:  # URLError is an OSError; bad gzip is OSError/EOFError
             why = f"not found and the download failed ({_one_line(exc)})"
 
@@ -138,16 +144,36 @@ def _lookup(path: Path, filename: str) -> Path | None:
     return None
 
 
-def _download(url: str, dest: Path) -> Path:
+def download_cap() -> int:
+    """Bytes a download may have when its extractor states no cap (``FEATPIPE_MAX_DOWNLOAD_MB``)."""
+    try:
+        return int(float(os.environ.get(ENV_MAX_DOWNLOAD, "") or MAX_DOWNLOAD_MB) * (1 << 20))
+    except ValueError:
+        return MAX_DOWNLOAD_MB << 20
+
+
+def _download(url: str, dest: Path, sha256: str | None = None, max_bytes: int | None = None) -> Path:
+    cap = max_bytes if max_bytes is not None else download_cap()
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.warning("downloading %s -> %s", url, dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
-            src = resp
-            if url.endswith(".gz") and dest.suffix != ".gz":
-                src = gzip.GzipFile(fileobj=resp)
-            shutil.copyfileobj(src, out, length=1 << 20)
+            stated = int(resp.headers.get("Content-Length") or 0) if getattr(resp, "headers", None) else 0
+            gz = url.endswith(".gz") and dest.suffix != ".gz"
+            if stated > cap and not gz:
+                raise ValueError(f"it is {stated} bytes, over the cap of {cap} ({ENV_MAX_DOWNLOAD})")
+            src = gzip.GzipFile(fileobj=resp) if gz else resp
+            got = 0
+            for block in iter(lambda: src.read(1 << 20), b""):
+                got += len(block)
+                if got > cap:  # counted after gunzip: a small archive cannot fill the disk
+                    raise ValueError(f"it passed the cap of {cap} bytes ({ENV_MAX_DOWNLOAD})")
+                digest.update(block)
+                out.write(block)
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise ValueError(f"its sha256 is {digest.hexdigest()}, not the published {sha256.lower()}")
         os.replace(tmp, dest)  # atomic: readers see either no file or the whole file
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

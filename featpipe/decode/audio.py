@@ -5,7 +5,8 @@ hole between frames (a skipped packet, a gap in the stream) is filled with silen
 an overlap is trimmed and counted. The decoded samples' spans are the stream's covered time
 (``StreamTally.covered``): silence put in for a hole or a late start is not covered. Timestamps that jump far past anything the file states, or
 more than a second back, are corrupt: such frames are dropped and counted as bad. Channels are
-kept (mono stays mono, two or more become stereo).
+kept (mono stays mono, two or more become stereo); channels in no stated order (9 or more of PCM),
+which FFmpeg cannot rematrix, are mixed to their mean first.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
     try:
         stream = c.streams[info.audio_index]
         resampler, setup, expected, last = None, None, None, None
+        unordered: dict = {}  # layouts FFmpeg cannot rematrix -> their mixer (_mixer)
         limit = max(info.duration, 0.0) + MAX_JUMP
         with media_errors("the audio stream could not be decoded"):
             for frame in decoded_frames(c, stream, tally):
@@ -78,6 +80,12 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
                 if t > limit or (expected is not None and t < expected - MAX_BACK):
                     tally.bad += 1
                     continue
+                if frame.layout.name in unordered:
+                    try:
+                        frame = unordered[frame.layout.name](frame)
+                    except (av.error.FFmpegError, ValueError):
+                        tally.bad += 1
+                        continue
                 this = (frame.format.name, frame.layout.name, frame.sample_rate)
                 jump = expected is None or abs(t - expected) > TOLERANCE
                 if resampler is not None and (jump or this != setup):
@@ -94,9 +102,21 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
                 try:
                     outs = resampler.resample(frame)
                 except (av.error.FFmpegError, ValueError):  # a damaged frame (21 channels, say): skip it
-                    tally.bad += 1
                     resampler = None
-                    continue
+                    mix = _mixer(frame, stream)
+                    if mix is None:
+                        tally.bad += 1
+                        continue
+                    try:
+                        mixed = mix(frame)
+                        resampler = av.AudioResampler(format="fltp", layout=layout, rate=AUDIO_RATE)
+                        outs = resampler.resample(mixed)
+                    except (av.error.FFmpegError, ValueError):
+                        tally.bad += 1
+                        resampler = None
+                        continue
+                    unordered[frame.layout.name] = mix  # later frames of this layout are mixed first
+                    setup = (mixed.format.name, mixed.layout.name, mixed.sample_rate)
                 for out in outs:
                     yield from emit(out)
                 expected, last = t + frame.samples / frame.sample_rate, frame
@@ -105,6 +125,28 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
                     yield from emit(out)
     finally:
         c.close()
+
+
+def _mixer(frame, stream):
+    """For a frame of the stream's own channel count that FFmpeg cannot rematrix (9 or more channels
+    of PCM have no default layout, so no channel is known to be left or right, and swresample refuses
+    the conversion), a function turning such frames into their mean; None otherwise (a
+    damaged frame). The mean keeps every channel's sound, in both channels of stereo (as loud as the
+    mean: FFmpeg's mono-to-stereo would take 3 dB off)."""
+    channels = len(frame.layout.channels)
+    if channels <= 2 or channels != stream.codec_context.channels:
+        return None
+    convert = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)  # format only
+
+    def mix(f):
+        planes = [p.to_ndarray() for p in convert.resample(f)]
+        x = np.concatenate(planes, axis=1) if planes else np.zeros((channels, 0), np.float32)
+        mean = x.mean(axis=0, keepdims=True).astype(np.float32)
+        out = av.AudioFrame.from_ndarray(np.concatenate([mean, mean]), format="fltp", layout="stereo")
+        out.sample_rate, out.pts, out.time_base = f.sample_rate, f.pts, f.time_base
+        return out
+
+    return mix
 
 
 def _snap(jump: float, last, stream) -> float:

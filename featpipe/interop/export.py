@@ -251,6 +251,8 @@ def export(cache_path: str | Path, layout: str | Layout, out: str | Path, *, que
         summary.missing[:0] = [f"{v}: {'; '.join(lacking[v])}" for v in videos if v in lacking]
         if on_start:
             on_start(sum(len(ok) for _, ok in todo) + sum(len(ids) for *_, ids in text_todo))
+        for name in [fl.folder.folder for fl, _ in todo] + [tf.folder for tf, *_ in text_todo]:
+            _check_inside(out, name)
         out.mkdir(parents=True, exist_ok=True)
         index = WriteIndex(out)
         try:
@@ -265,10 +267,25 @@ def export(cache_path: str | Path, layout: str | Layout, out: str | Path, *, que
     return summary
 
 
+def _check_inside(out: Path, folder: str) -> Path:
+    """``out/folder``, refused when it leads out of ``out`` (``..``, an absolute name, a symbolic link)."""
+    path = out / folder
+    root, where = out.resolve(), path.resolve()
+    if root == where or root not in where.parents:
+        raise ExportError(f"{path} leads out of {out} (.., an absolute path or a symbolic link); "
+                          "featpipe writes only inside it")
+    return path
+
+
+def _inside(out: Path, folder: str) -> Path:
+    """``out/folder``, made and checked again (nothing was planted since the first check)."""
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    return _check_inside(out, folder)
+
+
 def _write_videos(cache: Cache, lay: Layout, fl: Filled, ids: list[str], out: Path, force: bool,
                   summary: ExportSummary, on_file, batch_bytes: int, index: WriteIndex) -> None:
-    folder = out / fl.folder.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _inside(out, fl.folder.folder)
     clean_temporaries(folder)
     first = fl.features[0]
     ids = sorted(ids, key=lambda v: cache.record(v)["features"][first][0])  # storage order: contiguous reads
@@ -294,8 +311,7 @@ def _write_videos(cache: Cache, lay: Layout, fl: Filled, ids: list[str], out: Pa
 
 def _write_texts(cache: Cache, tf: TextFolder, table: str, ids: list[int], out: Path, force: bool,
                  summary: ExportSummary, on_file, index: WriteIndex, chunk: int = 4096) -> None:
-    folder = out / tf.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _inside(out, tf.folder)
     clean_temporaries(folder)
     for i in range(0, len(ids), chunk):
         part = ids[i:i + chunk]

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def npy_bytes(arr: np.ndarray) -> tuple[bytes, memoryview]:
 def same_content(path: Path, header: bytes, data: memoryview) -> bool:
     """Whether ``path`` already holds exactly ``header + data``."""
     try:
-        if path.stat().st_size != len(header) + data.nbytes:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(header) + data.nbytes:  # a symlink is replaced
             return False
         with open(path, "rb") as fh:
             if fh.read(len(header)) != header:
@@ -79,6 +81,8 @@ class WriteIndex:
         self.root = root
         self.path = root / self.NAME
         self.entries: dict[str, tuple[int, int, str]] = {}
+        if self.path.is_symlink():  # planted: never read or appended through; replaced on close
+            self.path.unlink()
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
@@ -96,17 +100,18 @@ class WriteIndex:
         if entry is None or entry[0] != size or entry[2] != digest:
             return False
         try:
-            st = path.stat()
+            st = path.lstat()  # a symlink is never "unchanged": it is replaced by a file
         except OSError:
             return False
-        return st.st_size == size and st.st_mtime_ns == entry[1]
+        return stat.S_ISREG(st.st_mode) and st.st_size == size and st.st_mtime_ns == entry[1]
 
     def record(self, path: Path, size: int, digest: str) -> None:
         st = path.stat()
         key = self._key(path)
         self.entries[key] = (size, st.st_mtime_ns, digest)
         if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._fh.write(json.dumps({"p": key, "s": size, "m": st.st_mtime_ns, "h": digest}) + "\n")
         self._fh.flush()
 
