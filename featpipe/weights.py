@@ -163,7 +163,7 @@ def _download(url: str, dest: Path, sha256: str | None = None, max_bytes: int | 
             stated = int(resp.headers.get("Content-Length") or 0) if getattr(resp, "headers", None) else 0
             gz = url.endswith(".gz") and dest.suffix != ".gz"
             if stated > cap and not gz:
-                raise ValueError(f"it is {stated} bytes, over the cap of {cap} ({ENV_MAX_DOWNLOAD})")
+                raise ValueError(f"it is {stated} bytes, over the cap of {cap} bytes ({ENV_MAX_DOWNLOAD})")
             src = gzip.GzipFile(fileobj=resp) if gz else resp
             got = 0
             for block in iter(lambda: src.read(1 << 20), b""):

@@ -110,3 +110,68 @@ def test_zero_d_and_npz_named_npy_are_one_line_each(tmp_path):
     assert "0-d" in lines["v1.npy"] and ".npz" in lines["v2.npy"]
     with open_cache(cache) as c:
         assert c.videos == ["v0"]
+
+
+# -- 14. nothing written through a symlink out of the output folders ----------------------------------
+def test_export_never_writes_through_symlinks_out_of_its_folder(tmp_path):
+    cache = base_cache(tmp_path / "c.h5")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "out"
+    (out / "f").mkdir(parents=True)
+    (out / ".featpipe-export.jsonl").symlink_to(victim)
+    np.save(tmp_path / "v0.npy", rows().astype(np.float32))  # what the export would write, outside
+    (out / "f" / "v0.npy").symlink_to(tmp_path / "v0.npy")
+    r = run("export", cache, "--layout", "generic", "--feature", "feat=f", "-o", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert victim.read_text() == "keep me\n"
+    assert not (out / ".featpipe-export.jsonl").is_symlink() and "f/v0.npy" in (out / ".featpipe-export.jsonl").read_text()
+    assert not (out / "f" / "v0.npy").is_symlink()  # replaced by the export's own file
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (out / "g").symlink_to(outside)
+    for folder in ("g", "../escape", str(tmp_path / "abs")):
+        r = run("export", cache, "--layout", "generic", "--feature", f"feat={folder}", "-o", out, "--quiet")
+        assert r.exit_code == 2 and "leads out of" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape").exists() and not (tmp_path / "abs").exists()
+
+
+def test_spool_folder_symlink_is_replaced_not_followed(tmp_path):
+    from featpipe.spool import SpoolFolder
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    keep = outside / "0123456789ab-1-89abcdef-0.rows"  # named like a spool file
+    keep.write_bytes(b"not featpipe's")
+    cache = tmp_path / "c.h5"
+    os.symlink(outside, f"{cache}.spool")
+    folder = SpoolFolder(cache).open()
+    assert folder.path.is_dir() and not folder.path.is_symlink()
+    assert keep.read_bytes() == b"not featpipe's"
+    folder.close()
+    assert keep.exists()
+
+
+def test_weight_downloads_are_capped_and_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    from featpipe.extractors.base import WeightsError
+    from featpipe.weights import find_weights
+
+    monkeypatch.setenv("FEATPIPE_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.delenv("FEATPIPE_NO_DOWNLOAD", raising=False)
+    src = tmp_path / "published.bin"
+    src.write_bytes(os.urandom(1 << 16))
+    url = src.as_uri()
+    with pytest.raises(WeightsError, match="cap of 1000 bytes"):
+        find_weights("w.bin", url=url, max_bytes=1000)
+    monkeypatch.setenv("FEATPIPE_MAX_DOWNLOAD_MB", "0.01")
+    with pytest.raises(WeightsError, match="cap"):
+        find_weights("w.bin", url=url)
+    monkeypatch.delenv("FEATPIPE_MAX_DOWNLOAD_MB")
+    with pytest.raises(WeightsError, match="sha256 is"):
+        find_weights("w.bin", url=url, sha256="0" * 64)
+    assert not list((tmp_path / "weights").iterdir())  # nothing half-kept
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    path = find_weights("w.bin", url=url, sha256=good)
+    assert path.read_bytes() == src.read_bytes()
