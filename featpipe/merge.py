@@ -126,6 +126,10 @@ def _place_output(output: Path) -> FileLock:
     """Lock ``output`` for the whole merge: a new empty file, or a killed merge's empty placeholder."""
     exists = f"{output} exists; merge writes a new cache (merge it as an input instead)"
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheError(f"cannot make the folder of {output}: {exc.strerror or exc}") from None
+    try:
         return FileLock(output, exclusive_create=True)
     except FileExistsError:
         pass

@@ -107,6 +107,8 @@ def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, repo
     """
     head_path = str(head_path)
     task = _task(head_path)
+    for path in (report, plot):
+        _output_file(path)
     with opened(cache_path) as cache, torch_threads(threads):
         if task == "avqa":
             questions = _questions(test_file)
@@ -130,6 +132,19 @@ def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, repo
     return result
 
 
+def _output_file(path: str | Path | None) -> None:
+    """Before any work: a file can be written at ``path`` (its missing folders are made), else a HeadError."""
+    if path is None:
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeadError(f"cannot make the folder of {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise HeadError(f"{path} is a folder; give a file name")
+
+
 def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | Path,
             out_jsonl: str | Path, kind: str | None = None, threads: int | None = 1) -> int:
     """Write one JSON line per prediction; returns how many. An AVQA head reads a MUSIC-AVQA
@@ -141,6 +156,7 @@ def predict(head_path: str | Path, cache_path: Any, questions_or_videos: str | P
     if kind is not None and kind != expected:
         raise HeadError(f"{head_path} is {'an AVQA' if task == 'avqa' else 'a classification'} head: "
                         f"give {expected}, not {kind}")
+    _output_file(out_jsonl)
     with opened(cache_path) as cache, torch_threads(threads):
         if task == "avqa":
             rows = qa.predict_avqa(head_path, cache, _questions(questions_or_videos))
