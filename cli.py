@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from featpipe.config import ExtractConfig
+from featpipe.run.config import ExtractConfig
 from featpipe.demo import DemoConfig
 
 
@@ -47,7 +47,7 @@ _AT_LEAST_1 = click.IntRange(min=1)
 _NOT_NEGATIVE = click.FloatRange(min=0)
 
 
-_X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the one home of extract's defaults
+_X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.run.config is the one home of extract's defaults
 
 
 @main.command()
@@ -106,14 +106,14 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
             min_decoded, max_bad_packets, video_stream, audio_stream, timeline, no_stream) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
-    from featpipe.config import PipelineError
+    from featpipe.run.config import PipelineError
     from featpipe.contracts import ExtractOptions
     from featpipe.decode import DecodeParams
     from featpipe.extractors import ExtractorError
-    from featpipe.inputs import InputError
-    from featpipe.pipeline import run_extract
-    from featpipe.timeline import TimelineError, parse_timeline
-    from featpipe.tries import TryPolicy
+    from featpipe.run.inputs import InputError
+    from featpipe.run.plan import run_extract
+    from featpipe.run.beat_timeline import TimelineError, parse_timeline
+    from featpipe.run.retry import TryPolicy
 
     try:
         beat_timeline = parse_timeline(timeline)
@@ -199,7 +199,7 @@ def _print_summary(summary) -> None:
 def merge(inputs, output) -> None:
     """Merge caches with the same timeline into a new one (shards of one extraction; later records win)."""
     from featpipe.cache import CacheError
-    from featpipe.merge import merge_caches
+    from featpipe.cache.merge import merge_caches
 
     try:
         s = merge_caches(list(inputs), output)
@@ -215,7 +215,7 @@ def merge(inputs, output) -> None:
 def info(cache: str, as_json: bool) -> None:
     """Show a cache's features, dimensions, counts, timelines and provenance."""
     from featpipe.cache import CacheError
-    from featpipe.describe import describe, format_description
+    from featpipe.cache.describe import describe, format_description
 
     try:
         desc = describe(cache)

@@ -20,7 +20,7 @@ import numpy as np
 
 from featpipe import open_cache
 from featpipe.avqa import Question
-from featpipe.timeline import BEATS_OUTPUT
+from featpipe.contracts import BEATS_OUTPUT
 
 from .layout import FeatureLayout, read_layout
 

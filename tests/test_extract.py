@@ -212,8 +212,8 @@ def test_bad_extract_options_are_usage_errors_before_any_work(clips, tmp_path, o
 
 
 def test_extract_defaults_have_one_home() -> None:
-    """The command line shows the library's defaults (featpipe.config, DecodeParams, ExtractOptions, TryPolicy)."""
-    from featpipe.config import ExtractConfig, PipelineError
+    """The command line shows the library's defaults (featpipe.run.config, DecodeParams, ExtractOptions, TryPolicy)."""
+    from featpipe.run.config import ExtractConfig, PipelineError
 
     lib = ExtractConfig(inputs=[], cache=Path("c.h5"))
     shown = {p.name: p.default for p in cli.extract.params}

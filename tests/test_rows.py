@@ -1,8 +1,8 @@
-"""featpipe.rows: the plan that decides which computed row each stored row holds."""
+"""featpipe.decode.rows: the plan that decides which computed row each stored row holds."""
 
 import numpy as np
 
-from featpipe.rows import fill_plan, invalid_runs, prefix_mask, take_rows, valid_end
+from featpipe.decode.rows import fill_plan, invalid_runs, prefix_mask, take_rows, valid_end
 
 
 def test_prefix_mask_repeat_is_musicavqa_padding():

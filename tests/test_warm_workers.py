@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from featpipe import cluster
-from featpipe.cluster import connect, preload_modules, thread_budget, warm_workers
-from featpipe.worker import use_thread_budget
+from featpipe.run import cluster
+from featpipe.run.cluster import connect, preload_modules, thread_budget, warm_workers
+from featpipe.run.worker import use_thread_budget
 
 pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="no fork server on Windows")
 
@@ -23,9 +23,9 @@ def _seen():
 
 def test_preload_modules_follow_the_run():
     assert preload_modules(("clip:ViT-B-32/random", "priors")) == [
-        "distributed", "featpipe.worker", "featpipe.extractors.clip", "torch", "open_clip",
+        "distributed", "featpipe.run.worker", "featpipe.extractors.clip", "torch", "open_clip",
         "featpipe.extractors.priors"]
-    assert preload_modules(("motion",)) == ["distributed", "featpipe.worker", "featpipe.extractors.motion"]
+    assert preload_modules(("motion",)) == ["distributed", "featpipe.run.worker", "featpipe.extractors.motion"]
 
 
 def test_thread_budget_shares_the_cores(monkeypatch):
@@ -54,7 +54,7 @@ def test_workers_fork_from_a_server_with_the_run_modules_and_environment(monkeyp
 def _loaded():
     import os
 
-    from featpipe import loaded
+    from featpipe.run import loaded_extractors as loaded
 
     return sorted(spec for spec, _ in loaded._EXTRACTORS), "FEATPIPE_WARM_EXTRACTORS" in os.environ
 

@@ -223,7 +223,7 @@ class CacheWriter:
 
         Each value of ``arrays`` is an array or a *row source* that is never read whole: an object
         with ``shape`` (stored rows first), ``blocks()`` (``(lo, hi)`` row ranges) and ``read(lo, hi)``
-        (those rows), such as :class:`featpipe.spool.Spooled`; its rows are copied block by block.
+        (those rows), such as :class:`featpipe.run.spool.Spooled`; its rows are copied block by block.
         An exception while reading leaves no record, so the rows written so far are referenced by
         nothing and the next commit writes over them.
 

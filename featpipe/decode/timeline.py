@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..contracts import AUDIO_RATE, Chunk, MediaNeeds
-from ..rows import valid_end
+from .rows import valid_end
 from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams

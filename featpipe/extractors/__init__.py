@@ -37,6 +37,7 @@ __all__ = [
     "available",
     "build",
     "register",
+    "resolve_device",
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
@@ -92,6 +93,15 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"clip:ViT-B-32/openai"`` into ``("clip", "ViT-B-32/openai")``."""
     name, _, args = spec.strip().partition(":")
     return name.strip().lower(), args.strip()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def build(spec: str, options: ExtractOptions | None = None) -> Extractor:

@@ -21,18 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, MediaNeeds, OutputSpec
+from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
 
 __all__ = ["AUDIO_RATE", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
            "OutputSpec", "WeightsError"]  # the contracts are re-exported: extractor modules import them from here
-
-
-class ExtractorError(Exception):
-    """A problem with one extractor spec (bad syntax, unknown model)."""
-
-
-class WeightsError(ExtractorError):
-    """Model weights are missing or unreadable. The message is one line: what and how to get it."""
 
 
 @dataclass(frozen=True)

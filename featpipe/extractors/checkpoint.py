@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import weights as fw
+from ..models import weights as fw
 from .base import ExtractOptions, Extractor, ExtractorError, WeightsError
 
 

@@ -111,7 +111,7 @@ class ClipExtractor(Extractor):
     def weights_identity(self) -> str:
         if self.source.is_random:
             return "random-init"
-        from ..weights import sha256_file
+        from ..models.weights import sha256_file
 
         if self._file is None:
             self._file = self.source.weights_file()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..weights import online
+from ..models.weights import online
 from . import register
 from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
@@ -230,7 +230,7 @@ class ToMeExtractor(Extractor):
     def weights_identity(self) -> str:
         if self.weights == "random":
             return "random-init"
-        from ..weights import sha256_file
+        from ..models.weights import sha256_file
 
         if self._file is None:
             self._file = self._resolve()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import weights as fw
+from ..models import weights as fw
 from . import register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 

@@ -2,8 +2,8 @@
 
 Planning happens here, on the client: extractors are built and checked before any video is
 touched (missing weights fail here), and each video gets only the extractors whose outputs it
-still lacks. :mod:`featpipe.dispatch` runs the plan (bounded in flight, one writer); each video
-is :func:`featpipe.video.process_video` on a worker, tried as :mod:`featpipe.tries` says.
+still lacks. :mod:`featpipe.run.dispatch` runs the plan (bounded in flight, one writer); each video
+is :func:`featpipe.run.extract_video.process_video` on a worker, tried as :mod:`featpipe.run.retry` says.
 """
 
 from __future__ import annotations
@@ -15,18 +15,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, extractors
-from .cache import CacheWriter, same_source, source_stat
+import numpy as np
+
+from .. import __version__, extractors
+from ..cache import CacheWriter, same_source, source_stat
 from .cluster import local_cpu, warm_workers
 from .config import ExtractConfig, PipelineError, RunSummary
-from .contracts import ExtractOptions, OutputSpec
-from .decode import DecodeParams
+from ..contracts import BEATS_OUTPUT, ExtractOptions, OutputSpec
+from ..decode import DecodeParams
 from .dispatch import run_jobs
-from .extractors.base import Extractor, ExtractorError
-from .identity import identity, mismatch
+from ..extractors.base import Extractor, ExtractorError
+from ..cache.identity import DECODE_KEYS, mismatch
 from .inputs import discover
-from .timeline import BEATS_OUTPUT, Timeline
-from .video import VideoJob, VideoResult
+from .beat_timeline import Timeline
+from .extract_video import VideoJob, VideoResult
 
 __all__ = ["ExtractConfig", "PipelineError", "RunSummary", "build_extractors", "check_options", "provenance",
            "run_extract", "timeline_of", "variant_names"]
@@ -71,9 +73,40 @@ def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
         e.resolved_options()  # a bad value is a one-line ExtractorError here, before any video
 
 
+def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
+             timeline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
+
+    The frames part is the extractor's own request: the decoder serves every extractor frames at
+    its own size, so adding another extractor to a run never changes an existing feature.
+    ``timeline`` is :meth:`featpipe.run.beat_timeline.Timeline.as_dict` (empty for fixed seconds, so their
+    identities stay as they were; a beat feature never equals a fixed-second one).
+    """
+    decode = params.as_dict()
+    needs = ext.needs()
+    media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
+    if needs.video:
+        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
+                           "native": needs.native_frames}
+    if decode.get("extra"):
+        media["extra"] = decode["extra"]
+    if timeline:
+        media["timeline"] = dict(timeline)
+    return {
+        "extractor": ext.name,
+        "version": str(ext.version),
+        "spec": ext.spec,
+        "output": out.name,
+        "weights": ext.weights_identity(),
+        "options": {k: v for k, v in ext.resolved_options().items() if ext.option_specs[k].affects_output},
+        "dtype": np.dtype(dtype or out.dtype).name,
+        "decode": media,
+    }
+
+
 def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = None, dtype: str | None = None,
                timeline: Timeline = Timeline()) -> dict:
-    """How a feature is made; with ``out``, also its identity (:mod:`featpipe.identity`; the fingerprint is
+    """How a feature is made; with ``out``, also its identity (:mod:`featpipe.cache.identity`; the fingerprint is
     its digest, computed when read, so a reader comparing provenance sees which part differs)."""
     prov = {"spec": ext.spec, "weights": ext.weights_identity(), "featpipe": __version__,
             "decode": params.as_dict(), "options": {"tokens": ext.options.tokens, **ext.resolved_options()}}
@@ -137,7 +170,7 @@ def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: di
     return tuple(need)
 
 
-# -- the beat timeline (featpipe.timeline): rhythm in the run, asked for its beat times ----------------
+# -- the beat timeline (featpipe.run.beat_timeline): rhythm in the run, asked for its beat times ----------------
 def _beat_options(cfg: ExtractConfig) -> ExtractOptions:
     """The run's options; on the beat timeline with ``beat_times=1`` for the rhythm extractor."""
     if (not cfg.timeline.beats or any(k == "beat_times" for k, _ in cfg.options.extra)
@@ -166,7 +199,7 @@ def run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | No
 
     ``on_start(total, todo, dashboard)`` is called once the plan is known; ``on_progress(kind,
     result)`` after each video ("done", "failed" or "skipped"). Local CPU workers start from a
-    fork server importing and loading the run's models while the client plans (:func:`featpipe.cluster.warm_workers`).
+    fork server importing and loading the run's models while the client plans (:func:`featpipe.run.cluster.warm_workers`).
     """
     with warm_workers(cfg.visual + cfg.audio, cfg.workers, local_cpu(cfg.scheduler, cfg.options.device),
                       _beat_options(cfg)):

@@ -6,8 +6,10 @@ the storage dtype, and the decode parameters (the timeline, the audio rate, and 
 extractor asks for). Versions of featpipe and PyAV are kept in the provenance but are not part of
 the identity: an extractor bumps its ``version`` when its output changes.
 
-Appending rows to a feature whose identity differs would mix meanings under one name, so a run
-refuses (:func:`mismatch`), and says what differs and the two ways out.
+The run builds a feature's identity from its extractor (:func:`featpipe.run.plan.identity`); this
+module, beside the cache that stores it, compares and describes identities. Appending rows to a
+feature whose identity differs would mix meanings under one name, so a run refuses
+(:func:`mismatch`), and says what differs and the two ways out.
 """
 
 from __future__ import annotations
@@ -16,45 +18,8 @@ import hashlib
 import json
 from typing import Any
 
-import numpy as np
-
-from .contracts import OutputSpec
-from .decode import DecodeParams
-from .extractors.base import Extractor
-
 DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
 """Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
-
-
-def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
-             timeline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
-
-    The frames part is the extractor's own request: the decoder serves every extractor frames at
-    its own size, so adding another extractor to a run never changes an existing feature.
-    ``timeline`` is :meth:`featpipe.timeline.Timeline.as_dict` (empty for fixed seconds, so their
-    identities stay as they were; a beat feature never equals a fixed-second one).
-    """
-    decode = params.as_dict()
-    needs = ext.needs()
-    media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
-    if needs.video:
-        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
-                           "native": needs.native_frames}
-    if decode.get("extra"):
-        media["extra"] = decode["extra"]
-    if timeline:
-        media["timeline"] = dict(timeline)
-    return {
-        "extractor": ext.name,
-        "version": str(ext.version),
-        "spec": ext.spec,
-        "output": out.name,
-        "weights": ext.weights_identity(),
-        "options": {k: v for k, v in ext.resolved_options().items() if ext.option_specs[k].affects_output},
-        "dtype": np.dtype(dtype or out.dtype).name,
-        "decode": media,
-    }
 
 
 def fingerprint(ident: dict[str, Any]) -> str:

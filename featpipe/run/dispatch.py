@@ -1,12 +1,12 @@
 """Running the planned videos on Dask: submit with a bounded number in flight, commit results as
-they come, enforce the bounds of :mod:`featpipe.tries`.
+they come, enforce the bounds of :mod:`featpipe.run.retry`.
 
 The client process is the cache's only writer. At most ``max_in_flight`` videos are submitted and
 not yet committed at once, so memory stays bounded however many videos there are and however
 slow the writer is. Losing the scheduler ends the run with :class:`PipelineError`; what was
 committed stays, and a rerun resumes.
 
-Rows stream (:mod:`featpipe.spool`): workers write each video's rows to ``<cache>.spool/`` chunk
+Rows stream (:mod:`featpipe.run.spool`): workers write each video's rows to ``<cache>.spool/`` chunk
 by chunk and send references; the writer copies them in blocks and their files are deleted. The
 run's start removes what a killed run left there and its end removes the folder. When a worker
 cannot write where the client reads (another machine's disk), or with ``stream=False``, results
@@ -24,13 +24,13 @@ from typing import Callable
 from distributed import Future, KilledWorker, wait
 from distributed.client import FutureCancelledError
 
-from . import __version__
-from .cache import CacheWriter
+from .. import __version__
+from ..cache import CacheWriter
 from .cluster import ClusterError, connect, dashboard_link
 from .config import ExtractConfig, PipelineError, RunSummary
 from .spool import SpoolError, SpoolFolder
-from .tries import Tries, Watchdog
-from .video import VideoJob, VideoResult
+from .retry import Tries, Watchdog
+from .extract_video import VideoJob, VideoResult
 from .worker import run_video, worker_check
 
 

@@ -1,7 +1,7 @@
 """One video, start to end: probe, decode once, run every extractor on every chunk, pad.
 
 This is the whole per-video algorithm, with no cluster in it: :func:`process_video` runs the
-same in a test, a benchmark or a Dask worker (:mod:`featpipe.worker` wraps it in the task).
+same in a test, a benchmark or a Dask worker (:mod:`featpipe.run.worker` wraps it in the task).
 Decoding runs in a prefetch thread one chunk ahead of the models. Errors become a failed
 :class:`VideoResult` with a one-line reason, so a bad file never takes the run down.
 """
@@ -17,18 +17,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .contracts import ExtractOptions, MediaNeeds
-from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
+from ..contracts import BEATS_OUTPUT, ExtractOptions, MediaNeeds
+from ..decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
                      probe, rows_before)
-from .extractors.base import Extractor, ExtractorError
-from .loaded import get_extractor
+from ..extractors.base import Extractor, ExtractorError
+from .loaded_extractors import get_extractor
 from .prefetch import prefetch
-from .rows import fill_plan, invalid_runs, valid_end
+from ..decode.rows import fill_plan, invalid_runs, valid_end
 from .spool import MemorySink, Spooled, SpoolSink, block_rows, read_rows
-from .timeline import BEATS_OUTPUT, Timeline, beat_mask, pool, to_beats
+from .beat_timeline import Timeline, beat_mask, pool, to_beats
 
 Sink = MemorySink | SpoolSink
-"""Where a video's rows go as each chunk's come: memory (the default) or spool files (:mod:`featpipe.spool`)."""
+"""Where a video's rows go as each chunk's come: memory (the default) or spool files (:mod:`featpipe.run.spool`)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class VideoJob:
     options: ExtractOptions
     params: DecodeParams
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
-    timeline: Timeline = field(default_factory=Timeline)  # beats: pooled after extraction (featpipe.timeline)
+    timeline: Timeline = field(default_factory=Timeline)  # beats: pooled after extraction (featpipe.run.beat_timeline)
 
 
 @dataclass
@@ -50,8 +50,8 @@ class VideoResult:
 
     ``valid[name]`` counts the rows up to the last valid one; ``invalid[name]`` lists the
     ``[start, stop)`` runs before it that hold fill (a stream that started late, a hole), not
-    computed values (:mod:`featpipe.rows`). ``arrays`` holds each output's stored rows, or with a
-    :class:`~featpipe.spool.SpoolSink` a :class:`~featpipe.spool.Spooled` reference to them (the
+    computed values (:mod:`featpipe.decode.rows`). ``arrays`` holds each output's stored rows, or with a
+    :class:`~featpipe.run.spool.SpoolSink` a :class:`~featpipe.run.spool.Spooled` reference to them (the
     cache's writer copies them in blocks).
     """
 
@@ -83,7 +83,7 @@ def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> De
 def _beat_rows(result: VideoResult, exts: list[Extractor], masks: dict[str, np.ndarray], seg_len: float,
                stored: int, per: int, sink: Sink) -> None:
     """The beat timeline's step after extraction: pool every output's base-grid rows into the video's
-    beat segments (featpipe.timeline), in place; no second decode. Rows are read and pooled in blocks
+    beat segments (featpipe.run.beat_timeline), in place; no second decode. Rows are read and pooled in blocks
     (:func:`_pool_blocks`) and the pooled rows go to ``sink``, so spooled outputs stay on disk.
     ``masks`` are the outputs' row masks on the base grid."""
     centres, covered = {}, {}
@@ -115,7 +115,7 @@ def _beat_rows(result: VideoResult, exts: list[Extractor], masks: dict[str, np.n
 def _pool_blocks(centres: np.ndarray, bounds: np.ndarray, most: int) -> list[tuple[int, int, int, int]]:
     """``(r0, r1, s0, s1)``: blocks of beat segments ``s0:s1`` of at most ``most`` segments and (unless
     one segment alone covers more) ``most`` base rows ``r0:r1``, which hold every row those segments
-    average or, for a segment holding no centre, take; so :func:`featpipe.timeline.pool` on a block
+    average or, for a segment holding no centre, take; so :func:`featpipe.run.beat_timeline.pool` on a block
     gives exactly its rows of pooling the whole video."""
     k, n = bounds.shape[0], centres.shape[0]
     if n == 0:
@@ -171,8 +171,8 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
     ``on_probe(info)`` is called once the duration is known (the client scales its time limit
     with it). ``load(spec, options)`` gives the loaded extractors (by default the ones this
     process keeps). ``sink`` takes each chunk's rows as they come, cast to the storage dtype: by
-    default a :class:`~featpipe.spool.MemorySink` (``arrays`` holds the stored rows); a
-    :class:`~featpipe.spool.SpoolSink` writes them to files, holding no more than a chunk, and
+    default a :class:`~featpipe.run.spool.MemorySink` (``arrays`` holds the stored rows); a
+    :class:`~featpipe.run.spool.SpoolSink` writes them to files, holding no more than a chunk, and
     ``arrays`` holds references with their take plans. Every exception becomes a failed result
     with a one-line reason, and the sink's files are deleted.
     """

@@ -1,4 +1,4 @@
-"""The client's side of the cluster: getting a Dask client (how videos are tried: :mod:`featpipe.tries`).
+"""The client's side of the cluster: getting a Dask client (how videos are tried: :mod:`featpipe.run.retry`).
 
 ``connect`` gives a LocalCluster of CPU worker processes by default, one worker per visible
 GPU with ``device="cuda"`` (dask-cuda's LocalCUDACluster when installed, else one Nanny per
@@ -19,8 +19,8 @@ import dask
 from distributed import Client, LocalCluster
 
 from .config import LOCAL_WORKERS
-from .contracts import ExtractOptions
-from .tries import TryPolicy
+from ..contracts import ExtractOptions
+from .retry import TryPolicy
 
 
 class ClusterError(Exception):
@@ -91,9 +91,9 @@ def thread_budget(workers: int, threads_per_worker: int = 1) -> int:
 
 def preload_modules(specs: tuple[str, ...]) -> list[str]:
     """What a local worker should have imported before it starts: the run's extractors' heavy modules."""
-    from . import extractors
+    from .. import extractors
 
-    mods = ["distributed", "featpipe.worker"]
+    mods = ["distributed", "featpipe.run.worker"]
     for spec in specs:
         name = extractors.parse_spec(spec)[0]
         if name in extractors._BUILTIN:  # its module (priors/motion import scipy.signal: 3 s) + what load() imports
@@ -117,7 +117,7 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     Entered before the client builds its own extractors, so the server's imports run beside the
     client's, and every worker (and every restarted one) is forked with them done instead of
     importing torch and open_clip itself. With ``options`` (the jobs' own), the server also
-    builds and loads the built-in extractors (:mod:`featpipe.warm`), so workers start with the
+    builds and loads the built-in extractors (:mod:`featpipe.run.preload`), so workers start with the
     models, sharing their weights copy-on-write (a restarted worker too). The server takes the
     environment of this moment (as spawned workers would) plus the run's thread budget, and is
     stopped on exit, so the next run sees its own environment. Yields False (workers are spawned as before) where there is no
@@ -131,15 +131,15 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     threads = str(thread_budget(workers))
     env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
     preload = preload_modules(specs)
-    from . import extractors
+    from .. import extractors
 
     # built-in extractors only: a plugin's load() might start threads, which a fork does not copy
     builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors._BUILTIN)
     if options is not None and builtin:
-        from .warm import WARM_VAR, warm_request
+        from .preload import WARM_VAR, warm_request
 
         env[WARM_VAR] = warm_request(builtin, options)
-        preload.append("featpipe.warm")  # last: after every import it needs
+        preload.append("featpipe.run.preload")  # last: after every import it needs
     saved = {k: os.environ.get(k) for k in env}
     forkserver.set_forkserver_preload(preload)
     try:
