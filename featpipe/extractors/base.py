@@ -75,6 +75,9 @@ class Extractor(ABC):
     """Changes whenever the stored values would change for the same input (part of the identity)."""
     option_specs: ClassVar[dict[str, Option]] = {}
     """The ``--set`` keys this extractor reads, typed, with defaults (read them with :meth:`opt`)."""
+    preload: ClassVar[tuple[str, ...]] = ()
+    """Third-party modules :meth:`load` imports (e.g. ``("torch", "open_clip")``): a warm fork server
+    imports them once before it forks local workers (:func:`featpipe.run.cluster.preload_modules`)."""
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         self.args = args

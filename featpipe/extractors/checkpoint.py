@@ -18,6 +18,8 @@ from .base import ExtractOptions, Extractor, ExtractorError, WeightsError
 class CheckpointExtractor(Extractor):
     """Base for an extractor built from ``build_network()`` and the state dict ``weights_file``."""
 
+    preload = ("torch", "torchvision")  # what load() imports
+
     weights_file: ClassVar[str] = ""
     weights_url: ClassVar[str] = ""
     layout: ClassVar[str] = ""  # what the file holds, for error messages

@@ -30,6 +30,7 @@ TOKEN_LAYOUTS = ("patches", "cls+patches")
 @register
 class ClipExtractor(Extractor):
     name = "clip"
+    preload = ("torch", "open_clip")  # what load() imports
     summary = "CLIP image embedding per segment (any open_clip model); --tokens adds patch tokens (ViTs)"
     spec_help = "clip:<model>/<pretrained tag | checkpoint path | random>, clip:hf-hub:<org>/<name>, clip:local-dir:<dir>"
     examples = ("clip:ViT-B-32-quickgelu/openai", "clip:ViT-L-14-336-quickgelu/openai", "clip:ViT-B-16-SigLIP/webli",

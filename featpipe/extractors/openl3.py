@@ -28,6 +28,8 @@ _VARIANT = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)")
 class OpenL3(Extractor):
     """OpenL3 audio embedding, 512 or 6144 dimensions, pooled onto the segment timeline."""
 
+    preload = ("torch",)  # what load() imports
+
     name = "openl3"
     summary = "OpenL3 audio embeddings (torch port; official Keras weights), 10 frames/s pooled per segment"
     spec_help = "openl3:<linear|mel128|mel256>/<music|env>/<512|6144>"

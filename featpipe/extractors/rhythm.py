@@ -81,6 +81,8 @@ def _need_librosa() -> None:
 class Rhythm(Extractor):
     """Beat, tempo and onset cues from the waveform alone: no weights, no randomness."""
 
+    preload = ("librosa",)  # what load() imports
+
     name = "rhythm"
     summary = (f"weight-free rhythm per segment ({DIM}-d: beats, local tempo and its change, "
                "onset rate, percussive share, per-side onset rate and tempo; librosa)")

@@ -33,6 +33,7 @@ class VGGishExtractor(Extractor):
     """VGGish (AudioSet) 128-d embedding per segment, MUSIC-AVQA's audio protocol."""
 
     name = "vggish"
+    preload = ("torch",)  # what load() imports
     summary = ("VGGish 128-d audio embedding per segment (MUSIC-AVQA protocol; torchvggish weights);"
                " --set pca=1, --set resample=fir")
     spec_help = "vggish"

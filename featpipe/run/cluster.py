@@ -69,10 +69,6 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
     return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
 
 
-# Third-party modules each built-in extractor imports only when it loads (seconds of CPU per
-# process: open_clip 6 s here). A plugin extractor may declare its own as a ``preload`` class attribute.
-HEAVY_MODULES = {"clip": ("torch", "open_clip"), "tome": ("torch", "timm"), "clap": ("torch", "transformers"),
-                 "openl3": ("torch",), "rhythm": ("librosa",)}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -90,17 +86,20 @@ def thread_budget(workers: int, threads_per_worker: int = 1) -> int:
 
 
 def preload_modules(specs: tuple[str, ...]) -> list[str]:
-    """What a local worker should have imported before it starts: the run's extractors' heavy modules."""
+    """What a local worker should have imported before it starts: the module of each of the run's
+    extractors (priors/motion import scipy.signal: seconds) and what its ``load()`` imports, as the
+    class declares in ``preload`` (open_clip: 6 s of CPU per process). Only the run's extractor
+    modules are imported here, through the registry; an unknown name is left for the client's build
+    to report."""
     from .. import extractors
 
     mods = ["distributed", "featpipe.run.worker"]
     for spec in specs:
-        name = extractors.parse_spec(spec)[0]
-        if name in extractors._BUILTIN:  # its module (priors/motion import scipy.signal: 3 s) + what load() imports
-            wanted = (f"{extractors.__name__}.{name}", *HEAVY_MODULES.get(name, ()))
-        else:
-            wanted = tuple(getattr(extractors.available().get(name), "preload", ()))
-        mods += [m for m in wanted if m not in mods]
+        try:
+            cls = extractors.extractor_class(extractors.parse_spec(spec)[0])
+        except extractors.ExtractorError:
+            continue
+        mods += [m for m in (cls.__module__, *cls.preload) if m not in mods]
     return mods
 
 
@@ -134,7 +133,7 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     from .. import extractors
 
     # built-in extractors only: a plugin's load() might start threads, which a fork does not copy
-    builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors._BUILTIN)
+    builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors.BUILTIN)
     if options is not None and builtin:
         from .preload import WARM_VAR, warm_request
 
