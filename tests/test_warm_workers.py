@@ -17,9 +17,6 @@ pytestmark = pytest.mark.skipif(sys.platform.startswith("win"), reason="no fork 
 
 
 def _seen():
-    import os
-    import sys
-
     return "colorsys" in sys.modules, os.environ.get("FEATPIPE_WARM_PROBE"), os.environ.get("OMP_NUM_THREADS")
 
 
@@ -54,8 +51,6 @@ def test_workers_fork_from_a_server_with_the_run_modules_and_environment(monkeyp
 
 
 def _loaded():
-    import os
-
     from featpipe.run import loaded_extractors as loaded
 
     return sorted(spec for spec, _ in loaded._EXTRACTORS), "FEATPIPE_WARM_EXTRACTORS" in os.environ

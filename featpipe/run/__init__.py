@@ -20,8 +20,15 @@ from __future__ import annotations
 
 __all__ = ["ExtractConfig", "PipelineError", "RunSummary", "VideoJob", "VideoResult", "process_video", "run_extract"]
 
-_HOME = {"ExtractConfig": "config", "PipelineError": "config", "RunSummary": "config", "run_extract": "plan",
-         "VideoJob": "extract_video", "VideoResult": "extract_video", "process_video": "extract_video"}
+_HOME = {
+    "ExtractConfig": "config",
+    "PipelineError": "config",
+    "RunSummary": "config",
+    "run_extract": "plan",
+    "VideoJob": "extract_video",
+    "VideoResult": "extract_video",
+    "process_video": "extract_video",
+}
 
 
 def __getattr__(name: str):
