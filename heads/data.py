@@ -183,6 +183,11 @@ def load_segments(cache: Any, video_ids: Sequence[str], metas: Sequence[FeatureM
     return out, length
 
 
+def text_encoders(cache: Any) -> list[str]:
+    """The text encoders whose embeddings the cache holds (none without a cache)."""
+    return list(cache.text_encoders) if cache is not None else []
+
+
 def question_embeddings(cache: Any, encoder: str, questions: Sequence[Question]) -> np.ndarray:
     """``(N, D)`` cached text embeddings of the questions, by question id, else by filled text."""
     if encoder not in cache.text_encoders:

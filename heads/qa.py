@@ -19,7 +19,8 @@ from featpipe.avqa import Question
 
 from . import checkpoint
 from .batches import AvqaArrays
-from .data import FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings
+from .data import (FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings,
+                   text_encoders)
 from .layout import StreamLayout, mirror_rows, stream_layout
 from .estimators import AvqaHead, QuestionOnlyHead
 from .metrics import avqa_table
@@ -49,11 +50,12 @@ def question_encoding(cache: Any, train: Sequence[Question], question: str = "au
     """How questions are embedded: ``{"kind": "text", "encoder": name}`` for a cached text encoder
     (``question`` names it; "auto" takes the first cached one), else the bag-of-words encoding
     fitted on ``train`` (``question`` = "bow", or "auto" with no text encoder cached)."""
-    if question == "bow" or (question == "auto" and (cache is None or not cache.text_encoders)):
+    cached = text_encoders(cache)
+    if question == "bow" or (question == "auto" and not cached):
         return BowQuestionEncoder.fit(train).to_json()
     if cache is None:
         raise HeadError(f"question encoding {question!r} needs a cache with that text encoder")
-    encoder = cache.text_encoders[0] if question == "auto" else question
+    encoder = cached[0] if question == "auto" else question
     return {"kind": "text", "encoder": encoder}
 
 

@@ -29,13 +29,10 @@ import numpy as np
 
 from .. import __version__
 from ..contracts import OutputSpec
+from .layout import CacheError
 from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
                      chunk_rows, decode_records, encode_json)
 from .recover import clear_write_flags, write_flags
-
-
-class CacheError(Exception):
-    """The cache cannot be used as asked; the message says why in one line."""
 
 
 class _Log:
