@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..contracts import BEATS_OUTPUT, ExtractOptions, MediaNeeds
-from ..decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
-                     probe, rows_before)
+from ..decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, Verdict, count_segments, iter_chunks,
+                     merge_needs, probe, rows_before)
 from ..extractors.base import Extractor, ExtractorError
 from .loaded_extractors import get_extractor
 from .prefetch import prefetch
@@ -184,51 +184,14 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         info = probe(job.path, job.params)
         if on_probe is not None:
             on_probe(info)
-        params = job.params
-        # the valid segments of the stated duration: a hint for chunking (decoding goes on while a stream does)
-        _, planned = count_segments(info.duration, params)
-        own = [e.needs() for e in exts]
-        needs = merge_needs(own)  # one decode; each extractor gets frames at its own request
-        outs = [(e, o) for e in exts for o in e.outputs()]
-        key = {o.name: str(i) for i, (_, o) in enumerate(outs)}  # spool file names: never a feature's name
-        dtype = {o.name: np.dtype(job.dtype or o.dtype) for _, o in outs}
-        bad: dict[str, list[int]] = {o.name: [] for _, o in outs}  # computed rows not finite after the cast
-        for _, o in outs:
-            sink.open(key[o.name], o.shape, dtype[o.name])
-        declared = {o.name: (e.spec, tuple(o.shape)) for e, o in outs}
-        stats = DecodeStats()  # what each stream really delivered, filled while decoding
-        chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, planned,
-                             stats)
-        with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
-            for chunk in ahead:
-                for e, n in zip(exts, own):
-                    for name, arr in e.extract(chunk.for_needs(n)).items():
-                        _add_chunk(sink, key[name], arr, dtype[name], bad[name], *declared[name])
-        verdict = stats.verdict(params)  # honest valid counts per modality, or a DecodeError
-        stored = verdict.stored
-        masks: dict[str, np.ndarray] = {}
-        for e, o in outs:
-            computed = sink.rows(key[o.name])
-            if o.hop is None:
-                rows = stored
-                if computed != stats.segments:
-                    raise ValueError(f"{e.spec} gave {computed} rows for {stats.segments} segments")
-            else:
-                rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
-            # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
-            mask = masks[o.name] = verdict.row_mask(o.modality, rows, o.hop, o.start, available=computed)
-            take = fill_plan(mask, computed, params.pad)
-            if bad[o.name] and np.isin(take, bad[o.name]).any():  # only rows the cache would store count
-                raise ExtractorError(f"{e.spec} produced values that are not finite as {dtype[o.name]}"
-                                     + (" (past float16's range: use --dtype float32)"
-                                        if dtype[o.name] == np.float16 else ""))
-            result.arrays[o.name] = sink.stored(key[o.name], take)  # the take is applied here or by the writer
-            result.valid[o.name] = valid_end(mask)
-            result.invalid[o.name] = invalid_runs(mask)
+        outs = _Outputs(exts, job.dtype, sink)
+        stats = _extract_rows(job, exts, info, outs)
+        verdict = stats.verdict(job.params)  # honest valid counts per modality, or a DecodeError
+        masks = _store_rows(result, outs, stats, verdict, job.params)
         result.info = verdict.record(info)
-        result.segments = stored
+        result.segments = verdict.stored
         if job.timeline.beats:
-            _beat_rows(result, exts, masks, params.seg_len, stored, job.timeline.per, sink)
+            _beat_rows(result, exts, masks, job.params.seg_len, verdict.stored, job.timeline.per, sink)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
         result.reason = one_line(exc)
@@ -236,3 +199,68 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
         sink.discard()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _Outputs:
+    """Every output of a video's extractors, each opened in the sink under a key of its own (spool
+    file names: never a feature's name), with its storage dtype and the computed rows that were not
+    finite after the cast."""
+
+    def __init__(self, exts: list[Extractor], dtype: str | None, sink: Sink) -> None:
+        self.pairs = [(e, o) for e in exts for o in e.outputs()]
+        self.sink = sink
+        self.key = {o.name: str(i) for i, (_, o) in enumerate(self.pairs)}
+        self.dtype = {o.name: np.dtype(dtype or o.dtype) for _, o in self.pairs}
+        self.bad: dict[str, list[int]] = {o.name: [] for _, o in self.pairs}
+        self.declared = {o.name: (e.spec, tuple(o.shape)) for e, o in self.pairs}
+        for _, o in self.pairs:
+            sink.open(self.key[o.name], o.shape, self.dtype[o.name])
+
+    def add(self, name: str, arr: np.ndarray) -> None:
+        _add_chunk(self.sink, self.key[name], arr, self.dtype[name], self.bad[name], *self.declared[name])
+
+
+def _extract_rows(job: VideoJob, exts: list[Extractor], info: MediaInfo, outs: _Outputs) -> DecodeStats:
+    """Decode once and hand every chunk to every extractor, its rows to the sink; returns what each
+    stream really delivered. Decoding runs in a thread one chunk ahead of the models."""
+    params = job.params
+    # the valid segments of the stated duration: a hint for chunking (decoding goes on while a stream does)
+    _, planned = count_segments(info.duration, params)
+    own = [e.needs() for e in exts]
+    needs = merge_needs(own)  # one decode; each extractor gets frames at its own request
+    stats = DecodeStats()  # filled while decoding
+    chunks = iter_chunks(info, needs, chunk_params(params, needs, job.options.batch_size), job.video_id, planned,
+                         stats)
+    with closing(prefetch(chunks)) as ahead:  # closing: stop decoding at once if a model raises
+        for chunk in ahead:
+            for e, n in zip(exts, own):
+                for name, arr in e.extract(chunk.for_needs(n)).items():
+                    outs.add(name, arr)
+    return stats
+
+
+def _store_rows(result: VideoResult, outs: _Outputs, stats: DecodeStats, verdict: Verdict,
+                params: DecodeParams) -> dict[str, np.ndarray]:
+    """Which rows each output stores (the take plan of its row mask: :mod:`featpipe.decode.rows`), into
+    ``result``; refuses an output whose stored rows are not finite. Returns each output's row mask."""
+    stored = verdict.stored
+    masks: dict[str, np.ndarray] = {}
+    for e, o in outs.pairs:
+        computed = outs.sink.rows(outs.key[o.name])
+        if o.hop is None:
+            rows = stored
+            if computed != stats.segments:
+                raise ValueError(f"{e.spec} gave {computed} rows for {stats.segments} segments")
+        else:
+            rows = max(1, rows_before(stored * params.seg_len, o.hop, o.start))
+        # the rows whose time this output's stream decoded (featpipe.decode.Verdict.row_mask)
+        mask = masks[o.name] = verdict.row_mask(o.modality, rows, o.hop, o.start, available=computed)
+        take = fill_plan(mask, computed, params.pad)
+        dtype = outs.dtype[o.name]
+        if outs.bad[o.name] and np.isin(take, outs.bad[o.name]).any():  # only rows the cache would store count
+            raise ExtractorError(f"{e.spec} produced values that are not finite as {dtype}"
+                                 + (" (past float16's range: use --dtype float32)" if dtype == np.float16 else ""))
+        result.arrays[o.name] = outs.sink.stored(outs.key[o.name], take)  # the take is applied here or by the writer
+        result.valid[o.name] = valid_end(mask)
+        result.invalid[o.name] = invalid_runs(mask)
+    return masks
