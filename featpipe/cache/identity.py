@@ -40,22 +40,28 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def mismatch(name: str, cache: str, stored: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The one-line refusal when feature ``name`` in ``cache`` has another identity, else None.
+def feature_differences(cached: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """What makes a cached feature and new rows for it different features (none: they may share it).
 
-    ``stored`` is the feature's provenance in the cache. A feature written before identities were
-    stored is compared by spec and weights, as then.
+    Both are provenances (``new`` may be an identity alone). The identities are compared where both
+    have one; a feature written before identities were kept is compared by spec and weights, as then.
+    The one rule for the run's check (:func:`mismatch`) and the writer's (``CacheWriter.ensure_feature``).
     """
-    old = stored.get("identity")
-    if old is None:
-        old = {k: stored.get(k) for k in ("spec", "weights")}
-        new = {k: new[k] for k in old}
-    diffs = differences(old, new)
+    old, ident = cached.get("identity"), new.get("identity", new)
+    if old is None or ident is None:
+        return differences(*({k: p.get(k) for k in ("spec", "weights")} for p in (cached, new)))
+    return differences(old, ident)
+
+
+def mismatch(name: str, cache: str, cached: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The one-line refusal when feature ``name`` in ``cache`` is another feature than the new
+    provenance ``new`` makes (:func:`feature_differences`), else None."""
+    diffs = feature_differences(cached, new)
     if not diffs:
         return None
     key, a, b = diffs[0]
     more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-    variant = f"{name}-{fingerprint(new)[7:13]}"
+    variant = f"{name}-{fingerprint(new.get('identity', new))[7:13]}"
     return (f"feature {name!r} in {cache} was made with {key}={a!r}, this run gives {b!r}{more}; rows of another "
             f"meaning cannot share its name: write to a new cache (-o other.h5) or name this variant "
             f"(--name {variant})")
