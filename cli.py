@@ -125,14 +125,14 @@ def extract_config(values: dict) -> ExtractConfig:
     from featpipe.decode import DecodeParams
     from featpipe.run.retry import TryPolicy
 
-    parts: dict[str, dict] = {"": {}, "params": {}, "options": {}, "tries": {}}
+    parts: dict[str, dict] = {"": {}, "params": {}, "options": {}, "try_policy": {}}
     for name, value in values.items():
         path, convert = _INTO[name]
         value = convert(value) if convert else value
         part, _, field = path.rpartition(".")
         parts[part].update(value if field == "*" else {field: value})
     return ExtractConfig(**parts[""], params=DecodeParams(**parts["params"]),
-                         options=ExtractOptions(**parts["options"]), tries=TryPolicy(**parts["tries"]))
+                         options=ExtractOptions(**parts["options"]), try_policy=TryPolicy(**parts["try_policy"]))
 
 
 def _extract_options(f):
@@ -173,12 +173,12 @@ def _extract_options(f):
               convert=tuple, help="Store an extractor's features under another name: a variant (e.g. another --set) "
                                   "beside the original in one cache. SPEC (or the extractor's name) says which, when "
                                   "the run has several."),
-        _into("tries.video_timeout", "--video-timeout", type=_NOT_NEGATIVE, default=_X.tries.video_timeout,
+        _into("try_policy.video_timeout", "--video-timeout", type=_NOT_NEGATIVE, default=_X.try_policy.video_timeout,
               show_default=True, metavar="SECONDS", convert=lambda v: v or None,
               help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video past it is "
                    "failed and its worker restarted. 0: no limit."),
-        _into("tries.timeout_per_second", "--video-timeout-scale", "video_timeout_scale", type=_NOT_NEGATIVE,
-              default=_X.tries.timeout_per_second, show_default=True, metavar="FACTOR",
+        _into("try_policy.timeout_per_second", "--video-timeout-scale", "video_timeout_scale", type=_NOT_NEGATIVE,
+              default=_X.try_policy.timeout_per_second, show_default=True, metavar="FACTOR",
               help="Seconds added to the time limit per second of video."),
         _into("max_in_flight", "--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
               help="Videos submitted and not yet committed at once (default: two per worker thread)."),

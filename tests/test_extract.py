@@ -235,7 +235,7 @@ def test_extract_defaults_have_one_home() -> None:
     assert (shown["fps"], shown["pad"], shown["max_seconds"]) == (lib.params.fps, lib.params.pad, lib.params.max_seconds)
     assert (shown["workers"], shown["batch_size"]) == (lib.workers, lib.options.batch_size)
     assert (shown["video_timeout"], shown["video_timeout_scale"]) == (60.0, 10.0) == (
-        lib.tries.video_timeout, lib.tries.timeout_per_second)
+        lib.try_policy.video_timeout, lib.try_policy.timeout_per_second)
     with pytest.raises(PipelineError, match="workers must be at least 1"):
         ExtractConfig(inputs=[], cache=Path("c.h5"), workers=0)  # library callers are refused too
 

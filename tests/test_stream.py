@@ -484,7 +484,7 @@ def test_forgetting_a_submission_deletes_only_its_files(tmp_path):
         sink = SpoolSink(folder.target(prefix))
         sink.open("0", (1,), np.float16)
         sink.stored("0", None)
-    folder.forget("0123456789ab-1")
+    folder.delete_submission("0123456789ab-1")
     assert sorted(p.name.split("-")[1] for p in folder.files()) == ["11", "2"]
     folder.close()
     assert not folder.path.exists()

@@ -23,6 +23,21 @@ WORKER_WAIT = 60.0
 """Seconds to wait for a first worker to join an external scheduler."""
 
 
+@dataclass(frozen=True)
+class FeatureNames:
+    """The name each output is stored under: its own, or the ``--name`` variant's (the one place
+    that applies the renaming; :func:`featpipe.run.plan.variant_names` builds it)."""
+
+    renamed: dict[str, str] = field(default_factory=dict)  # output name -> feature name
+
+    def __call__(self, output: str) -> str:
+        return self.renamed.get(output, output)
+
+    def keyed(self, by_output: dict) -> dict:
+        """``by_output`` with its keys (output names) as stored."""
+        return {self(k): v for k, v in by_output.items()}
+
+
 class PipelineError(Exception):
     """The run as a whole cannot go on (bad spec, missing weights, lost scheduler)."""
 
@@ -41,7 +56,7 @@ class ExtractConfig:
     scheduler: str | None = None
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
     max_in_flight: int | None = None  # None: two per worker thread
-    tries: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
+    try_policy: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
     worker_wait: float = WORKER_WAIT
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
     timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.run.beat_timeline)

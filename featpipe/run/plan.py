@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__, extractors
 from ..cache import CacheWriter, same_source, source_stat
 from .cluster import local_cpu, warm_workers
-from .config import ExtractConfig, PipelineError, RunSummary
+from .config import ExtractConfig, FeatureNames, PipelineError, RunSummary
 from ..contracts import BEATS_OUTPUT, ExtractOptions, OutputSpec
 from ..decode import DecodeParams
 from .dispatch import run_jobs
@@ -118,8 +118,8 @@ def provenance(ext: Extractor, params: DecodeParams, out: OutputSpec | None = No
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    """Stored name of every output renamed by ``--name [SPEC=]NAME`` (output name -> stored name).
+def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> FeatureNames:
+    """The feature name of every output, renamed by ``--name [SPEC=]NAME``.
 
     The selector is a spec or an extractor name; none is needed when the run has one extractor.
     The first output takes NAME; the others keep their suffix (``<NAME>-native``, ``<NAME>-tokens``).
@@ -137,16 +137,17 @@ def variant_names(exts: list[Extractor], names: tuple[tuple[str, str], ...]) -> 
         outs = [o.name for o in chosen[0].outputs()]
         for o in outs:
             renamed[o] = name + o[len(outs[0]):] if o.startswith(outs[0]) else f"{name}-{o}"
-    final = [renamed.get(o.name, o.name) for e in exts for o in e.outputs()]
+    named = FeatureNames(renamed)
+    final = [named(o.name) for e in exts for o in e.outputs()]
     if len(set(final)) != len(final):
         clash = sorted({n for n in final if final.count(n) > 1})
         raise ExtractorError(f"--name: two features of this run would be called {clash}")
-    return renamed
+    return named
 
 
 def _check_identity(writer: CacheWriter, cache: Path, name: str, prov: dict) -> None:
     old = writer.feature_provenance(name)
-    why = mismatch(name, str(cache), old, prov["identity"]) if old is not None else None
+    why = mismatch(name, str(cache), old, prov) if old is not None else None
     if why:
         raise PipelineError(why)
 
@@ -155,7 +156,7 @@ def timeline_of(params: DecodeParams) -> dict:
     return {"fps": params.fps, "seg_len": params.seg_len, "max_seconds": params.max_seconds, "pad": params.pad}
 
 
-def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: dict[str, str],
+def _needed(record: dict | None, source: dict, exts: list[Extractor], names: FeatureNames,
             beat_spec: str | None = None) -> tuple[str, ...]:
     """Specs whose outputs (by stored name) this video still lacks (all of them when the source changed).
 
@@ -163,7 +164,7 @@ def _needed(record: dict | None, source: dict, exts: list[Extractor], stored: di
     if record is None or not same_source(record, {"source": source}):
         return tuple(e.spec for e in exts)
     have = record.get("features", {})
-    need = [e.spec for e in exts if any(stored.get(o.name, o.name) not in have for o in e.outputs()
+    need = [e.spec for e in exts if any(names(o.name) not in have for o in e.outputs()
                                         if not (beat_spec and o.name == BEATS_OUTPUT))]
     if need and beat_spec and beat_spec not in need:
         need.insert(0, beat_spec)
@@ -211,7 +212,7 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
     t_start = time.perf_counter()
     exts = build_extractors(cfg.visual, cfg.audio, _beat_options(cfg))
     beat_spec = _beat_spec(cfg, exts)
-    stored = variant_names(exts, cfg.names)
+    names = variant_names(exts, cfg.names)
     videos, rejects = discover(cfg.inputs)
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
     report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
@@ -226,7 +227,7 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
             summary.failed.append((Path(path).stem, path, reason))
             note("failed", Path(path).stem, path, reason)
         with CacheWriter(cfg.cache, {**timeline_of(cfg.params), **cfg.timeline.as_dict()}) as writer:
-            features = [(replace(out, name=stored.get(out.name, out.name)),
+            features = [(replace(out, name=names(out.name)),
                          provenance(ext, cfg.params, out, cfg.dtype, cfg.timeline))
                         for ext in exts for out in ext.outputs() if not (beat_spec and out.name == BEATS_OUTPUT)]
             for out, prov in features:  # every check before any new feature is created
@@ -242,7 +243,7 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
                     summary.failed.append((v.video_id, v.path, str(exc)))
                     note("failed", v.video_id, v.path, str(exc))
                     continue
-                specs = _needed(writer.records.get(v.video_id), src, exts, stored, beat_spec)
+                specs = _needed(writer.records.get(v.video_id), src, exts, names, beat_spec)
                 if not specs:
                     summary.skipped.append(v.video_id)
                     note("skipped", v.video_id, v.path)
@@ -252,7 +253,7 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
                 jobs.append((VideoJob(v.video_id, v.path, specs, _beat_options(cfg), cfg.params, cfg.dtype,
                                       timeline=cfg.timeline), src))
             try:
-                run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), stored)
+                run_jobs(cfg, writer, jobs, summary, note, on_progress, on_start, len(videos), names)
             finally:
                 summary.seconds = time.perf_counter() - t_start
     finally:

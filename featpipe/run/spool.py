@@ -208,7 +208,7 @@ class SpoolFolder:
             return []
         return sorted(p for p in self.path.iterdir() if _FILE.fullmatch(p.name) and p.is_file())
 
-    def forget(self, prefix: str) -> None:
+    def delete_submission(self, prefix: str) -> None:
         """Delete every file of one submission (its tries that died, timed out or failed)."""
         for p in self.files():
             if p.name.startswith(prefix + "-"):

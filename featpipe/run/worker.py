@@ -17,11 +17,11 @@ import sys
 from .. import __version__, extractors
 from ..contracts import ExtractOptions
 from .spool import SpoolSink, SpoolTarget, write_check
-from .retry import Tries
+from .retry import TryCounter
 from .extract_video import VideoJob, VideoResult, one_line, process_video
 
 
-def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | None = None) -> VideoResult:
+def run_video(job: VideoJob, counter: TryCounter | None = None, spool: SpoolTarget | None = None) -> VideoResult:
     """The task the client submits for one video (``tries`` None: no counting, no announcements;
     ``spool`` None: the rows come back in memory).
 
@@ -36,15 +36,15 @@ def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | No
     except ValueError:  # not on a Dask worker
         return process_video(job, sink=sink)
     use_thread_budget()
-    if tries is None:
+    if counter is None:
         return process_video(job, sink=sink)
-    refused = tries.refused()
+    refused = counter.refused()
     if refused:  # the earlier tries all killed their worker: do not kill one more
         return VideoResult(job.video_id, job.path, ok=False, reason=refused)
 
     def announce(stage: str, **extra) -> None:
-        if tries.topic:
-            worker.log_event(tries.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
+        if counter.topic:
+            worker.log_event(counter.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
     return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration), sink=sink)
