@@ -574,3 +574,7 @@ def import_cmd(folder, layout, feature, modality, cache, dtype, quiet) -> None:
         except (ImportSetupError, CacheError, OSError) as exc:
             raise Failure(str(exc)) from None
     _finish(s.refused, "refused", s.line())
+
+
+if __name__ == "__main__":  # python -m featpipe.cli
+    main()
