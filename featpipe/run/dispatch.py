@@ -31,7 +31,7 @@ from .config import ExtractConfig, FeatureNames, PipelineError, RunSummary
 from .failure import RepeatGuard, describe
 from .spool import SpoolError, SpoolFolder
 from .retry import TryCounter, Watchdog
-from .extract_video import VideoJob, VideoResult
+from .extract_video import VideoJob, VideoResult, cache_record
 from .worker import run_video, worker_check
 
 
@@ -230,11 +230,10 @@ class Dispatch:
         self.counters.pop(job.video_id).delete(self.client)  # the try counter is no longer needed
         summary = self.summary
         if result.ok:
-            record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
             named = self.names.keyed
-            record["invalid"] = named({k: r for k, r in result.invalid.items() if r})  # fill runs
             try:  # spooled rows are copied in blocks; the record is written after them
-                self.writer.commit(record, named(result.arrays), named(result.valid), bounds=result.bounds)
+                self.writer.commit(cache_record(job, src, result, self.names), named(result.arrays),
+                                   named(result.valid), bounds=result.bounds)
             except SpoolError as exc:  # no record: the rows written so far are referenced by nothing
                 result.ok, result.reason = False, f"its rows could not be read back: {exc}"
         self.delete_spool_files(key)  # the submission's spool files: these rows, and what an earlier try of it left

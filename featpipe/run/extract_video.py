@@ -21,6 +21,7 @@ from ..contracts import BEATS_OUTPUT, ExtractOptions, MediaNeeds
 from ..decode import (DecodeParams, DecodeStats, MediaInfo, Verdict, count_segments, iter_chunks, merge_needs,
                       probe, rows_before)
 from ..extractors.base import Extractor, ExtractorError
+from .config import FeatureNames
 from .failure import describe
 from .loaded_extractors import get_extractor
 from .prefetch import prefetch
@@ -71,6 +72,15 @@ class VideoResult:
     bounds: np.ndarray | None = None  # (K, 2) start/end seconds of each row on the beat timeline
     internal: str = ""  # a bug in featpipe (featpipe.run.failure): the error's type and where it was raised
     detail: str = ""  # its traceback, for the report
+
+
+def cache_record(job: VideoJob, source: dict, result: VideoResult, names: FeatureNames) -> dict:
+    """The record of a video that extracted, as the run hands it to the cache's writer: the video, its
+    source file's stat, the decode parameters, what decoding found (``result.info``: the decoder's
+    :meth:`~featpipe.decode.Verdict.record`, and the beat timeline's counts) and each feature's fill
+    runs. The writer adds where the rows are, when and by which featpipe (docs/cache-format.md)."""
+    return {"video_id": job.video_id, "source": source, "decode": job.params.as_dict(), **result.info,
+            "invalid": names.keyed({k: r for k, r in result.invalid.items() if r})}
 
 
 def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> DecodeParams:
