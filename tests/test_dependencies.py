@@ -45,6 +45,7 @@ def floors() -> dict[str, str]:
 
 # --- the shims, on each side of their break --------------------------------------------------------
 
+
 class _Entry:
     def __init__(self, kind, payload: bytes):
         self.type, self.payload = kind, payload
@@ -93,31 +94,62 @@ def test_pyproject_names_a_floor_for_each_fast_moving_dependency():
 
 # --- the floor, end to end through the CLI -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def floor_site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("floor-site")
     pins = [f"{name}=={version}" for name, version in sorted(floors().items())]
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:",
-                          "--target", str(site), *pins], capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--target",
+            str(site),
+            *pins,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if res.returncode != 0:
-        pytest.skip(f"cannot install the floor releases {' '.join(pins)} (no package index here?): "
-                    f"{res.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(
+            f"cannot install the floor releases {' '.join(pins)} (no package index here?): "
+            f"{res.stderr.strip().splitlines()[-1:]}"
+        )
     return site
 
 
 def _featpipe(args: list, site: Path | None) -> subprocess.CompletedProcess:
     env = dict(os.environ, FEATPIPE_PLUGINS="fp_layout")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site) if site else "", PLUGINS, env.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", "from featpipe.cli import main; main()", *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", "from featpipe.cli import main; main()", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_floor_releases_extract_what_the_newest_do(floor_site, tmp_path, tiny_clip):
     check = _featpipe(["models"], floor_site)
     assert check.returncode == 0, check.stderr
-    versions = subprocess.run([sys.executable, "-c", "import av, h5py, dask, open_clip, timm; print(av.__version__, "
-                               "h5py.__version__, dask.__version__, open_clip.__version__, timm.__version__)"],
-                              env=dict(os.environ, PYTHONPATH=str(floor_site)), capture_output=True, text=True)
+    versions = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import av, h5py, dask, open_clip, timm; print(av.__version__, "
+            "h5py.__version__, dask.__version__, open_clip.__version__, timm.__version__)",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(floor_site)),
+        capture_output=True,
+        text=True,
+    )
     want = [Version(floors()[k]) for k in ("av", "h5py", "dask", "open_clip_torch", "timm")]
     assert [Version(v) for v in versions.stdout.split()] == want, versions.stderr
     folder = tmp_path / "in"
@@ -126,11 +158,23 @@ def test_the_floor_releases_extract_what_the_newest_do(floor_site, tmp_path, tin
     write_clip(folder / "cover.mp4", seconds=3, fps=10, cover=True, second_audio=True)
     full = write_clip(tmp_path / "full.mkv", seconds=8, fps=10)
     truncate(full, folder / "cut.mkv", 0.75)
-    corrupt_packet(write_clip(tmp_path / "src.mp4", seconds=4, fps=10, preset="medium"), folder / "flipped.mp4",
-                   "audio", 2.0)
+    corrupt_packet(
+        write_clip(tmp_path / "src.mp4", seconds=4, fps=10, preset="medium"), folder / "flipped.mp4", "audio", 2.0
+    )
     (folder / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
-    args = ["extract", folder, "--visual", "layout", "--visual", f"clip:{tiny_clip}/random", "--audio", "priors",
-            "--workers", "1", "--quiet"]
+    args = [
+        "extract",
+        folder,
+        "--visual",
+        "layout",
+        "--visual",
+        f"clip:{tiny_clip}/random",
+        "--audio",
+        "priors",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     runs = {}
     for label, site in (("newest", None), ("floor", floor_site)):
         cache = tmp_path / f"{label}.h5"
@@ -141,11 +185,21 @@ def test_the_floor_releases_extract_what_the_newest_do(floor_site, tmp_path, tin
         info = _featpipe(["info", cache], site)
         assert info.returncode == 0, info.stderr
         with open_cache(cache) as c:
-            runs[label] = report, {v: c.record(v)["media"] for v in c.videos}, {
-                (v, f): (c.get(v, f).data.astype(np.float32), c.get(v, f).valid) for v in c.videos for f in c.features}
+            runs[label] = (
+                report,
+                {v: c.record(v)["media"] for v in c.videos},
+                {
+                    (v, f): (c.get(v, f).data.astype(np.float32), c.get(v, f).valid)
+                    for v in c.videos
+                    for f in c.features
+                },
+            )
     (rep_new, media_new, data_new), (rep_floor, media_floor, data_floor) = runs["newest"], runs["floor"]
-    assert {k: r["status"] for k, r in rep_floor.items()} == {k: r["status"] for k, r in rep_new.items()} == {
-        "upright": "done", "cover": "done", "cut": "done", "flipped": "done", "noise": "failed"}
+    assert (
+        {k: r["status"] for k, r in rep_floor.items()}
+        == {k: r["status"] for k, r in rep_new.items()}
+        == {"upright": "done", "cover": "done", "cut": "done", "flipped": "done", "noise": "failed"}
+    )
     assert media_floor == media_new and media_floor["upright"]["rotation"] == 90
     assert media_floor["cover"]["video_codec"] == "h264"  # the cover picture is not taken for the video
     assert data_floor.keys() == data_new.keys()
