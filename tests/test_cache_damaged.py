@@ -31,7 +31,9 @@ def make_cache(path: Path, n: int = 6, dim: int = 8) -> Path:
         w.ensure_text_table("words", 4, {"weights": "t"})
         w.start()
         for i in range(n):
-            w.commit({"video_id": f"v{i}", "source": {"size": i, "mtime": 0}}, {"feat": np.full((4, dim), i, np.float32)})
+            w.commit(
+                {"video_id": f"v{i}", "source": {"size": i, "mtime": 0}}, {"feat": np.full((4, dim), i, np.float32)}
+            )
         w.add_texts("words", [{"text": "hello", "ids": [1]}], np.ones((1, 4), np.float32))
     return path
 
@@ -43,8 +45,12 @@ def _records(f, blobs: list[bytes]) -> None:
     data = np.frombuffer(b"".join(blobs), np.uint8)
     g.create_dataset("records", data=data, maxshape=(None,), chunks=(65536,))
     offs = np.cumsum([0] + [len(b) for b in blobs])[:-1]
-    g.create_dataset("index", data=np.array([[o, len(b)] for o, b in zip(offs, blobs)], np.int64).reshape(-1, 2),
-                     maxshape=(None, 2), chunks=(4096, 2))
+    g.create_dataset(
+        "index",
+        data=np.array([[o, len(b)] for o, b in zip(offs, blobs)], np.int64).reshape(-1, 2),
+        maxshape=(None, 2),
+        chunks=(4096, 2),
+    )
 
 
 def _record(vid: str, features) -> bytes:
@@ -68,16 +74,17 @@ CORRUPTIONS = {
     "no hop attr": lambda f: f["features/feat"].attrs.__delitem__("hop"),
     "provenance not json": lambda f: f["features/feat"].attrs.__setitem__("provenance", "{oops"),
     "bad modality": lambda f: f["features/feat"].attrs.__setitem__("modality", "smell"),
-    "data of strings": lambda f: (f["features/feat"].__delitem__("data"),
-                                  f["features/feat"].create_dataset("data", data=np.array([[b"x"] * 8] * 24)),
-                                  ),
+    "data of strings": lambda f: (
+        f["features/feat"].__delitem__("data"),
+        f["features/feat"].create_dataset("data", data=np.array([[b"x"] * 8] * 24)),
+    ),
     "records garbage": lambda f: f["videos/records"].__setitem__(slice(0, 40), np.full(40, 0xFF, np.uint8)),
-    "index past records": lambda f: f["videos/index"].__setitem__(0, [0, 10 ** 9]),
+    "index past records": lambda f: f["videos/index"].__setitem__(0, [0, 10**9]),
     "index of floats": lambda f: _replace(f, "videos/index", data=np.zeros((2, 3), np.float32)),
     "timeline not json": lambda f: f.attrs.__setitem__("timeline", "fps=1"),
     "record is a list": lambda f: _records(f, [b"[1, 2, 3]"]),
     "record without id": lambda f: _records(f, [b'{"features": {}}']),
-    "record past the data": lambda f: _records(f, [_record("v0", {"feat": [0, 10 ** 6, 10 ** 6]})]),
+    "record past the data": lambda f: _records(f, [_record("v0", {"feat": [0, 10**6, 10**6]})]),
     "record of a missing feature": lambda f: _records(f, [_record("v0", {"gone": [0, 4, 4]})]),
     "record with negative rows": lambda f: _records(f, [_record("v0", {"feat": [-4, 4, 4]})]),
     "deeply nested record": lambda f: _records(f, [b"[" * 100000 + b"]" * 100000]),
@@ -99,11 +106,34 @@ def test_hand_corrupted_cache_is_one_line(tmp_path, kind, labels):
         CORRUPTIONS[kind](f)
     run = CliRunner().invoke
     texts_only = kind.startswith("text")  # what reads no text table does not see it
-    for args in (["info", str(cache)],
-                 ["export", str(cache), "--layout", "generic", "--feature", "feat=f", "--text", "words=t",
-                  "-o", str(tmp_path / "x")],
-                 ["train-head", str(cache), "--task", "classify", "--train", str(labels), "-o", str(tmp_path / "h"),
-                  "--quiet", "--epochs", "1"])[:2 if texts_only else 3]:
+    for args in (
+        ["info", str(cache)],
+        [
+            "export",
+            str(cache),
+            "--layout",
+            "generic",
+            "--feature",
+            "feat=f",
+            "--text",
+            "words=t",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+        [
+            "train-head",
+            str(cache),
+            "--task",
+            "classify",
+            "--train",
+            str(labels),
+            "-o",
+            str(tmp_path / "h"),
+            "--quiet",
+            "--epochs",
+            "1",
+        ],
+    )[: 2 if texts_only else 3]:
         r = run(main, args)
         assert isinstance(r.exception, SystemExit) and r.exit_code == 2, (args[0], r.output, r.exc_info)
         lines = r.output.strip().splitlines()
@@ -133,8 +163,9 @@ READ_LIMITED = textwrap.dedent("""
 
 
 def _read_limited(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", READ_LIMITED, str(path)], capture_output=True, text=True,
-                          timeout=300, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-c", READ_LIMITED, str(path)], capture_output=True, text=True, timeout=300, env=ENV
+    )
 
 
 def test_a_huge_chunk_is_refused_before_it_is_read(tmp_path):
@@ -145,8 +176,15 @@ def test_a_huge_chunk_is_refused_before_it_is_read(tmp_path):
     with h5py.File(bad, "a", libver="latest") as f:  # one gzip chunk of 2**20 rows: 128 MiB to read any row
         g = f["features/feat"]
         del g["data"]
-        ds = g.create_dataset("data", shape=(1 << 20, 64), maxshape=(None, 64), chunks=(1 << 20, 64),
-                              dtype=np.float16, compression="gzip", compression_opts=1)
+        ds = g.create_dataset(
+            "data",
+            shape=(1 << 20, 64),
+            maxshape=(None, 64),
+            chunks=(1 << 20, 64),
+            dtype=np.float16,
+            compression="gzip",
+            compression_opts=1,
+        )
         ds[:8] = np.ones((8, 64), np.float16)
     r = _read_limited(bad)
     assert r.stdout.startswith("refused:") and "chunks of 128 MiB" in r.stdout, r.stdout + r.stderr

@@ -23,7 +23,7 @@ from featpipe.cache.lock import LockError
 from featpipe.cache.recover import clear_write_flags, write_flags
 from featpipe.cli import main
 from featpipe.extractors.base import OutputSpec
-from featpipe.merge import merge_caches
+from featpipe.cache.merge import merge_caches
 
 TIMELINE = {"fps": 1.0, "seg_len": 1.0, "max_seconds": None, "pad": "repeat"}
 SPEC = OutputSpec("feat", (8,), "audio")
@@ -46,7 +46,7 @@ HOLD = textwrap.dedent("""
 # A merge that stops after its first record until a line comes on stdin.
 MERGE = textwrap.dedent("""
     import sys
-    from featpipe.merge import merge_caches
+    from featpipe.cache.merge import merge_caches
     seen = []
     def pause(vid):
         seen.append(vid)
@@ -63,8 +63,9 @@ def make_cache(path: Path, n: int = 3, rows: int = 4) -> Path:
         w.ensure_feature(SPEC, PROV)
         w.start()
         for i in range(n):
-            w.commit({"video_id": f"v{i}", "source": {"size": i, "mtime": 0}},
-                     {"feat": np.full((rows, 8), i, np.float32)})
+            w.commit(
+                {"video_id": f"v{i}", "source": {"size": i, "mtime": 0}}, {"feat": np.full((rows, 8), i, np.float32)}
+            )
     return path
 
 
@@ -76,16 +77,22 @@ def npy_folder(folder: Path, ids=("v0", "v1"), rows: int = 4) -> Path:
 
 
 def hold(path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """The featpipe command in its own process (a hang is a failure, not a stuck test)."""
-    return subprocess.run([sys.executable, "-c", "from featpipe.cli import main; main()", *args], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-c", "from featpipe.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
 
 
 def one_line_error(r, *words: str) -> None:
@@ -107,8 +114,9 @@ def test_second_writer_through_any_name_is_refused(tmp_path):
         for name in (tmp_path / "link.h5", tmp_path / "hard.h5", tmp_path / "sub" / ".." / "cache.h5"):
             with pytest.raises(CacheError, match="being written by another featpipe process"):
                 CacheWriter(name, TIMELINE)
-        r = cli("import", "--feature", f"imp={npy_folder(tmp_path / 'npy')}", "-o", str(tmp_path / "hard.h5"),
-                "--quiet")
+        r = cli(
+            "import", "--feature", f"imp={npy_folder(tmp_path / 'npy')}", "-o", str(tmp_path / "hard.h5"), "--quiet"
+        )
         one_line_error(r, "being written by another featpipe process")
         # the live writer's flags are never cleared, by any name
         assert write_flags(cache)
@@ -141,13 +149,19 @@ def test_merge_locks_its_output_against_an_import(tmp_path):
     b = tmp_path / "b.h5"
     shutil.copy(a, b)
     out = tmp_path / "out.h5"
-    proc = subprocess.Popen([sys.executable, "-c", MERGE, str(a), str(b), str(out)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MERGE, str(a), str(b), str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         assert proc.stdout.readline().strip() == "merging", proc.stderr.read()
         os.symlink(out, tmp_path / "out-link.h5")
         for target in (out, tmp_path / "out-link.h5"):
-            r = cli("import", "--feature", f"imp={npy_folder(tmp_path / 'npy')}", "-o", str(target), "--quiet")
+            r = cli("import", "--feature", f"imp={npy_folder(tmp_path / 'npy', rows=60)}", "-o", str(target), "--quiet")
             one_line_error(r, "being written by another featpipe process")
         with pytest.raises(CacheError):
             merge_caches([a], out)  # a second merge into the same output
@@ -183,12 +197,13 @@ def test_truncated_cache_is_one_line_everywhere(tmp_path):
         CacheWriter(cut, TIMELINE)
     labels = tmp_path / "labels.csv"
     labels.write_text("video_id,label\n" + "".join(f"v{i},{i % 2}\n" for i in range(40)))
-    for args in (["info", str(cut)],
-                 ["export", str(cut), "--layout", "generic", "--feature", "feat=f", "-o", str(tmp_path / "x")],
-                 ["import", "--feature", f"imp={npy_folder(tmp_path / 'npy', rows=200)}", "-o", str(cut), "--quiet"],
-                 ["merge", str(whole), str(cut), "-o", str(tmp_path / "m.h5")],
-                 ["train-head", str(cut), "--task", "classify", "--train", str(labels), "-o", str(tmp_path / "h"),
-                  "--quiet"]):
+    for args in (
+        ["info", str(cut)],
+        ["export", str(cut), "--layout", "generic", "--feature", "feat=f", "-o", str(tmp_path / "x")],
+        ["import", "--feature", f"imp={npy_folder(tmp_path / 'npy', rows=200)}", "-o", str(cut), "--quiet"],
+        ["merge", str(whole), str(cut), "-o", str(tmp_path / "m.h5")],
+        ["train-head", str(cut), "--task", "classify", "--train", str(labels), "-o", str(tmp_path / "h"), "--quiet"],
+    ):
         one_line_error(cli(*args), "truncated")
     assert not (tmp_path / "m.h5").exists()
 
@@ -220,15 +235,35 @@ def test_report_is_never_written_through_a_symlink_and_a_missing_folder_is_made(
     cache = tmp_path / "out" / "cache.h5"
     cache.parent.mkdir()
     Path(f"{cache}.report.jsonl").symlink_to(victim)
-    r = cli("extract", str(clips / "clip0.mp4"), "-o", str(cache), "--audio", "priors", "--quiet", "--workers", "1",
-            timeout=300)
+    r = cli(
+        "extract",
+        str(clips / "clip0.mp4"),
+        "-o",
+        str(cache),
+        "--audio",
+        "priors",
+        "--quiet",
+        "--workers",
+        "1",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "keep me\n"
     report = Path(f"{cache}.report.jsonl")
     assert not report.is_symlink() and json.loads(report.read_text().splitlines()[0])["status"] == "done"
     deep = tmp_path / "new" / "folder" / "cache.h5"  # a missing output folder is created
-    r = cli("extract", str(clips / "clip0.mp4"), "-o", str(deep), "--audio", "priors", "--quiet", "--workers", "1",
-            timeout=300)
+    r = cli(
+        "extract",
+        str(clips / "clip0.mp4"),
+        "-o",
+        str(deep),
+        "--audio",
+        "priors",
+        "--quiet",
+        "--workers",
+        "1",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert Path(f"{deep}.report.jsonl").read_text().count("\n") == 1
 
@@ -243,8 +278,9 @@ def test_future_schema_is_read_but_never_written(tmp_path):
         assert c.schema_version == 2 and c.videos == ["v0", "v1", "v2"]
     with pytest.raises(CacheError, match=r"schema 2 \(made by featpipe 9.0.0\).*featpipe 9.0.0 or newer"):
         CacheWriter(cache, TIMELINE)
-    r = CliRunner().invoke(main, ["import", "--feature", f"imp={npy_folder(tmp_path / 'npy')}", "-o", str(cache),
-                                  "--quiet"])
+    r = CliRunner().invoke(
+        main, ["import", "--feature", f"imp={npy_folder(tmp_path / 'npy')}", "-o", str(cache), "--quiet"]
+    )
     assert r.exit_code == 2 and "schema 2" in r.output, r.output
     with pytest.raises(CacheError, match="schema 2"):
         merge_caches([cache], tmp_path / "m.h5")

@@ -25,7 +25,7 @@ def write_pcm(path, channels: int) -> np.ndarray:
     with av.open(str(path), "w") as c:
         s = c.add_stream("pcm_s16le", rate=RATE, layout=layout)
         for i in range(0, pcm.shape[1], 4800):
-            block = pcm[:, i:i + 4800]
+            block = pcm[:, i : i + 4800]
             fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T).reshape(1, -1), format="s16", layout=layout)
             fr.sample_rate, fr.pts = RATE, i
             for pk in s.encode(fr):

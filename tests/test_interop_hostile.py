@@ -48,8 +48,8 @@ def base_cache(path):
 def test_import_names_that_are_paths_are_refused_and_leave_nothing(tmp_path, name):
     cache = base_cache(tmp_path / "c.h5")
     src = folder_of(tmp_path / "npy", v0=rows())
-    r = run("import", "--feature", f"{name}=" + str(src) if name else f"=" + str(src), "-o", cache, "--quiet")
-    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    r = run("import", "--feature", f"{name}=" + str(src) if name else "=" + str(src), "-o", cache, "--quiet")
+    assert r.exit_code == 2 and len([x for x in r.output.splitlines() if "rror:" in x]) == 1, r.output
     with h5py.File(cache, "r") as f:
         assert list(f["features"]) == ["feat"]
     with open_cache(cache) as c:  # still readable, unchanged
@@ -72,14 +72,21 @@ def test_import_refuses_values_past_float16_instead_of_storing_inf(tmp_path):
 
 
 def test_row_shape_is_not_taken_from_a_refused_file(tmp_path):
-    src = folder_of(tmp_path / "npy", a0=np.full((60, 5), "x"),  # first by name, but not numbers
-                    v1=rows(), v2=rows(), v3=rows(dim=4))
-    (src / "a1.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (60, 9), }"
-                                 + b" " * 49 + b"\n")  # a header with no data behind it
+    src = folder_of(
+        tmp_path / "npy",
+        a0=np.full((60, 5), "x"),  # first by name, but not numbers
+        v1=rows(),
+        v2=rows(),
+        v3=rows(dim=4),
+    )
+    (src / "a1.npy").write_bytes(
+        b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (60, 9), }" + b" " * 49 + b"\n"
+    )  # a header with no data behind it
     cache = tmp_path / "c.h5"
     r = run("import", "--feature", f"imp={src}", "-o", cache, "--quiet")
-    refused = sorted(line.split(": ", 2)[1].rsplit("/", 1)[-1] for line in r.output.splitlines()
-                     if line.startswith("refused:"))
+    refused = sorted(
+        line.split(": ", 2)[1].rsplit("/", 1)[-1] for line in r.output.splitlines() if line.startswith("refused:")
+    )
     assert refused == ["a0.npy", "a1.npy", "v3.npy"], r.output
     with open_cache(cache) as c:
         assert c.videos == ["v1", "v2"] and c.info("imp").shape == (3,)
@@ -105,7 +112,9 @@ def test_zero_d_and_npz_named_npy_are_one_line_each(tmp_path):
     cache = tmp_path / "c.h5"
     r = run("import", "--feature", f"imp={src}", "-o", cache, "--quiet")
     assert r.exit_code == 1
-    lines = {line.rsplit("/", 1)[-1].split(":")[0]: line for line in r.output.splitlines() if line.startswith("refused:")}
+    lines = {
+        line.rsplit("/", 1)[-1].split(":")[0]: line for line in r.output.splitlines() if line.startswith("refused:")
+    }
     assert set(lines) == {"v1.npy", "v2.npy", "v3.npy"}, r.output
     assert "0-d" in lines["v1.npy"] and ".npz" in lines["v2.npy"]
     with open_cache(cache) as c:
@@ -125,7 +134,9 @@ def test_export_never_writes_through_symlinks_out_of_its_folder(tmp_path):
     r = run("export", cache, "--layout", "generic", "--feature", "feat=f", "-o", out, "--quiet")
     assert r.exit_code == 0, r.output
     assert victim.read_text() == "keep me\n"
-    assert not (out / ".featpipe-export.jsonl").is_symlink() and "f/v0.npy" in (out / ".featpipe-export.jsonl").read_text()
+    assert (
+        not (out / ".featpipe-export.jsonl").is_symlink() and "f/v0.npy" in (out / ".featpipe-export.jsonl").read_text()
+    )
     assert not (out / "f" / "v0.npy").is_symlink()  # replaced by the export's own file
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -137,7 +148,7 @@ def test_export_never_writes_through_symlinks_out_of_its_folder(tmp_path):
 
 
 def test_spool_folder_symlink_is_replaced_not_followed(tmp_path):
-    from featpipe.spool import SpoolFolder
+    from featpipe.run.spool import SpoolFolder
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -156,7 +167,7 @@ def test_weight_downloads_are_capped_and_checked(tmp_path, monkeypatch):
     import hashlib
 
     from featpipe.extractors.base import WeightsError
-    from featpipe.weights import find_weights
+    from featpipe.models.weights import find_weights
 
     monkeypatch.setenv("FEATPIPE_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.delenv("FEATPIPE_NO_DOWNLOAD", raising=False)

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from .errors import CacheError
+from .layout import CacheError
 from .layout import BOUNDS, FEATURES, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, feature_name_problem
 
 CHUNK_BYTES = 8 << 20
@@ -47,9 +47,11 @@ def check_writable(f: h5py.File, path: Path | str) -> None:
     if version != SCHEMA_VERSION:
         made = f.attrs.get("featpipe_version", "an unknown version")
         made = made.decode() if isinstance(made, bytes) else made
-        raise CacheError(f"{path} has cache schema {version} (made by featpipe {made}); this featpipe "
-                         f"{__version__} writes schema {SCHEMA_VERSION} only: use featpipe {made} or newer to "
-                         "write to it, or a new cache")
+        raise CacheError(
+            f"{path} has cache schema {version} (made by featpipe {made}); this featpipe "
+            f"{__version__} writes schema {SCHEMA_VERSION} only: use featpipe {made} or newer to "
+            "write to it, or a new cache"
+        )
 
 
 def _dataset(group: h5py.Group, name: str, path: Path | str, where: str) -> h5py.Dataset:
@@ -65,9 +67,11 @@ def _check_chunks(ds: h5py.Dataset, path: Path | str) -> None:
     chunk = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
     row = int(np.prod(ds.chunks[1:], dtype=np.int64)) * ds.dtype.itemsize
     if chunk > max(CHUNK_BYTES, row):
-        raise CacheError(f"{path}: {ds.name} is stored in chunks of {chunk / 2**20:.0f} MiB ({ds.chunks}); featpipe "
-                         f"reads chunks of at most {CHUNK_BYTES >> 20} MiB (it writes 512 KiB): rechunk it, e.g. "
-                         f"h5repack -l {ds.name.lstrip('/')}:CHUNK={'x'.join(['1024', *map(str, ds.chunks[1:])])}")
+        raise CacheError(
+            f"{path}: {ds.name} is stored in chunks of {chunk / 2**20:.0f} MiB ({ds.chunks}); featpipe "
+            f"reads chunks of at most {CHUNK_BYTES >> 20} MiB (it writes 512 KiB): rechunk it, e.g. "
+            f"h5repack -l {ds.name.lstrip('/')}:CHUNK={'x'.join(['1024', *map(str, ds.chunks[1:])])}"
+        )
 
 
 def _log(group: h5py.Group, path: Path | str, where: str) -> None:
@@ -139,8 +143,11 @@ def check_feature(g: Any, name: str, path: Path | str) -> None:
 
 
 def _ints(value: Any, n: tuple[int, ...]) -> bool:
-    return (isinstance(value, list) and len(value) in n
-            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value))
+    return (
+        isinstance(value, list)
+        and len(value) in n
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value)
+    )
 
 
 def check_records(records: list[Any], f: h5py.File, path: Path | str) -> None:
@@ -158,11 +165,13 @@ def check_records(records: list[Any], f: h5py.File, path: Path | str) -> None:
                 ds["data"].refresh()
                 sizes[name] = ds["data"].shape[0]
             if not _ints(entry, (2, 3)) or entry[0] + entry[1] > sizes[name] or entry[-1] > entry[1]:
-                raise damaged(path, f"video {vid!r} feature {name!r} points at rows {entry!r}, "
-                                    f"outside its {sizes[name]} rows")
+                raise damaged(
+                    path, f"video {vid!r} feature {name!r} points at rows {entry!r}, outside its {sizes[name]} rows"
+                )
         invalid = rec.get("invalid", {})
-        if not isinstance(invalid, dict) or not all(isinstance(r, list) and all(_ints(x, (2,)) for x in r)
-                                                    for r in invalid.values()):
+        if not isinstance(invalid, dict) or not all(
+            isinstance(r, list) and all(_ints(x, (2,)) for x in r) for r in invalid.values()
+        ):
             raise damaged(path, f"video {vid!r} has invalid runs {str(invalid)[:60]}")
         if "bounds" in rec:
             b = f[VIDEOS].get(BOUNDS)
@@ -181,7 +190,7 @@ def decode_log(index: np.ndarray, blob: np.ndarray, path: Path | str, where: str
         if o < 0 or n <= 0 or o + n > len(raw):
             raise damaged(path, f"{where}/{INDEX} points at bytes {o}..{o + n} of {len(raw)}")
         try:
-            out.append(json.loads(raw[o:o + n]))
+            out.append(json.loads(raw[o : o + n]))
         except (ValueError, RecursionError):
             raise damaged(path, f"{where}/{RECORDS} bytes {o}..{o + n} are not a JSON record") from None
     return out

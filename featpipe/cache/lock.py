@@ -50,8 +50,10 @@ class FileLock:
             os.close(self.fd)
             self.fd = -1
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockError(f"{self.path} is being written by another featpipe process "
-                                "(perhaps through another name of the same file)") from None
+                raise LockError(
+                    f"{self.path} is being written by another featpipe process "
+                    "(perhaps through another name of the same file)"
+                ) from None
             raise LockError(f"{self.path} cannot be locked ({exc.strerror})") from None
         st = os.fstat(self.fd)
         self.inode = (st.st_dev, st.st_ino)

@@ -17,10 +17,9 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from ..rows import runs_mask
+from ..decode.rows import runs_mask
 from .check import check_records, check_structure, damaged, decode_log, schema_version
-from .errors import CacheError
-from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline
+from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, CacheError, beat_timeline
 from .lock import locked_elsewhere
 from .recover import truncation, write_flags
 

@@ -34,11 +34,12 @@ import numpy as np
 
 from .. import __version__
 from ..contracts import OutputSpec
+from .identity import feature_differences
+from .layout import CacheError
 from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
                      chunk_rows, encode_json, feature_name_problem)
 from .lock import FileLock, LockError
 from .check import check_records, check_structure, check_writable, decode_log
-from .errors import CacheError
 from .recover import clear_write_flags, committed_past, end_of_file, truncation, write_flags
 
 
@@ -202,13 +203,12 @@ class CacheWriter:
             raise CacheError(why)
         group = self.f[FEATURES]
         if spec.name in group:
-            old = json.loads(group[spec.name].attrs["provenance"])
-            changed = [k for k in ("spec", "weights") if old.get(k) != provenance.get(k)]
+            changed = feature_differences(json.loads(group[spec.name].attrs["provenance"]), provenance)
             if changed:
                 raise CacheError(
                     f"feature {spec.name!r} in {self.path} was made with "
-                    + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
-                    + "; now " + ", ".join(f"{k}={provenance.get(k)!r}" for k in changed)
+                    + ", ".join(f"{k}={a!r}" for k, a, _ in changed)
+                    + "; now " + ", ".join(f"{k}={b!r}" for k, _, b in changed)
                     + ": use a new cache")
             return
         dt = np.dtype(dtype or spec.dtype)
@@ -282,7 +282,7 @@ class CacheWriter:
 
         Each value of ``arrays`` is an array or a *row source* that is never read whole: an object
         with ``shape`` (stored rows first), ``blocks()`` (``(lo, hi)`` row ranges) and ``read(lo, hi)``
-        (those rows), such as :class:`featpipe.spool.Spooled`; its rows are copied block by block.
+        (those rows), such as :class:`featpipe.run.spool.Spooled`; its rows are copied block by block.
         An exception while reading leaves no record, so the rows written so far are referenced by
         nothing and the next commit writes over them.
 
