@@ -229,13 +229,8 @@ def test_refused_runs_leave_the_report_alone(tmp_path, clips):
     assert report.read_text() == '{"video_id": "running"}\n'
 
 
-def test_report_is_never_written_through_a_symlink_and_a_missing_folder_is_made(tmp_path, clips):
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me\n")
-    cache = tmp_path / "out" / "cache.h5"
-    cache.parent.mkdir()
-    Path(f"{cache}.report.jsonl").symlink_to(victim)
-    r = cli(
+def extract_one(clips: Path, cache: Path) -> subprocess.CompletedProcess:
+    return cli(
         "extract",
         str(clips / "clip0.mp4"),
         "-o",
@@ -247,23 +242,21 @@ def test_report_is_never_written_through_a_symlink_and_a_missing_folder_is_made(
         "1",
         timeout=300,
     )
+
+
+def test_report_is_never_written_through_a_symlink_and_a_missing_folder_is_made(tmp_path, clips):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    cache = tmp_path / "out" / "cache.h5"
+    cache.parent.mkdir()
+    Path(f"{cache}.report.jsonl").symlink_to(victim)
+    r = extract_one(clips, cache)
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "keep me\n"
     report = Path(f"{cache}.report.jsonl")
     assert not report.is_symlink() and json.loads(report.read_text().splitlines()[0])["status"] == "done"
     deep = tmp_path / "new" / "folder" / "cache.h5"  # a missing output folder is created
-    r = cli(
-        "extract",
-        str(clips / "clip0.mp4"),
-        "-o",
-        str(deep),
-        "--audio",
-        "priors",
-        "--quiet",
-        "--workers",
-        "1",
-        timeout=300,
-    )
+    r = extract_one(clips, deep)
     assert r.returncode == 0, r.stderr
     assert Path(f"{deep}.report.jsonl").read_text().count("\n") == 1
 

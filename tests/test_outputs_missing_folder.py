@@ -32,21 +32,12 @@ def test_outputs_into_missing_folders_are_made(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
+
+    def evaluate(*extra: str):
+        return run(main, ["evaluate", str(head), str(files["cache"]), "--test", str(files["test"]), *extra])
+
     new = tmp_path / "new" / "deeper"
-    r = run(
-        main,
-        [
-            "evaluate",
-            str(head),
-            str(files["cache"]),
-            "--test",
-            str(files["test"]),
-            "--report",
-            str(new / "r.json"),
-            "--plot",
-            str(new / "fig" / "r.png"),
-        ],
-    )
+    r = evaluate("--report", str(new / "r.json"), "--plot", str(new / "fig" / "r.png"))
     assert r.exit_code == 0, r.output
     assert (new / "r.json").stat().st_size > 0 and (new / "fig" / "r.png").stat().st_size > 0
     r = run(
@@ -66,18 +57,7 @@ def test_outputs_into_missing_folders_are_made(tmp_path):
     assert r.exit_code == 0 and (tmp_path / "m" / "n" / "merged.h5").stat().st_size > 0, r.output
     # a folder that cannot be made (a file is in the way) fails before the work, in one line
     (tmp_path / "plain").write_text("a file")
-    r = run(
-        main,
-        [
-            "evaluate",
-            str(head),
-            str(files["cache"]),
-            "--test",
-            str(files["test"]),
-            "--report",
-            str(tmp_path / "plain" / "r.json"),
-        ],
-    )
+    r = evaluate("--report", str(tmp_path / "plain" / "r.json"))
     assert r.exit_code == 2 and "cannot make the folder" in r.output and len(r.output.strip().splitlines()) == 1, (
         r.output
     )
