@@ -208,6 +208,26 @@ def test_truncated_cache_is_one_line_everywhere(tmp_path):
     assert not (tmp_path / "m.h5").exists()
 
 
+def test_a_cut_copy_of_a_live_cache_is_refused_not_extended(tmp_path):
+    """A copy taken while a writer ran (write flags set) and cut short: the next writer must not take
+    the missing end for the unused tail of a full disk; the file is refused and left as it was."""
+    src = make_cache(tmp_path / "src.h5", n=40, rows=200)
+    proc = hold(src)
+    try:
+        data = src.read_bytes()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    assert write_flags(cut)
+    with pytest.raises(CacheError, match="truncated.*lies past its end"):
+        CacheWriter(cut, TIMELINE)
+    assert cut.stat().st_size == len(data) * 2 // 3
+    with pytest.raises(CacheError, match="truncated"):
+        open_cache(cut)
+
+
 # -- 3. the run's report -----------------------------------------------------------------------------
 def test_refused_runs_leave_the_report_alone(tmp_path, clips):
     cache = make_cache(tmp_path / "cache.h5")

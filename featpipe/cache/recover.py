@@ -20,6 +20,10 @@ import os
 import struct
 from pathlib import Path
 
+import h5py
+
+from .check import decode_log
+from .layout import FEATURES, INDEX, RECORDS, TEXTS, VIDEOS, CacheError
 from .lock import FileLock, LockError
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -170,11 +174,6 @@ def _chunks_past(ds, rows: int, end: int) -> bool:
 def committed_past(path: str | Path, end: int) -> str | None:
     """The first committed part of a cache that lies past byte ``end`` (None: everything committed lies
     before it). Opened without SWMR, so a metadata block past ``end`` is a checksum error, not a wait."""
-    import h5py
-
-    from .check import decode_log
-    from .layout import FEATURES, INDEX, RECORDS, TEXTS, VIDEOS
-
     try:
         with h5py.File(path, "r", locking=False) as f:
             logs = [f[VIDEOS]] + [f[TEXTS][n] for n in f[TEXTS]]
@@ -200,3 +199,31 @@ def committed_past(path: str | Path, end: int) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure to read what was committed: not recoverable here
         return f"its structure ({' '.join(str(exc).split())[:120]})"
     return None
+
+
+def recover_dead_writer(path: str | Path, lock: FileLock) -> None:
+    """Clear a dead writer's flags (``lock``: ours, on this file); when it died extending the file (a
+    full disk), extend it to the end its superblock states, provided nothing committed lies past the
+    old end (else the file was cut: :class:`CacheError`, and its size is put back)."""
+    clear_write_flags(path, lock)
+    stated, size = end_of_file(path)
+    if size >= stated:
+        return
+    os.truncate(path, stated)  # what the dead writer's last flush failed to do; the tail is unused
+    past = committed_past(path, size)
+    if past:
+        os.truncate(path, size)
+        raise CacheError(f"{truncation(path)} ({past} lies past its end)")
+
+
+def detach(f) -> None:
+    """After a failed write, point HDF5's descriptor of ``f`` at a scratch file in memory: HDF5 retries
+    its failed flush when its objects are let go and at close (at exit a failure there crashes the
+    interpreter), and that flush must not reach the cache, which stays as last committed."""
+    try:
+        fd = int(f.id.get_vfd_handle())
+        scratch = os.memfd_create("featpipe-detached") if hasattr(os, "memfd_create") else os.open(os.devnull, os.O_RDWR)
+        os.dup2(scratch, fd)
+        os.close(scratch)
+    except (OSError, RuntimeError, ValueError):
+        pass

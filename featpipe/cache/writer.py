@@ -40,7 +40,7 @@ from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, T
                      chunk_rows, encode_json, feature_name_problem)
 from .lock import FileLock, LockError
 from .check import check_records, check_structure, check_writable, decode_log
-from .recover import clear_write_flags, committed_past, end_of_file, truncation, write_flags
+from .recover import detach, recover_dead_writer, truncation, write_flags
 
 
 def _short(exc: BaseException) -> str:
@@ -123,7 +123,7 @@ class CacheWriter:
         if exists:
             try:
                 if write_flags(self.path):  # we hold the lock: the last writer is dead
-                    self._recover()
+                    recover_dead_writer(self.path, self._lock)
                 cut = truncation(self.path)
                 if cut:
                     raise CacheError(cut)
@@ -168,20 +168,6 @@ class CacheWriter:
             self.f[VIDEOS].create_dataset(BOUNDS, shape=(0, 2), maxshape=(None, 2), chunks=(4096, 2), dtype=np.float64)
             self.f.flush()
         self.swmr = False
-
-    def _recover(self) -> None:
-        """Clear a dead writer's flags; when it died extending the file (a full disk), extend it to the
-        end its superblock states, provided nothing committed lies past the old end (else the file was
-        cut: refused, and put back as it was)."""
-        clear_write_flags(self.path, self._lock)
-        stated, size = end_of_file(self.path)
-        if size >= stated:
-            return
-        os.truncate(self.path, stated)  # what the dead writer's last flush failed to do; the tail is unused
-        past = committed_past(self.path, size)
-        if past:
-            os.truncate(self.path, size)
-            raise CacheError(f"{truncation(self.path)} ({past} lies past its end)")
 
     def _check_same_file(self) -> None:
         """HDF5 opened the file we locked (nothing was renamed over the name in between)."""
@@ -400,17 +386,7 @@ class CacheWriter:
         self._lock.release()
 
     def _detach(self) -> None:
-        """After a failed write, point HDF5's descriptor at a scratch file in memory: HDF5 retries its
-        failed flush at close (and at exit, where a failure crashes the interpreter), and that flush
-        must not reach the cache, which stays as last committed."""
-        try:
-            fd = int(self.f.id.get_vfd_handle())
-            scratch = os.memfd_create("featpipe-detached") if hasattr(os, "memfd_create") else \
-                os.open(os.devnull, os.O_RDWR)
-            os.dup2(scratch, fd)
-            os.close(scratch)
-        except (OSError, RuntimeError, ValueError):
-            pass
+        detach(self.f)
 
     def close(self) -> None:
         try:
