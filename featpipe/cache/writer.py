@@ -294,6 +294,8 @@ class CacheWriter:
         except _SourceFailed as exc:  # the rows could not be read: the caller's problem, not the file's
             raise exc.error from None
         except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError when a flush cannot write
+            if not isinstance(exc, OSError) and "errno" not in str(exc):
+                raise  # not the disk's: a bug, reported as one
             why = _short(exc)
             self.broken = (f"writing {self.path} failed ({why}; a full disk or a file size limit?); what was "
                            "committed before is kept: make room and rerun to go on")
