@@ -241,3 +241,29 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_committed(tmp_path):
         for i in committed:
             assert (c.get(f"v{i:03d}", "feat").data == i).all()
         assert c.has("more", "feat")
+
+
+ADD_FEATURE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from featpipe.cache import CacheWriter
+    from featpipe.extractors.base import OutputSpec
+    with CacheWriter(sys.argv[1], {"fps": 1.0, "seg_len": 1.0, "max_seconds": None, "pad": "repeat"}) as w:
+        w.ensure_feature(OutputSpec("later", (3,), "visual"), {"spec": "later", "weights": "none"})
+        w.start()
+        w.commit({"video_id": "v9", "source": {"size": 9, "mtime": 0}}, {"later": np.ones((4, 3), np.float32)})
+""")
+
+
+def test_a_long_lived_reader_refreshes_across_a_writer_adding_a_feature(tmp_path):
+    """The checks must not take a feature added (by another process) after a reader opened for damage."""
+    cache = make_cache(tmp_path / "c.h5", n=2)
+    with open_cache(cache) as reader:
+        r = subprocess.run(
+            [sys.executable, "-c", ADD_FEATURE, str(cache)], capture_output=True, text=True, timeout=120, env=ENV
+        )
+        assert r.returncode == 0, r.stderr
+        reader.refresh()
+        assert "v9" in reader.videos
+    with open_cache(cache) as fresh:
+        assert fresh.get("v9", "later").data.shape == (4, 3)

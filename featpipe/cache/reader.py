@@ -118,7 +118,7 @@ class Cache:
             lo, hi = max(0, int(idx[:, 0].min())), int((idx[:, 0] + idx[:, 1]).max())
             blob = g[RECORDS][lo:hi]
             records = decode_log(idx - np.array([lo, 0]), blob, self.path, f"/{VIDEOS}")
-            check_records(records, self.f, self.path)
+            check_records(records, self.f, self.path, new_features_possible=self._seen > 0)
             for rec in records:
                 self._records[rec["video_id"]] = rec
             self._seen = n
