@@ -267,3 +267,18 @@ def test_a_long_lived_reader_refreshes_across_a_writer_adding_a_feature(tmp_path
         assert "v9" in reader.videos
     with open_cache(cache) as fresh:
         assert fresh.get("v9", "later").data.shape == (4, 3)
+
+
+def test_names_extractors_derive_stay_writable_and_readable(tmp_path):
+    """The reader's and the writer's name check refuse paths only: a CLAP folder's name with spaces and
+    brackets (its feature is ``clap-<folder name>``) is a feature like any other."""
+    name = "clap-my model (v2)"
+    with CacheWriter(tmp_path / "c.h5", TIMELINE) as w:
+        w.ensure_feature(OutputSpec(name, (4,), "audio"), {"spec": "clap:x", "weights": "w"})
+        w.start()
+        w.commit({"video_id": "v0", "source": {"size": 1, "mtime": 0}}, {name: np.ones((2, 4), np.float32)})
+    with open_cache(tmp_path / "c.h5") as c:
+        assert c.features == [name] and c.load(name)[0].shape == (2, 4)
+    with pytest.raises(CacheError, match="is a path"):
+        with CacheWriter(tmp_path / "d.h5", TIMELINE) as w:
+            w.ensure_feature(OutputSpec("../x", (4,), "audio"), {"spec": "x", "weights": "w"})

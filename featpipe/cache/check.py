@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from .layout import CacheError
-from .layout import BOUNDS, FEATURES, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, feature_name_problem
+from .layout import BOUNDS, FEATURES, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, group_name_problem
 
 CHUNK_BYTES = 8 << 20
 """The largest chunk read: HDF5 decompresses a whole chunk to read any row of it, so a file with a
@@ -114,7 +114,7 @@ def check_structure(f: h5py.File, path: Path | str) -> None:
     for name, g in f[FEATURES].items():
         check_feature(g, name, path)
     for name, g in f[TEXTS].items():
-        if not isinstance(g, h5py.Group) or feature_name_problem(name):
+        if not isinstance(g, h5py.Group) or group_name_problem(name):
             raise damaged(path, f"/{TEXTS}/{name} is not a text table")
         data = _dataset(g, "data", path, g.name)
         if data.dtype.kind != "f" or data.ndim < 2:
@@ -125,7 +125,7 @@ def check_structure(f: h5py.File, path: Path | str) -> None:
 
 
 def check_feature(g: Any, name: str, path: Path | str) -> None:
-    if not isinstance(g, h5py.Group) or feature_name_problem(name):
+    if not isinstance(g, h5py.Group) or group_name_problem(name):
         raise damaged(path, f"/{FEATURES}/{name} is not a feature group (a name that is a path, or an empty group)")
     data = _dataset(g, "data", path, g.name)
     shape = _json_attr(g, "shape", path, (list,))

@@ -47,6 +47,15 @@ def feature_name_problem(name: str, what: str = "feature") -> str | None:
     return f"{what} name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit (a name, not a path)"
 
 
+def group_name_problem(name: str, what: str = "feature") -> str | None:
+    """One line saying why ``name`` cannot be one group under ``/features`` or ``/texts`` (a path, an
+    empty or dot name), or None. Looser than :func:`feature_name_problem`: names extractors derive
+    (a CLAP folder's name, say) may hold other characters, and caches holding them stay usable."""
+    if isinstance(name, str) and name and name not in (".", "..") and "/" not in name and "\0" not in name:
+        return None
+    return f"{what} name {name!r} is a path or empty; a {what} is one group of the cache"
+
+
 def beat_timeline(timeline: dict) -> bool:
     """Whether a cache's ``timeline`` attribute is the beat timeline (rows per video vary, with bounds)."""
     return timeline.get("kind") == "beats"

@@ -37,7 +37,7 @@ from ..contracts import OutputSpec
 from .identity import feature_differences
 from .layout import CacheError
 from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
-                     chunk_rows, encode_json, feature_name_problem)
+                     chunk_rows, encode_json, group_name_problem)
 from .lock import FileLock, LockError
 from .check import check_records, check_structure, check_writable, decode_log
 from .recover import detach, recover_dead_writer, truncation, write_flags
@@ -184,7 +184,7 @@ class CacheWriter:
         """Create the dataset for a feature, or check an existing one matches ``provenance``."""
         if self.swmr:
             raise CacheError("features must be declared before writing starts")
-        why = feature_name_problem(spec.name)
+        why = group_name_problem(spec.name)
         if why:
             raise CacheError(why)
         group = self.f[FEATURES]
@@ -222,7 +222,7 @@ class CacheWriter:
         """
         if self.swmr:
             raise CacheError("text tables must be declared before writing starts")
-        why = feature_name_problem(encoder, "text table")
+        why = group_name_problem(encoder, "text table")
         if why:
             raise CacheError(why)
         group = self.f[TEXTS]
