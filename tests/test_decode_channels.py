@@ -8,10 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from featpipe.contracts import AUDIO_RATE
-from featpipe.decode import probe
-from featpipe.decode.audio import audio_blocks
-from featpipe.decode.packets import StreamTally
+from featpipe.contracts import AUDIO_RATE, MediaNeeds
+from featpipe.decode import DecodeParams, count_segments, iter_chunks, probe
+from featpipe.decode.timeline import DecodeStats
 
 RATE, SECONDS = 48000, 2
 
@@ -42,9 +41,13 @@ def test_many_channel_pcm_decodes(tmp_path, channels, ext):
     x = write_pcm(path, channels)
     info = probe(str(path))
     assert info.audio_channels == channels
-    tally = StreamTally("audio", info.duration)
-    out = np.concatenate(list(audio_blocks(info, tally)), axis=1)
-    assert tally.bad == 0
+    params = DecodeParams(fps=1)
+    stats = DecodeStats()
+    chunks = list(
+        iter_chunks(info, MediaNeeds(audio=True), params, "x", count_segments(info.duration, params)[0], stats)
+    )
+    out = np.concatenate([c.audio for c in chunks], axis=1)
+    assert stats.audio.bad == 0
     assert out.shape[0] == 2 and abs(out.shape[1] - SECONDS * AUDIO_RATE) <= 2048
     got = out[:, 4800:-4800]
     assert float(np.abs(got).max()) > 0.01  # sound, not the silence of skipped packets
