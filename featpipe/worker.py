@@ -47,7 +47,9 @@ def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | No
             worker.log_event(tries.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
-    return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration), sink=sink)
+    horizon = job.params.max_seconds  # the decode never goes past it, so neither does the time limit
+    return process_video(job, on_probe=lambda info: announce(
+        "probed", duration=min(info.duration, horizon) if horizon else info.duration), sink=sink)
 
 
 def use_thread_budget() -> None:
