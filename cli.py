@@ -65,7 +65,15 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
                    "also what rows a stream missed inside (a late start, a hole) hold.")
 @click.option("--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
               help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU).")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Use a running Dask scheduler: tcp://host:8786 (trusted networks only: whoever can join it "
+                   "runs code in this process) or tls://host:8786 with --tls-* (docs/distributed.md).")
+@click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: the CA certificate that signed the scheduler's and workers' certificates.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's certificate (PEM; may hold the key too).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's private key (PEM), when not in --tls-cert.")
 # "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=_AT_LEAST_1, default=_X.options.batch_size, show_default=True,
@@ -101,9 +109,9 @@ _X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the 
                    "--audio rhythm; the cache stores each video's segment bounds.")
 @click.option("--no-stream", is_flag=True, default=not _X.stream,
               help="Send each video's rows to the client in memory instead of streaming them through <cache>.spool/.")
-def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
-            min_decoded, max_bad_packets, video_stream, audio_stream, timeline, no_stream) -> None:
+def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, tls_ca_file, tls_cert, tls_key,
+            device, batch_size, tokens, weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale,
+            max_in_flight, min_decoded, max_bad_packets, video_stream, audio_stream, timeline, no_stream) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
     from featpipe.config import PipelineError
@@ -119,6 +127,13 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
         beat_timeline = parse_timeline(timeline)
     except TimelineError as exc:
         raise click.BadParameter(str(exc), param_hint="--timeline") from None
+    from featpipe.cluster import ClusterError, security
+
+    tls = (tls_ca_file, tls_cert, tls_key)
+    try:  # a bad address or a tls:// scheduler without certificates: one line, before any work
+        security(scheduler, tls)
+    except ClusterError as exc:
+        _fail(str(exc))
 
     cfg = ExtractConfig(
         inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
@@ -129,7 +144,7 @@ def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, schedu
         workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
         names=tuple(n.rpartition("=")[::2] for n in names),
         tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale),
-        timeline=beat_timeline, stream=not no_stream)
+        timeline=beat_timeline, stream=not no_stream, tls=tls)
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)

@@ -46,6 +46,7 @@ class ExtractConfig:
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
     timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.timeline)
     stream: bool = True  # rows stream to <cache>.spool/ chunk by chunk (featpipe.spool); False: in memory
+    tls: tuple[str | None, str | None, str | None] = (None, None, None)  # CA, certificate, key for tls:// (cluster.security)
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.

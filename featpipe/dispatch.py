@@ -85,7 +85,7 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
             on_start(total, 0, None)
         return
     try:
-        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.tries)
+        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.tries, tls=cfg.tls)
         client = client_cm.__enter__()
     except ClusterError as exc:
         raise PipelineError(str(exc)) from None

@@ -1,0 +1,100 @@
+"""``--scheduler``: addresses featpipe cannot use are one line (exit 2) before any work, and a
+``tls://`` scheduler is reached with Dask's security settings from ``--tls-ca-file/--tls-cert/
+--tls-key`` (certificates made here with the openssl command line; a real TLS scheduler and
+worker on loopback)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from featpipe import open_cache
+from featpipe.cli import main
+from featpipe.cluster import ClusterError, check_address, security
+from media import write_clip
+
+LEAF = """basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost
+authorityKeyIdentifier=keyid
+subjectKeyIdentifier=hash
+"""
+
+
+def make_certs(folder: Path, name: str) -> dict[str, Path]:
+    """A CA and one certificate it signed (for the scheduler, the worker and the client alike)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, key, csr, cert = (folder / f"{name}-{x}" for x in ("ca.pem", "ca.key", "key.pem", "csr", "cert.pem"))
+    (folder / "leaf.ext").write_text(LEAF)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+            "-subj", f"/CN={name}-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "2", "-extfile", str(folder / "leaf.ext"))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+@pytest.mark.parametrize("address, words", [
+    ("foo", "not an address"), ("tcp://host", "not an address"), ("tcp://host:99999", "not an address"),
+    ("inproc://x", "inside this one process"), ("ucx://127.0.0.1:8786", "UCX"), ("ws://h:1", "not a transport"),
+])
+def test_a_bad_scheduler_address_is_one_line(tmp_path, address, words):
+    with pytest.raises(ClusterError, match=words):
+        check_address(address)
+    r = CliRunner().invoke(main, ["extract", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "c.h5"),
+                                  "--audio", "priors", "--scheduler", address, "--quiet"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and words in r.output, r.output
+    assert not (tmp_path / "c.h5").exists()  # refused before the cache is touched
+
+
+def test_tls_needs_certificates_and_certificates_need_tls(tmp_path):
+    with pytest.raises(ClusterError, match="a tls:// scheduler needs --tls-ca-file"):
+        security("tls://127.0.0.1:8786")
+    assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786" and security("tcp://h:1") is None
+    (tmp_path / "ca.pem").write_text("x")
+    r = CliRunner().invoke(main, ["extract", str(tmp_path), "-o", str(tmp_path / "c.h5"), "--audio", "priors",
+                                  "--tls-ca-file", str(tmp_path / "ca.pem"), "--quiet"])
+    assert r.exit_code == 2 and "go with --scheduler tls://" in r.output, r.output
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command line makes the test certificates")
+def test_extract_through_a_tls_scheduler(tmp_path):
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    good, other = make_certs(tmp_path / "certs", "good"), make_certs(tmp_path / "certs", "other")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_clip(videos / "a.mp4", seconds=2, fps=10)
+    server = Security(tls_ca_file=str(good["ca"]), tls_scheduler_cert=str(good["cert"]),
+                      tls_scheduler_key=str(good["key"]), tls_worker_cert=str(good["cert"]),
+                      tls_worker_key=str(good["key"]), tls_client_cert=str(good["cert"]),
+                      tls_client_key=str(good["key"]), require_encryption=True)  # the cluster object is a client too
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", host="127.0.0.1",
+                      security=server, dashboard_address="127.0.0.1:0") as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        run = CliRunner().invoke
+        base = ["extract", str(videos), "-o", str(tmp_path / "c.h5"), "--audio", "priors", "--scheduler", address,
+                "--quiet"]
+        r = run(main, base)  # no certificates: one line, nothing done
+        assert r.exit_code == 2 and "a tls:// scheduler needs --tls-ca-file" in r.output, r.output
+        r = run(main, base + ["--tls-ca-file", str(other["ca"]), "--tls-cert", str(other["cert"]),
+                              "--tls-key", str(other["key"])])  # certificates of another CA: refused
+        assert r.exit_code == 2 and r.output.startswith("featpipe: error: cannot reach the Dask scheduler"), r.output
+        assert r.output.count("\n") == 1
+        r = run(main, base + ["--tls-ca-file", str(good["ca"]), "--tls-cert", str(good["cert"]),
+                              "--tls-key", str(good["key"])])
+        assert r.exit_code == 0, r.output
+    with open_cache(tmp_path / "c.h5") as c:
+        assert c.videos == ["a"] and c.get("a", "priors").data.shape[0] == 2
