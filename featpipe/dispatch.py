@@ -30,8 +30,8 @@ from .cluster import ClusterError, connect, dashboard_link
 from .config import ExtractConfig, PipelineError, RunSummary
 from .spool import SpoolError, SpoolFolder
 from .tries import Tries, Watchdog
-from .video import VideoJob, VideoResult
-from .worker import run_video, worker_check
+from .video import VideoJob, VideoResult, one_line
+from .worker import load_check, run_video, worker_check
 
 
 def _limit(client, cfg: ExtractConfig) -> int:
@@ -67,6 +67,18 @@ def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]],
             warnings.warn(f"worker {addr} runs featpipe {version}, the client {__version__}", stacklevel=2)
         if spool is not None and not (check and check[0] and spool.visible(check[0])):
             blind.append(addr)
+    options = jobs[0][0].options  # the jobs' own (the beat timeline adds one): the models the videos use
+    loads = {addr: client.submit(load_check, specs, options, workers=[addr], allow_other_workers=False, pure=False,
+                                 key=f"featpipe-load-{uuid.uuid4().hex}") for addr in sorted(answers)}
+    for addr, fut in loads.items():
+        try:
+            problem = fut.result()
+        except Exception as exc:  # noqa: BLE001 - its worker died loading (out of memory, a crash)
+            problem = f"could not load the extractors ({type(exc).__name__}: {one_line(exc)})"
+        finally:
+            fut.release()
+        if problem:
+            raise PipelineError(f"worker {addr}: {problem}")
     if blind:
         warnings.warn(f"worker {blind[0]}{f' and {len(blind) - 1} more' if len(blind) > 1 else ''} cannot write "
                       f"to {spool.path}, which this client reads: results come in memory", stacklevel=2)

@@ -1,0 +1,31 @@
+"""A checkpoint that exists but cannot be loaded stops the run once, before the first video (as a
+missing one does), instead of failing every video one by one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from clip_helpers import save_weights
+
+from featpipe.cli import main
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_an_unloadable_clip_checkpoint_fails_once_before_any_video(clips, tiny_clip, tmp_path, damage):
+    ckpt = tmp_path / "w.safetensors"
+    if damage == "garbage":
+        ckpt.write_bytes(b"\x00not a checkpoint" * 64)
+    else:
+        whole = save_weights(tiny_clip, tmp_path / "good.safetensors").read_bytes()
+        ckpt.write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    cache = tmp_path / "c.h5"
+    r = CliRunner().invoke(main, ["extract", str(clips), "-o", str(cache), "--visual", f"clip:{tiny_clip}/{ckpt}",
+                                  "--workers", "1", "--quiet"])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("featpipe: error:")]
+    assert len(errors) == 1 and f"cannot load clip:{tiny_clip}/{ckpt}" in errors[0], r.output
+    assert "failed" not in r.output  # no video was tried, so none failed one by one
+    report = tmp_path / "c.h5.report.jsonl"
+    assert not report.exists() or not [json.loads(x) for x in report.read_text().splitlines() if x.strip()]
