@@ -69,8 +69,13 @@ def _features(m: _Meta) -> list[dict]:
             raise m.fail(f"{where} must be an object, not {_short(f)}")
         m.get("name", lambda v: isinstance(v, str) and bool(v), "a name", f, f"{where}.name")
         m.get("role", lambda v: v in ROLES, "one of " + ", ".join(ROLES), f, f"{where}.role")
-        m.get("shape", lambda v: isinstance(v, list) and len(v) in (1, 2) and all(_int(x, 1) for x in v),
-              "a list of one or two positive integers", f, f"{where}.shape")
+        m.get(
+            "shape",
+            lambda v: isinstance(v, list) and len(v) in (1, 2) and all(_int(x, 1) for x in v),
+            "a list of one or two positive integers",
+            f,
+            f"{where}.shape",
+        )
         m.get("provenance", lambda v: isinstance(v, dict), "an object", f, f"{where}.provenance")
         if (f["role"] == "tokens") != (len(f["shape"]) == 2):
             raise m.fail(f"{where}: role {f['role']!r} does not go with rows of shape {f['shape']}")
@@ -83,8 +88,11 @@ def _history(m: _Meta) -> None:
         raise m.fail(f"history must be an object, not {_short(hist)}")
     epochs = hist.get("epochs", [])
     ok = isinstance(epochs, list) and all(
-        isinstance(e, dict) and all(_num(e.get(k)) for k in ("epoch", "train_loss", "train_acc"))
-        and all(_num(v) for k, v in e.items() if k.startswith("val_")) for e in epochs)
+        isinstance(e, dict)
+        and all(_num(e.get(k)) for k in ("epoch", "train_loss", "train_acc"))
+        and all(_num(v) for k, v in e.items() if k.startswith("val_"))
+        for e in epochs
+    )
     if not ok:
         raise m.fail("history.epochs must be a list of {epoch, train_loss, train_acc, ...} numbers")
     if hist.get("best_epoch") is not None and not _int(hist.get("best_epoch")):
@@ -106,13 +114,19 @@ def _expect_shapes(m: _Meta, shapes: dict[str, tuple[int, ...]], expected: dict[
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
     if missing or extra:
-        what = f"lacks {', '.join(missing[:3])}" if missing else f"has tensors the head does not: {', '.join(extra[:3])}"
-        raise HeadError(f"{m.path}: {checkpoint.WEIGHTS} {what} (the head described in {checkpoint.META} "
-                        "does not match its weights)")
+        what = (
+            f"lacks {', '.join(missing[:3])}" if missing else f"has tensors the head does not: {', '.join(extra[:3])}"
+        )
+        raise HeadError(
+            f"{m.path}: {checkpoint.WEIGHTS} {what} (the head described in {checkpoint.META} "
+            "does not match its weights)"
+        )
     for key, shape in expected.items():
         if tuple(shapes[key]) != tuple(shape):
-            raise HeadError(f"{m.path}: {checkpoint.META} describes {key} of shape {tuple(shape)}, "
-                            f"{checkpoint.WEIGHTS} holds {tuple(shapes[key])}")
+            raise HeadError(
+                f"{m.path}: {checkpoint.META} describes {key} of shape {tuple(shape)}, "
+                f"{checkpoint.WEIGHTS} holds {tuple(shapes[key])}"
+            )
 
 
 def _torch_head(m: _Meta, head: Any, dims: dict, shapes: dict, classes: int) -> Any:
@@ -164,11 +178,16 @@ def avqa(path: str) -> tuple[dict, AvqaHead | QuestionOnlyHead]:
     answers = m.get("answers", _strings, "a list of answer strings")
     feats = _features(m)
     _history(m)
-    qspec = m.get("question", lambda v: isinstance(v, dict) and v.get("kind") in ("bow", "text"),
-                  "an object of kind bow or text")
+    qspec = m.get(
+        "question", lambda v: isinstance(v, dict) and v.get("kind") in ("bow", "text"), "an object of kind bow or text"
+    )
     head = _estimator(m, AVQA_MODELS[model])
-    dims = _dims(m, {"q": 1, "n_answers": 1, "max_len": 0} if model == "question-only" else
-                 {"q": 1, "n_answers": 1, "max_len": 1, "a": 0, "v": 0, "t": 0, "p": 0})
+    dims = _dims(
+        m,
+        {"q": 1, "n_answers": 1, "max_len": 0}
+        if model == "question-only"
+        else {"q": 1, "n_answers": 1, "max_len": 1, "a": 0, "v": 0, "t": 0, "p": 0},
+    )
     if dims["n_answers"] != len(answers):
         raise m.fail(f"lists {len(answers)} answers but the head has {dims['n_answers']} outputs")
     if qspec["kind"] == "bow":
@@ -178,8 +197,10 @@ def avqa(path: str) -> tuple[dict, AvqaHead | QuestionOnlyHead]:
         except (KeyError, TypeError) as exc:
             raise m.fail(f"question: not a bag-of-words encoding ({type(exc).__name__})") from None
         if not ok or enc.dim != dims["q"]:
-            raise m.fail(f"question: the bag-of-words encoding has {enc.dim if ok else 'malformed'} dimensions, "
-                         f"the head takes {dims['q']}")
+            raise m.fail(
+                f"question: the bag-of-words encoding has {enc.dim if ok else 'malformed'} dimensions, "
+                f"the head takes {dims['q']}"
+            )
     else:
         m.get("encoder", lambda v: isinstance(v, str) and bool(v), "a text encoder name", qspec, "question.encoder")
     if model == "avqa-head":
@@ -197,10 +218,16 @@ def avqa(path: str) -> tuple[dict, AvqaHead | QuestionOnlyHead]:
 def _spatial(m: _Meta, dims: dict) -> None:
     sp = m.get("spatial", lambda v: isinstance(v, dict), "an object", dims, "dims.spatial")
     grid = m.get("grid", lambda v: _int(v, 1), "a positive integer", sp, "dims.spatial.grid")
-    cells = m.get("cells", lambda v: isinstance(v, list) and bool(v) and all(_int(c) for c in v),
-                  "a list of indices", sp, "dims.spatial.cells")
-    ild = m.get("ild", lambda v: isinstance(v, list) and all(_int(c) for c in v), "a list of indices", sp,
-                "dims.spatial.ild")
+    cells = m.get(
+        "cells",
+        lambda v: isinstance(v, list) and bool(v) and all(_int(c) for c in v),
+        "a list of indices",
+        sp,
+        "dims.spatial.cells",
+    )
+    ild = m.get(
+        "ild", lambda v: isinstance(v, list) and all(_int(c) for c in v), "a list of indices", sp, "dims.spatial.ild"
+    )
     m.get("ild_sign", lambda v: v in (-1, 1), "1 or -1", sp, "dims.spatial.ild_sign")
     if max(cells) + grid * grid > dims["v"] or any(i >= dims["a"] for i in ild):
         raise m.fail("dims.spatial points outside the audio or visual vector")
@@ -230,8 +257,7 @@ def classifier(path: str) -> tuple[dict, Any]:
     if model != "linear":
         return m.meta, _torch_head(m, head, dims, shapes, len(labels))
     d, n = sum(widths), (1 if len(labels) == 2 else len(labels))
-    _expect_shapes(m, shapes, {"coef": (n, d), "intercept": (n,), "classes": (len(labels),), "mean": (d,),
-                               "std": (d,)})
+    _expect_shapes(m, shapes, {"coef": (n, d), "intercept": (n,), "classes": (len(labels),), "mean": (d,), "std": (d,)})
     return m.meta, LinearProbe.restore(m.meta["hparams"], dims, range(len(labels)), _tensors(m))
 
 

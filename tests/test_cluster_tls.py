@@ -35,24 +35,74 @@ def make_certs(folder: Path, name: str) -> dict[str, Path]:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-            "-subj", f"/CN={name}-ca", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-out", str(cert), "-days", "2", "-extfile", str(folder / "leaf.ext"))
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(folder / "leaf.ext"),
+    )
     return {"ca": ca, "cert": cert, "key": key}
 
 
-@pytest.mark.parametrize("address, words", [
-    ("foo", "not an address"), ("tcp://host", "not an address"), ("tcp://host:99999", "not an address"),
-    ("inproc://x", "inside this one process"), ("ucx://127.0.0.1:8786", "UCX"), ("ws://h:1", "not a transport"),
-])
+@pytest.mark.parametrize(
+    "address, words",
+    [
+        ("foo", "not an address"),
+        ("tcp://host", "not an address"),
+        ("tcp://host:99999", "not an address"),
+        ("inproc://x", "inside this one process"),
+        ("ucx://127.0.0.1:8786", "UCX"),
+        ("ws://h:1", "not a transport"),
+    ],
+)
 def test_a_bad_scheduler_address_is_one_line(tmp_path, address, words):
     with pytest.raises(ClusterError, match=words):
         check_address(address)
-    r = CliRunner().invoke(main, ["extract", str(tmp_path / "v.mp4"), "-o", str(tmp_path / "c.h5"),
-                                  "--audio", "priors", "--scheduler", address, "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            str(tmp_path / "v.mp4"),
+            "-o",
+            str(tmp_path / "c.h5"),
+            "--audio",
+            "priors",
+            "--scheduler",
+            address,
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 2 and r.output.count("\n") == 1 and words in r.output, r.output
     assert not (tmp_path / "c.h5").exists()  # refused before the cache is touched
 
@@ -62,8 +112,20 @@ def test_tls_needs_certificates_and_certificates_need_tls(tmp_path):
         security("tls://127.0.0.1:8786")
     assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786" and security("tcp://h:1") is None
     (tmp_path / "ca.pem").write_text("x")
-    r = CliRunner().invoke(main, ["extract", str(tmp_path), "-o", str(tmp_path / "c.h5"), "--audio", "priors",
-                                  "--tls-ca-file", str(tmp_path / "ca.pem"), "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "c.h5"),
+            "--audio",
+            "priors",
+            "--tls-ca-file",
+            str(tmp_path / "ca.pem"),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 2 and "go with --scheduler tls://" in r.output, r.output
 
 
@@ -76,25 +138,52 @@ def test_extract_through_a_tls_scheduler(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_clip(videos / "a.mp4", seconds=2, fps=10)
-    server = Security(tls_ca_file=str(good["ca"]), tls_scheduler_cert=str(good["cert"]),
-                      tls_scheduler_key=str(good["key"]), tls_worker_cert=str(good["cert"]),
-                      tls_worker_key=str(good["key"]), tls_client_cert=str(good["cert"]),
-                      tls_client_key=str(good["key"]), require_encryption=True)  # the cluster object is a client too
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tls://", host="127.0.0.1",
-                      security=server, dashboard_address="127.0.0.1:0") as cluster:
+    server = Security(
+        tls_ca_file=str(good["ca"]),
+        tls_scheduler_cert=str(good["cert"]),
+        tls_scheduler_key=str(good["key"]),
+        tls_worker_cert=str(good["cert"]),
+        tls_worker_key=str(good["key"]),
+        tls_client_cert=str(good["cert"]),
+        tls_client_key=str(good["key"]),
+        require_encryption=True,
+    )  # the cluster object is a client too
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tls://",
+        host="127.0.0.1",
+        security=server,
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
         address = cluster.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
         run = CliRunner().invoke
-        base = ["extract", str(videos), "-o", str(tmp_path / "c.h5"), "--audio", "priors", "--scheduler", address,
-                "--quiet"]
+        base = [
+            "extract",
+            str(videos),
+            "-o",
+            str(tmp_path / "c.h5"),
+            "--audio",
+            "priors",
+            "--scheduler",
+            address,
+            "--quiet",
+        ]
         r = run(main, base)  # no certificates: one line, nothing done
         assert r.exit_code == 2 and "a tls:// scheduler needs --tls-ca-file" in r.output, r.output
-        r = run(main, base + ["--tls-ca-file", str(other["ca"]), "--tls-cert", str(other["cert"]),
-                              "--tls-key", str(other["key"])])  # certificates of another CA: refused
+        r = run(
+            main,
+            base
+            + ["--tls-ca-file", str(other["ca"]), "--tls-cert", str(other["cert"]), "--tls-key", str(other["key"])],
+        )  # certificates of another CA: refused
         assert r.exit_code == 2 and r.output.startswith("featpipe: error: cannot reach the Dask scheduler"), r.output
         assert r.output.count("\n") == 1
-        r = run(main, base + ["--tls-ca-file", str(good["ca"]), "--tls-cert", str(good["cert"]),
-                              "--tls-key", str(good["key"])])
+        r = run(
+            main,
+            base + ["--tls-ca-file", str(good["ca"]), "--tls-cert", str(good["cert"]), "--tls-key", str(good["key"])],
+        )
         assert r.exit_code == 0, r.output
     with open_cache(tmp_path / "c.h5") as c:
         assert c.videos == ["a"] and c.get("a", "priors").data.shape[0] == 2

@@ -29,12 +29,44 @@ def heads(tmp_path_factory) -> dict:
     qa, clips = planted_avqa(tmp, n_videos=20), planted_clips(tmp, n_videos=20)
     run = CliRunner().invoke
     out = {"qa": qa, "clips": clips}
-    r = run(main, ["train-head", str(qa["cache"]), "--task", "avqa", "--train", str(qa["train"]), "--val",
-                   str(qa["val"]), "--epochs", "1", "-o", str(tmp / "avqa"), "--quiet"])
+    r = run(
+        main,
+        [
+            "train-head",
+            str(qa["cache"]),
+            "--task",
+            "avqa",
+            "--train",
+            str(qa["train"]),
+            "--val",
+            str(qa["val"]),
+            "--epochs",
+            "1",
+            "-o",
+            str(tmp / "avqa"),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     for model in ("mlp", "linear"):
-        r = run(main, ["train-head", str(clips["cache"]), "--task", "classify", "--model", model, "--train",
-                       str(clips["train"]), "--epochs", "1", "-o", str(tmp / model), "--quiet"])
+        r = run(
+            main,
+            [
+                "train-head",
+                str(clips["cache"]),
+                "--task",
+                "classify",
+                "--model",
+                model,
+                "--train",
+                str(clips["train"]),
+                "--epochs",
+                "1",
+                "-o",
+                str(tmp / model),
+                "--quiet",
+            ],
+        )
         assert r.exit_code == 0, r.output
     out.update(avqa=tmp / "avqa", mlp=tmp / "mlp", linear=tmp / "linear")
     return out
@@ -45,12 +77,14 @@ def _meta(edit):
         meta = json.loads((head / "head.json").read_text())
         edit(meta)
         (head / "head.json").write_text(json.dumps(meta))
+
     return apply
 
 
 def _text(text: str | bytes):
     def apply(head: Path) -> None:
         (head / "head.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+
     return apply
 
 
@@ -59,6 +93,7 @@ def _weights(edit):
         tensors = load_file(str(head / "weights.safetensors"))
         edit(tensors)
         save_file(tensors, str(head / "weights.safetensors"))
+
     return apply
 
 
@@ -116,9 +151,18 @@ def test_a_malformed_head_is_one_line(heads, tmp_path, name):
     change(head)
     data = heads["qa" if base == "avqa" else "clips"]
     run = CliRunner().invoke
-    for args in (["evaluate", str(head), str(data["cache"]), "--test", str(data["test"])],
-                 ["predict", str(head), str(data["cache"]), "-o", str(tmp_path / "p.jsonl"),
-                  "--questions" if base == "avqa" else "--videos", str(data["test"])]):
+    for args in (
+        ["evaluate", str(head), str(data["cache"]), "--test", str(data["test"])],
+        [
+            "predict",
+            str(head),
+            str(data["cache"]),
+            "-o",
+            str(tmp_path / "p.jsonl"),
+            "--questions" if base == "avqa" else "--videos",
+            str(data["test"]),
+        ],
+    ):
         r = run(main, args)
         assert r.exit_code == 2, (name, r.exit_code, r.output, r.exception)
         lines = r.output.strip().splitlines()
@@ -151,7 +195,13 @@ def test_ten_million_hidden_units_cost_nothing(heads, tmp_path):
         except HeadError as exc:
             print("refused:", exc)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("refused:") and "head.json describes" in proc.stdout, proc.stdout

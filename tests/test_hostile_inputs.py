@@ -14,9 +14,15 @@ from featpipe.avqa import AvqaFormatError, load_questions
 from featpipe.cli import main
 from featpipe.inputs import InputError, discover
 
-GOOD = {"video_id": "00000001", "question_id": 7, "type": '["Audio", "Counting"]',
-        "question_content": "Is the <Object> playing?", "templ_values": '["piano"]', "question_deleted": 0,
-        "anser": "yes"}
+GOOD = {
+    "video_id": "00000001",
+    "question_id": 7,
+    "type": '["Audio", "Counting"]',
+    "question_content": "Is the <Object> playing?",
+    "templ_values": '["piano"]',
+    "question_deleted": 0,
+    "anser": "yes",
+}
 
 
 def _one_line(r) -> str:
@@ -25,15 +31,18 @@ def _one_line(r) -> str:
     return r.output
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
-    ("[" + "9" * 4400 + "]", "not valid JSON"),
-    (json.dumps([dict(GOOD, type="[" * 50_000 + "]" * 50_000)]), "'type' is not a JSON-encoded list"),
-    (json.dumps([dict(GOOD, templ_values="[" + "1" * 5000 + "]")]), "'templ_values' is not a JSON-encoded list"),
-    (json.dumps([dict(GOOD, type='[["Audio"], "Counting"]')]), "unknown question type"),
-    (json.dumps([dict(GOOD, question_deleted="maybe")]), "question_deleted must be 0 or 1"),
-    (json.dumps([dict(GOOD, question_deleted=[0])]), "question_deleted must be 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+        ("[" + "9" * 4400 + "]", "not valid JSON"),
+        (json.dumps([dict(GOOD, type="[" * 50_000 + "]" * 50_000)]), "'type' is not a JSON-encoded list"),
+        (json.dumps([dict(GOOD, templ_values="[" + "1" * 5000 + "]")]), "'templ_values' is not a JSON-encoded list"),
+        (json.dumps([dict(GOOD, type='[["Audio"], "Counting"]')]), "unknown question type"),
+        (json.dumps([dict(GOOD, question_deleted="maybe")]), "question_deleted must be 0 or 1"),
+        (json.dumps([dict(GOOD, question_deleted=[0])]), "question_deleted must be 0 or 1"),
+    ],
+)
 def test_a_hostile_question_file_is_one_line(tmp_path, text, words):
     path = tmp_path / "q.json"
     path.write_text(text)
@@ -46,8 +55,15 @@ def test_a_hostile_question_file_is_one_line(tmp_path, text, words):
 
 def test_a_quoted_question_deleted_is_read_as_its_number(tmp_path):
     path = tmp_path / "q.json"
-    path.write_text(json.dumps([dict(GOOD, question_deleted="0"), dict(GOOD, question_id=8, question_deleted="1"),
-                                dict(GOOD, question_id=9, question_deleted=1)]))
+    path.write_text(
+        json.dumps(
+            [
+                dict(GOOD, question_deleted="0"),
+                dict(GOOD, question_id=8, question_deleted="1"),
+                dict(GOOD, question_id=9, question_deleted=1),
+            ]
+        )
+    )
     assert [q.question_id for q in load_questions(path)] == [7]  # "0" kept (was silently dropped), "1" dropped
 
 

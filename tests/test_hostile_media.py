@@ -33,8 +33,9 @@ def write_audio(path: Path, spans: list[tuple[float, float]], frame: int = 4800)
         for a, b in spans:
             for k in range(int(round((b - a) * RATE / frame))):
                 t = np.arange(frame) / RATE + a + k * frame / RATE
-                f = av.AudioFrame.from_ndarray((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None],
-                                               format="s16", layout="mono")
+                f = av.AudioFrame.from_ndarray(
+                    (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None], format="s16", layout="mono"
+                )
                 f.sample_rate, f.time_base = RATE, Fraction(1, RATE)
                 f.pts = int(round(a * RATE)) + k * frame
                 for p in s.encode(f):
@@ -72,9 +73,14 @@ def run_limited(code: str, budget_mb: int) -> dict:
                     return int(line.split()[1]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (_vm() + BUDGET, resource.RLIM_INFINITY))
     """).replace("BUDGET", str(budget_mb << 20))
-    proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -110,9 +116,11 @@ def test_the_hour_is_still_silence_in_the_windows(tmp_path):
     chunks = list(iter_chunks(info, MediaNeeds(audio=True), DecodeParams(chunk_segments=3), "v", 8, stats))
     audio = np.concatenate([c.audio for c in chunks], axis=1)[0]
     assert audio.shape[0] >= 8 * RATE
-    assert np.abs(audio[:2 * RATE]).max() > 0.2 and np.abs(audio[5 * RATE:8 * RATE]).max() > 0.2
-    assert np.abs(audio[2 * RATE:5 * RATE]).max() == 0.0
-    assert stats.verdict(DecodeParams(chunk_segments=3)).masks["audio"].tolist() == [True] * 2 + [False] * 3 + [True] * 3
+    assert np.abs(audio[: 2 * RATE]).max() > 0.2 and np.abs(audio[5 * RATE : 8 * RATE]).max() > 0.2
+    assert np.abs(audio[2 * RATE : 5 * RATE]).max() == 0.0
+    assert (
+        stats.verdict(DecodeParams(chunk_segments=3)).masks["audio"].tolist() == [True] * 2 + [False] * 3 + [True] * 3
+    )
 
 
 @pytest.mark.parametrize("kind", ["audio", "video"])
@@ -130,7 +138,9 @@ def test_a_file_stating_ten_hours_stops_once_the_share_is_out_of_reach(tmp_path,
     assert info.duration >= 36000
     stats = DecodeStats()
     chunks = 0
-    with pytest.raises(DecodeError, match=rf"the {kind} stream decoded .* can no longer reach 50% \(see --min-decoded\)"):
+    with pytest.raises(
+        DecodeError, match=rf"the {kind} stream decoded .* can no longer reach 50% \(see --min-decoded\)"
+    ):
         for _ in iter_chunks(info, needs, DecodeParams(), "v", 36000, stats):
             chunks += 1
             assert chunks <= 2, "decoding went on through the empty hours"

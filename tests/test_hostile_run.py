@@ -21,8 +21,10 @@ def test_an_unloadable_clip_checkpoint_fails_once_before_any_video(clips, tiny_c
         whole = save_weights(tiny_clip, tmp_path / "good.safetensors").read_bytes()
         ckpt.write_bytes(whole[: len(whole) // 2])  # an interrupted download
     cache = tmp_path / "c.h5"
-    r = CliRunner().invoke(main, ["extract", str(clips), "-o", str(cache), "--visual", f"clip:{tiny_clip}/{ckpt}",
-                                  "--workers", "1", "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        ["extract", str(clips), "-o", str(cache), "--visual", f"clip:{tiny_clip}/{ckpt}", "--workers", "1", "--quiet"],
+    )
     assert r.exit_code == 2, r.output
     errors = [line for line in r.output.splitlines() if line.startswith("featpipe: error:")]
     assert len(errors) == 1 and f"cannot load clip:{tiny_clip}/{ckpt}" in errors[0], r.output
