@@ -205,7 +205,17 @@ class Watchdog:
         now = time.monotonic()
         limit = self.policy.limit
         with self._lock:
-            return [(key, w, now - t, limit(d)) for key, (w, t, d) in self._running.items() if now - t > limit(d)]
+            over = [(key, w, now - t, limit(d)) for key, (w, t, d) in self._running.items() if now - t > limit(d)]
+        if not over:
+            return []
+        # A try whose worker died is not running: its video waits for a worker (queueing does not
+        # count) and its clock restarts with the next try's "start". Asked only when a limit is passed.
+        alive = set(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        with self._lock:
+            for key, w, _, _ in over:
+                if w not in alive and self._running.get(key, [None])[0] == w:
+                    del self._running[key]
+        return [o for o in over if o[1] in alive]
 
     def restart(self, worker: str | None) -> None:
         """Restart a worker (through its nanny; one without a nanny is shut down)."""

@@ -31,3 +31,28 @@ def test_an_unloadable_clip_checkpoint_fails_once_before_any_video(clips, tiny_c
     assert "failed" not in r.output  # no video was tried, so none failed one by one
     report = tmp_path / "c.h5.report.jsonl"
     assert not report.exists() or not [json.loads(x) for x in report.read_text().splitlines() if x.strip()]
+
+
+def test_a_try_whose_worker_died_is_not_timed_while_it_waits(monkeypatch):
+    # the clock of a video whose worker died stops until its next try starts: waiting in the queue
+    # for a worker (the nanny restarting it, the other one busy) is not running past the limit
+    import time
+
+    from featpipe.tries import TryPolicy, Watchdog
+
+    class FakeClient:
+        workers = {"tcp://alive:1": {}}
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": dict(self.workers)}
+
+    dog = Watchdog(FakeClient(), "topic", TryPolicy(video_timeout=None))
+    dog.enabled, dog.policy = True, TryPolicy(video_timeout=3.0, timeout_per_second=0.0)
+    for key, worker in (("dead-key", "tcp://gone:1"), ("live-key", "tcp://alive:1")):
+        dog.expect(key)
+        dog._on_event((0, {"key": key, "stage": "start", "worker": worker}))
+    monkeypatch.setattr(time, "monotonic", lambda real=time.monotonic: real() + 10.0)
+    assert [k for k, *_ in dog.expired()] == ["live-key"]
+    assert "dead-key" not in dog._running  # until its next try announces "start"
+    dog._on_event((0, {"key": "dead-key", "stage": "start", "worker": "tcp://alive:1"}))
+    assert "dead-key" in dog._running
