@@ -56,3 +56,22 @@ def test_a_try_whose_worker_died_is_not_timed_while_it_waits(monkeypatch):
     assert "dead-key" not in dog._running  # until its next try announces "start"
     dog._on_event((0, {"key": "dead-key", "stage": "start", "worker": "tcp://alive:1"}))
     assert "dead-key" in dog._running
+
+
+def test_a_damaged_clap_checkpoint_is_found_by_the_preflight_load(tmp_path):
+    # CLAP (a Hugging Face folder) goes through the same pre-flight task as CLIP: check() passes
+    # (the folder is there), the worker's load_check names the damage once
+    pytest.importorskip("transformers")
+    from test_clap import make_tiny_clap
+
+    from featpipe.contracts import ExtractOptions
+    from featpipe.extractors import build
+    from featpipe.worker import load_check
+
+    folder = make_tiny_clap(tmp_path / "clap")
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    spec, options = f"clap:{folder}", ExtractOptions()
+    build(spec, options).check()
+    problem = load_check((spec,), options)
+    assert problem is not None and problem.startswith(f"cannot load {spec}: ") and "\n" not in problem
