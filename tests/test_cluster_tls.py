@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from featpipe import open_cache
 from featpipe.cli import main
-from featpipe.cluster import ClusterError, check_address, security
+from featpipe.run.cluster import ClusterError, check_address, security
 from media import write_clip
 
 LEAF = """basicConstraints=CA:FALSE

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from featpipe.avqa import AvqaFormatError, load_questions
 from featpipe.cli import main
-from featpipe.inputs import InputError, discover
+from featpipe.run.inputs import InputError, discover
 
 GOOD = {
     "video_id": "00000001",

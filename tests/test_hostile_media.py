@@ -66,7 +66,7 @@ def run_limited(code: str, budget_mb: int) -> dict:
     may grow by only ``budget_mb`` MiB past what it holds once its imports are done."""
     prelude = textwrap.dedent("""
         import json, resource, sys
-        import numpy, av, featpipe.video, featpipe.extractors.priors, featpipe.decode
+        import numpy, av, featpipe.run.extract_video, featpipe.extractors.priors, featpipe.decode
         def _vm():
             for line in open("/proc/self/status"):
                 if line.startswith("VmSize:"):
@@ -88,7 +88,7 @@ def run_limited(code: str, budget_mb: int) -> dict:
 PROCESS = """
     from featpipe.contracts import ExtractOptions
     from featpipe.decode import DecodeParams
-    from featpipe.video import VideoJob, process_video
+    from featpipe.run.extract_video import VideoJob, process_video
     r = process_video(VideoJob("v", PATH, ("priors",), ExtractOptions(), DecodeParams(max_seconds=MAX)))
     rec = r.info
     print(json.dumps({"ok": r.ok, "reason": r.reason, "valid": r.valid, "invalid": r.invalid,
@@ -164,7 +164,7 @@ def test_the_early_stop_never_fails_a_file_that_would_pass(tmp_path):
 
 
 def test_the_time_limit_is_bounded():
-    from featpipe.tries import MAX_LIMIT, TryPolicy
+    from featpipe.run.retry import MAX_LIMIT, TryPolicy
 
     policy = TryPolicy()
     assert policy.limit(60.0) == 60.0 + 10.0 * 60.0

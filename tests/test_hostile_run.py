@@ -38,7 +38,7 @@ def test_a_try_whose_worker_died_is_not_timed_while_it_waits(monkeypatch):
     # for a worker (the nanny restarting it, the other one busy) is not running past the limit
     import time
 
-    from featpipe.tries import TryPolicy, Watchdog
+    from featpipe.run.retry import TryPolicy, Watchdog
 
     class FakeClient:
         workers = {"tcp://alive:1": {}}
@@ -66,7 +66,7 @@ def test_a_damaged_clap_checkpoint_is_found_by_the_preflight_load(tmp_path):
 
     from featpipe.contracts import ExtractOptions
     from featpipe.extractors import build
-    from featpipe.worker import load_check
+    from featpipe.run.worker import load_check
 
     folder = make_tiny_clap(tmp_path / "clap")
     weights = next(folder.glob("*.safetensors"))
