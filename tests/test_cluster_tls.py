@@ -75,6 +75,10 @@ def make_certs(folder: Path, name: str) -> dict[str, Path]:
     return {"ca": ca, "cert": cert, "key": key}
 
 
+def _extract(inputs, cache, *args: str):
+    return CliRunner().invoke(main, ["extract", str(inputs), "-o", str(cache), "--audio", "priors", "--quiet", *args])
+
+
 @pytest.mark.parametrize(
     "address, words",
     [
@@ -89,20 +93,7 @@ def make_certs(folder: Path, name: str) -> dict[str, Path]:
 def test_a_bad_scheduler_address_is_one_line(tmp_path, address, words):
     with pytest.raises(ClusterError, match=words):
         check_address(address)
-    r = CliRunner().invoke(
-        main,
-        [
-            "extract",
-            str(tmp_path / "v.mp4"),
-            "-o",
-            str(tmp_path / "c.h5"),
-            "--audio",
-            "priors",
-            "--scheduler",
-            address,
-            "--quiet",
-        ],
-    )
+    r = _extract(tmp_path / "v.mp4", tmp_path / "c.h5", "--scheduler", address)
     assert r.exit_code == 2 and r.output.count("\n") == 1 and words in r.output, r.output
     assert not (tmp_path / "c.h5").exists()  # refused before the cache is touched
 
@@ -112,20 +103,7 @@ def test_tls_needs_certificates_and_certificates_need_tls(tmp_path):
         security("tls://127.0.0.1:8786")
     assert check_address("127.0.0.1:8786") == "tcp://127.0.0.1:8786" and security("tcp://h:1") is None
     (tmp_path / "ca.pem").write_text("x")
-    r = CliRunner().invoke(
-        main,
-        [
-            "extract",
-            str(tmp_path),
-            "-o",
-            str(tmp_path / "c.h5"),
-            "--audio",
-            "priors",
-            "--tls-ca-file",
-            str(tmp_path / "ca.pem"),
-            "--quiet",
-        ],
-    )
+    r = _extract(tmp_path, tmp_path / "c.h5", "--tls-ca-file", str(tmp_path / "ca.pem"))
     assert r.exit_code == 2 and "go with --scheduler tls://" in r.output, r.output
 
 
@@ -159,31 +137,17 @@ def test_extract_through_a_tls_scheduler(tmp_path):
     ) as cluster:
         address = cluster.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
-        run = CliRunner().invoke
-        base = [
-            "extract",
-            str(videos),
-            "-o",
-            str(tmp_path / "c.h5"),
-            "--audio",
-            "priors",
-            "--scheduler",
-            address,
-            "--quiet",
-        ]
-        r = run(main, base)  # no certificates: one line, nothing done
+        cache = tmp_path / "c.h5"
+
+        def certs(c: dict) -> tuple[str, ...]:
+            return ("--tls-ca-file", str(c["ca"]), "--tls-cert", str(c["cert"]), "--tls-key", str(c["key"]))
+
+        r = _extract(videos, cache, "--scheduler", address)  # no certificates: one line, nothing done
         assert r.exit_code == 2 and "a tls:// scheduler needs --tls-ca-file" in r.output, r.output
-        r = run(
-            main,
-            base
-            + ["--tls-ca-file", str(other["ca"]), "--tls-cert", str(other["cert"]), "--tls-key", str(other["key"])],
-        )  # certificates of another CA: refused
+        r = _extract(videos, cache, "--scheduler", address, *certs(other))  # another CA's: refused
         assert r.exit_code == 2 and r.output.startswith("featpipe: error: cannot reach the Dask scheduler"), r.output
         assert r.output.count("\n") == 1
-        r = run(
-            main,
-            base + ["--tls-ca-file", str(good["ca"]), "--tls-cert", str(good["cert"]), "--tls-key", str(good["key"])],
-        )
+        r = _extract(videos, cache, "--scheduler", address, *certs(good))
         assert r.exit_code == 0, r.output
     with open_cache(tmp_path / "c.h5") as c:
         assert c.videos == ["a"] and c.get("a", "priors").data.shape[0] == 2

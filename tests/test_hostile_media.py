@@ -61,10 +61,12 @@ def write_video(path: Path, times: list[float], size: tuple[int, int] = (64, 48)
     return path
 
 
-def run_limited(code: str, budget_mb: int) -> dict:
+def run_limited(code: str, budget_mb: int, preload: str = "") -> dict:
     """Run ``code`` (which prints one JSON line last) in a fresh interpreter whose address space
-    may grow by only ``budget_mb`` MiB past what it holds once its imports are done."""
-    prelude = textwrap.dedent("""
+    may grow by only ``budget_mb`` MiB past what it holds once its imports (and ``preload``, a
+    line of imports) are done."""
+    prelude = (
+        textwrap.dedent("""
         import json, resource, sys
         import numpy, av, featpipe.run.extract_video, featpipe.extractors.priors, featpipe.decode
         def _vm():
@@ -72,7 +74,10 @@ def run_limited(code: str, budget_mb: int) -> dict:
                 if line.startswith("VmSize:"):
                     return int(line.split()[1]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (_vm() + BUDGET, resource.RLIM_INFINITY))
-    """).replace("BUDGET", str(budget_mb << 20))
+    """)
+        .replace("BUDGET", str(budget_mb << 20))
+        .replace("import json,", f"{preload}\nimport json,")
+    )
     proc = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(code)],
         capture_output=True,
