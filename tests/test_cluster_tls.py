@@ -151,3 +151,23 @@ def test_extract_through_a_tls_scheduler(tmp_path):
         assert r.exit_code == 0, r.output
     with open_cache(tmp_path / "c.h5") as c:
         assert c.videos == ["a"] and c.get("a", "priors").data.shape[0] == 2
+
+
+def test_tls_certificates_from_the_dask_config(tmp_path):
+    # without --tls-* options, Dask's own settings (distributed.comm.tls.*) are used
+    import dask
+
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("-")
+    with dask.config.set(
+        {
+            "distributed.comm.tls.ca-file": str(tmp_path / "ca.pem"),
+            "distributed.comm.tls.client.cert": str(tmp_path / "cert.pem"),
+            "distributed.comm.tls.client.key": str(tmp_path / "key.pem"),
+        }
+    ):
+        sec = security("tls://127.0.0.1:8786")
+    assert sec.tls_ca_file == str(tmp_path / "ca.pem") and sec.tls_client_cert == str(tmp_path / "cert.pem")
+    assert sec.require_encryption
+    with pytest.raises(ClusterError, match="--tls-key .*cannot read"):
+        security("tls://127.0.0.1:8786", (str(tmp_path / "ca.pem"), str(tmp_path / "cert.pem"), str(tmp_path / "no")))
