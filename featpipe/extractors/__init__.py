@@ -41,7 +41,7 @@ __all__ = [
 
 _REGISTRY: dict[str, type[Extractor]] = {}
 _BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14",
-            "r2plus1d_18")
+            "r2plus1d_18", "beats")
 _loaded = False
 _PLUGINS: set[str] = set()  # FEATPIPE_PLUGINS modules imported so far
 
