@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import weights as fw
+from ..models import weights as fw
 from . import register
 from .base import ExtractOptions, ExtractorError, WeightsError
 from .frames import FrameGeometry, FramewiseExtractor
@@ -39,6 +39,7 @@ class BEATsExtractor(FramewiseExtractor):
     spec_help = "beats:<checkpoint.pt: a path, or a file name in the weights folder>"
     examples = ("beats:BEATs_iter3_plus_AS2M.pt", "beats:/models/BEATs_iter3_plus_AS2M.pt --set layers=all")
     version = "1"
+    preload = ("torch",)  # what load() imports
     default_window, default_context, default_layers = 10.0, 2.0, "last"
     option_specs = FramewiseExtractor.frame_options(window=10.0, context=2.0, layers="last")
 
