@@ -35,12 +35,30 @@ from featpipe.models import beats as m
 SR48, SR16 = 48_000, 16_000
 MEAN, STD = 15.41663, 6.55582  # unilm BEATs.preprocess defaults
 CFG = {  # unilm's BEATsConfig keys, tiny sizes; the gated relative bias and deep norm of the released models
-    "input_patch_size": 16, "embed_dim": 32, "conv_bias": False, "encoder_layers": 3, "encoder_embed_dim": 48,
-    "encoder_ffn_embed_dim": 96, "encoder_attention_heads": 4, "activation_fn": "gelu",
-    "layer_wise_gradient_decay_ratio": 1.0, "layer_norm_first": False, "deep_norm": True, "dropout": 0.1,
-    "attention_dropout": 0.1, "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
-    "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 32,
-    "max_distance": 40, "gru_rel_pos": True, "finetuned_model": False, "predictor_dropout": 0.1,
+    "input_patch_size": 16,
+    "embed_dim": 32,
+    "conv_bias": False,
+    "encoder_layers": 3,
+    "encoder_embed_dim": 48,
+    "encoder_ffn_embed_dim": 96,
+    "encoder_attention_heads": 4,
+    "activation_fn": "gelu",
+    "layer_wise_gradient_decay_ratio": 1.0,
+    "layer_norm_first": False,
+    "deep_norm": True,
+    "dropout": 0.1,
+    "attention_dropout": 0.1,
+    "activation_dropout": 0.0,
+    "encoder_layerdrop": 0.0,
+    "dropout_input": 0.0,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+    "relative_position_embedding": True,
+    "num_buckets": 32,
+    "max_distance": 40,
+    "gru_rel_pos": True,
+    "finetuned_model": False,
+    "predictor_dropout": 0.1,
     "predictor_class": 527,
 }
 
@@ -51,7 +69,12 @@ CFG = {  # unilm's BEATsConfig keys, tiny sizes; the gated relative bias and dee
 def random_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """unilm's state-dict names and shapes, random values large enough that every part matters."""
     g = torch.Generator().manual_seed(seed)
-    E, D, F_, H = cfg["embed_dim"], cfg["encoder_embed_dim"], cfg["encoder_ffn_embed_dim"], cfg["encoder_attention_heads"]
+    E, D, F_, H = (
+        cfg["embed_dim"],
+        cfg["encoder_embed_dim"],
+        cfg["encoder_ffn_embed_dim"],
+        cfg["encoder_attention_heads"],
+    )
     p, K, G = cfg["input_patch_size"], cfg["conv_pos"], cfg["conv_pos_groups"]
 
     def rnd(*shape, std=1.0):
@@ -61,11 +84,17 @@ def random_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
         return {f"{prefix}.weight": 1 + rnd(n, std=0.1), f"{prefix}.bias": rnd(n, std=0.1)}
 
     def lin(prefix, fin, fout):
-        return {f"{prefix}.weight": rnd(fout, fin, std=fin ** -0.5), f"{prefix}.bias": rnd(fout, std=0.1)}
+        return {f"{prefix}.weight": rnd(fout, fin, std=fin**-0.5), f"{prefix}.bias": rnd(fout, std=0.1)}
 
-    s = {"patch_embedding.weight": rnd(E, 1, p, p, std=1 / p), **ln("layer_norm", E), **lin("post_extract_proj", E, D),
-         "encoder.pos_conv.0.weight_g": 1 + rnd(1, 1, K, std=0.3), "encoder.pos_conv.0.weight_v": rnd(D, D // G, K),
-         "encoder.pos_conv.0.bias": rnd(D, std=0.1), **ln("encoder.layer_norm", D)}
+    s = {
+        "patch_embedding.weight": rnd(E, 1, p, p, std=1 / p),
+        **ln("layer_norm", E),
+        **lin("post_extract_proj", E, D),
+        "encoder.pos_conv.0.weight_g": 1 + rnd(1, 1, K, std=0.3),
+        "encoder.pos_conv.0.weight_v": rnd(D, D // G, K),
+        "encoder.pos_conv.0.bias": rnd(D, std=0.1),
+        **ln("encoder.layer_norm", D),
+    }
     table = rnd(cfg["num_buckets"], H)
     for i in range(cfg["encoder_layers"]):
         a = f"encoder.layers.{i}.self_attn"
@@ -94,12 +123,23 @@ def checkpoint(tmp_path_factory):
 
 def ref_fbank(wave16k: np.ndarray) -> np.ndarray:
     """BEATs's normalised input from transformers' independent numpy Kaldi fbank (float64)."""
-    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+    from transformers.audio_utils import spectrogram, window_function
 
     mel = ref_mel_filters()
-    spec = spectrogram(np.asarray(wave16k, np.float64) * 32768, window_function(400, "povey", periodic=False),
-                       frame_length=400, hop_length=160, fft_length=512, power=2.0, center=False, preemphasis=0.97,
-                       mel_filters=mel, log_mel="log", mel_floor=1.192092955078125e-07, remove_dc_offset=True)
+    spec = spectrogram(
+        np.asarray(wave16k, np.float64) * 32768,
+        window_function(400, "povey", periodic=False),
+        frame_length=400,
+        hop_length=160,
+        fft_length=512,
+        power=2.0,
+        center=False,
+        preemphasis=0.97,
+        mel_filters=mel,
+        log_mel="log",
+        mel_floor=1.192092955078125e-07,
+        remove_dc_offset=True,
+    )
     return (spec.T - MEAN) / (2 * STD)
 
 
@@ -111,8 +151,16 @@ def ref_mel_filters() -> np.ndarray:
 
     with warnings.catch_warnings():  # "at least one mel filter has all zero values": band 3, as in torchaudio
         warnings.simplefilter("ignore")
-        return mel_filter_bank(num_frequency_bins=257, num_mel_filters=128, min_frequency=20, max_frequency=8000,
-                               sampling_rate=16000, norm=None, mel_scale="kaldi", triangularize_in_mel_space=True)
+        return mel_filter_bank(
+            num_frequency_bins=257,
+            num_mel_filters=128,
+            min_frequency=20,
+            max_frequency=8000,
+            sampling_rate=16000,
+            norm=None,
+            mel_scale="kaldi",
+            triangularize_in_mel_space=True,
+        )
 
 
 def _ln(x, w, b):
@@ -145,13 +193,13 @@ def ref_forward(s: dict[str, np.ndarray], fbank: np.ndarray, cfg: dict = CFG) ->
     tokens = []
     for t in range(T):  # time-major, as the conv output (E, T, 8) flattened
         for f in range(Fq):
-            tokens.append((w * fbank[t * p:(t + 1) * p, f * p:(f + 1) * p]).sum((1, 2)))
+            tokens.append((w * fbank[t * p : (t + 1) * p, f * p : (f + 1) * p]).sum((1, 2)))
     x = _ln(np.array(tokens), s["layer_norm.weight"], s["layer_norm.bias"])
     x = x @ s["post_extract_proj.weight"].T + s["post_extract_proj.bias"]
     n, D = x.shape
     # positional convolution: weight = g * v / ||v|| (norm per kernel tap), grouped, 'same' padding, last output dropped
     v, gk = s["encoder.pos_conv.0.weight_v"], s["encoder.pos_conv.0.weight_g"]
-    wconv = v * gk / np.sqrt((v ** 2).sum((0, 1), keepdims=True))
+    wconv = v * gk / np.sqrt((v**2).sum((0, 1), keepdims=True))
     K, groups = wconv.shape[2], cfg["conv_pos_groups"]
     xp = np.pad(x, ((K // 2, K // 2), (0, 0)))
     cg = D // groups
@@ -159,11 +207,13 @@ def ref_forward(s: dict[str, np.ndarray], fbank: np.ndarray, cfg: dict = CFG) ->
     for o in range(D):
         gi = o // cg
         for i in range(n):
-            conv[i, o] = (wconv[o] * xp[i:i + K, gi * cg:(gi + 1) * cg].T).sum()
+            conv[i, o] = (wconv[o] * xp[i : i + K, gi * cg : (gi + 1) * cg].T).sum()
     conv += s["encoder.pos_conv.0.bias"]
     x = _ln(x + _gelu(conv), s["encoder.layer_norm.weight"], s["encoder.layer_norm.bias"])
     table = s["encoder.layers.0.self_attn.relative_attention_bias.weight"]
-    pos = np.array([[table[_bucket(j - i, cfg["num_buckets"], cfg["max_distance"])] for j in range(n)] for i in range(n)])
+    pos = np.array(
+        [[table[_bucket(j - i, cfg["num_buckets"], cfg["max_distance"])] for j in range(n)] for i in range(n)]
+    )
     alpha = (2 * L) ** 0.25
     dh = D // H
     states = [x]
@@ -176,7 +226,7 @@ def ref_forward(s: dict[str, np.ndarray], fbank: np.ndarray, cfg: dict = CFG) ->
         q, k, vv = lin(f"{a}.q_proj", x), lin(f"{a}.k_proj", x), lin(f"{a}.v_proj", x)
         heads = []
         for h in range(H):
-            qh, kh, vh = (z[:, h * dh:(h + 1) * dh] for z in (q, k, vv))
+            qh, kh, vh = (z[:, h * dh : (h + 1) * dh] for z in (q, k, vv))
             gl = lin(f"{a}.grep_linear", qh)  # (n, 8)
             ga = 1 / (1 + np.exp(-gl[:, :4].sum(1)))
             gb = 1 / (1 + np.exp(-gl[:, 4:].sum(1)))
@@ -216,7 +266,11 @@ class Music:
     def __init__(self, seconds: float, n: int = 40, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.f, self.phase = rng.uniform(60, 7000, n), rng.uniform(0, 2 * np.pi, n)
-        self.amp, self.centre, self.width = rng.uniform(0.01, 0.05, n), rng.uniform(0, seconds, n), rng.uniform(0.2, 1.2, n)
+        self.amp, self.centre, self.width = (
+            rng.uniform(0.01, 0.05, n),
+            rng.uniform(0, seconds, n),
+            rng.uniform(0.2, 1.2, n),
+        )
         self.seconds = seconds
 
     def __call__(self, rate: int) -> np.ndarray:
@@ -234,12 +288,12 @@ def write_flac_mkv(path, x48: np.ndarray) -> None:
     24 bits, not 16: 16-bit noise fills the empty mel bands above the signal's 7 kHz and moves the
     rows by 5e-5 in cosine (measured), a property of the file, not of featpipe.
     """
-    pcm = (np.round(np.clip(x48, -1, 1) * (2 ** 23 - 1)).astype(np.int32) << 8)  # s32 holding 24 bits
+    pcm = np.round(np.clip(x48, -1, 1) * (2**23 - 1)).astype(np.int32) << 8  # s32 holding 24 bits
     out = av.open(str(path), "w")
     st = out.add_stream("flac", rate=SR48, layout="stereo")
     st.format = "s32"
     for i in range(0, len(pcm), 4608):
-        block = pcm[i:i + 4608]
+        block = pcm[i : i + 4608]
         frame = av.AudioFrame.from_ndarray(np.repeat(block, 2)[None], format="s32", layout="stereo")
         frame.sample_rate, frame.pts, frame.time_base = SR48, i, Fraction(1, SR48)
         for pk in st.encode(frame):
@@ -253,7 +307,7 @@ def make_chunk(x48: np.ndarray, first: int, count: int, ctx: float) -> Chunk:
     s0, s1 = round((first - ctx) * SR48), round((first + count + ctx) * SR48)
     out = np.zeros((2, s1 - s0), np.float32)
     lo, hi = max(s0, 0), min(s1, len(x48))
-    out[:, lo - s0:hi - s0] = x48[lo:hi]
+    out[:, lo - s0 : hi - s0] = x48[lo:hi]
     return Chunk("v", first, count, 1.0, len(x48) / SR48, audio=out, audio_context=ctx)
 
 
@@ -307,9 +361,23 @@ def test_featpipe_extract_equals_the_reference(checkpoint, tmp_path):
     (tmp_path / "clips").mkdir()
     write_flac_mkv(tmp_path / "clips" / "a.mkv", sig(SR48))
     cache = tmp_path / "c.h5"
-    res = CliRunner().invoke(cli.main, ["extract", str(tmp_path / "clips"), "-o", str(cache), "--audio",
-                                        f"beats:{path}", "--workers", "1", "--quiet", "--set", "beats.layers=all"],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli.main,
+        [
+            "extract",
+            str(tmp_path / "clips"),
+            "-o",
+            str(cache),
+            "--audio",
+            f"beats:{path}",
+            "--workers",
+            "1",
+            "--quiet",
+            "--set",
+            "beats.layers=all",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     with open_cache(cache) as c:
         got = c.get("a", "beats-beats_tiny")
@@ -345,7 +413,7 @@ def test_windows_chunks_and_layers(checkpoint):
     centres, frames = [], []
     for j in range(math.ceil(n / hop)):
         start = min(max(j * hop - ctx_s, 0), last_start)
-        st = ref_forward(state, ref_fbank(x16[start:start + length]))
+        st = ref_forward(state, ref_fbank(x16[start : start + length]))
         c = start + 1399.5 + stride * np.arange(st.shape[1])
         keep = (c >= j * hop) & (c < (j + 1) * hop)
         centres.append(c[keep] / SR16)
@@ -359,8 +427,12 @@ def test_windows_chunks_and_layers(checkpoint):
     for e in (last, two):
         e.check()
         e.load("cpu")
-    np.testing.assert_allclose(last.extract(make_chunk(x48, 0, 9, ctx))["beats-beats_tiny"], whole[:, 3], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(two.extract(make_chunk(x48, 0, 9, ctx))["beats-beats_tiny"], whole[:, [0, 2]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        last.extract(make_chunk(x48, 0, 9, ctx))["beats-beats_tiny"], whole[:, 3], rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        two.extract(make_chunk(x48, 0, 9, ctx))["beats-beats_tiny"], whole[:, [0, 2]], rtol=1e-5, atol=1e-5
+    )
     assert [o.shape for o in last.outputs()] == [(48,)] and [o.shape for o in two.outputs()] == [(2, 48)]
 
 
@@ -384,12 +456,25 @@ def test_tolerance_catches_wrong_preprocessing(checkpoint):
     from transformers.audio_utils import spectrogram, window_function
 
     def fbank_with(wave, **kw):
-        args = dict(frame_length=400, hop_length=160, fft_length=512, power=2.0, center=False, preemphasis=0.97,
-                    mel_filters=mel, log_mel="log", mel_floor=1.192092955078125e-07, remove_dc_offset=True)
+        args = dict(
+            frame_length=400,
+            hop_length=160,
+            fft_length=512,
+            power=2.0,
+            center=False,
+            preemphasis=0.97,
+            mel_filters=mel,
+            log_mel="log",
+            mel_floor=1.192092955078125e-07,
+            remove_dc_offset=True,
+        )
         args.update(kw)
-        return (spectrogram(wave, window_function(args["frame_length"], "povey", periodic=False), **args).T - MEAN) / (2 * STD)
+        return (spectrogram(wave, window_function(args["frame_length"], "povey", periodic=False), **args).T - MEAN) / (
+            2 * STD
+        )
 
     from scipy.signal import resample_poly
+
     wrong = {
         "no 2**15 scale": fbank_with(x16),
         "mean 0": fb + MEAN / (2 * STD),

@@ -73,8 +73,12 @@ class BEATsExtractor(FramewiseExtractor):
 
         p = self._config().input_patch_size
         stride = p * m.FRAME_SHIFT
-        return FrameGeometry(m.SAMPLE_RATE, stride, ((p - 1) * m.FRAME_SHIFT + m.FRAME_LENGTH - 1) / 2,
-                             (p - 1) * m.FRAME_SHIFT + m.FRAME_LENGTH)
+        return FrameGeometry(
+            m.SAMPLE_RATE,
+            stride,
+            ((p - 1) * m.FRAME_SHIFT + m.FRAME_LENGTH - 1) / 2,
+            (p - 1) * m.FRAME_SHIFT + m.FRAME_LENGTH,
+        )
 
     def n_states(self) -> int:
         return self._config().encoder_layers + 1
@@ -85,10 +89,12 @@ class BEATsExtractor(FramewiseExtractor):
     def describe(self) -> dict:
         from ..models import beats as m
 
-        return {"input": f"16 kHz mono x 2**15, Kaldi fbank {m.N_MELS} bins 25/10 ms, "
-                         f"(fbank - {m.FBANK_MEAN}) / (2 * {m.FBANK_STD})",
-                "frame": "one time patch (16 fbank frames), mean of its 8 frequency tokens",
-                "checkpoint": Path(self.args).name}
+        return {
+            "input": f"16 kHz mono x 2**15, Kaldi fbank {m.N_MELS} bins 25/10 ms, "
+            f"(fbank - {m.FBANK_MEAN}) / (2 * {m.FBANK_STD})",
+            "frame": "one time patch (16 fbank frames), mean of its 8 frequency tokens",
+            "checkpoint": Path(self.args).name,
+        }
 
     # ------------------------------------------------------------------ weights
     def _resolve(self) -> Path:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SAMPLE_RATE = 16_000
-WAVE_SCALE = 2.0 ** 15  # unilm multiplies the [-1, 1] waveform by this before the fbank
+WAVE_SCALE = 2.0**15  # unilm multiplies the [-1, 1] waveform by this before the fbank
 FRAME_LENGTH = 400  # 25 ms
 FRAME_SHIFT = 160  # 10 ms
 N_FFT = 512  # round_to_power_of_two
@@ -45,8 +45,10 @@ FBANK_MEAN = 15.41663
 FBANK_STD = 6.55582
 _LOG_FLOOR = float(torch.finfo(torch.float32).eps)
 
-LAYOUT = ("unilm BEATs checkpoint {'cfg': dict, 'model': state_dict} (patch_embedding, layer_norm, "
-          "post_extract_proj, encoder.pos_conv.0, encoder.layers.N.self_attn...)")
+LAYOUT = (
+    "unilm BEATs checkpoint {'cfg': dict, 'model': state_dict} (patch_embedding, layer_norm, "
+    "post_extract_proj, encoder.pos_conv.0, encoder.layers.N.self_attn...)"
+)
 
 
 class CheckpointError(ValueError):
@@ -137,8 +139,9 @@ class BEATsConfig:
         known = {f.name for f in fields(cls)}
         out = cls(**{k: v for k, v in cfg.items() if k in known})
         if out.activation_fn not in _ACTIVATIONS:
-            raise CheckpointError(f"activation_fn {out.activation_fn!r} is not supported "
-                                  f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
+            raise CheckpointError(
+                f"activation_fn {out.activation_fn!r} is not supported (supported: {', '.join(sorted(_ACTIVATIONS))})"
+            )
         if out.encoder_embed_dim % out.encoder_attention_heads:
             raise CheckpointError("encoder_embed_dim is not a multiple of encoder_attention_heads")
         if out.deep_norm and out.layer_norm_first:
@@ -171,8 +174,14 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_ACTIVATIONS = {"gelu": _gelu, "relu": F.relu, "gelu_accurate": _gelu_tanh, "gelu_fast": _gelu_tanh,
-                "tanh": torch.tanh, "linear": lambda x: x}
+_ACTIVATIONS = {
+    "gelu": _gelu,
+    "relu": F.relu,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "tanh": torch.tanh,
+    "linear": lambda x: x,
+}
 
 
 # ---------------------------------------------------------------------------------- network
@@ -187,8 +196,9 @@ def relative_buckets(length: int, num_buckets: int, max_distance: int) -> torch.
     out = (rel > 0).long() * half
     dist = rel.abs()
     # unilm computes this in float32 and truncates; kept so bucket edges fall where its do
-    far = exact + (torch.log(dist.float().clamp(min=1) / exact) / math.log(max_distance / exact)
-                   * (half - exact)).long()
+    far = (
+        exact + (torch.log(dist.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    )
     far = torch.clamp(far, max=half - 1)
     return out + torch.where(dist < exact, dist, far)
 
@@ -270,8 +280,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.pos_conv = nn.ModuleList([WeightNormConv(cfg.encoder_embed_dim, cfg.conv_pos, cfg.conv_pos_groups)])
         self.even_kernel = cfg.conv_pos % 2 == 0
-        self.layers = nn.ModuleList(EncoderLayer(cfg, cfg.relative_position_embedding and i == 0)
-                                    for i in range(cfg.encoder_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(cfg, cfg.relative_position_embedding and i == 0) for i in range(cfg.encoder_layers)
+        )
         self.layer_norm = nn.LayerNorm(cfg.encoder_embed_dim)
         self.cfg = cfg
 
@@ -324,7 +335,7 @@ class BEATs(nn.Module):
         layers = (self.cfg.encoder_layers,) if layers is None else tuple(layers)
         p = self.cfg.input_patch_size
         t = fbank.shape[1] // p
-        x = self.patch_embedding(fbank[:, None, :t * p])  # (b, E, t, 8)
+        x = self.patch_embedding(fbank[:, None, : t * p])  # (b, E, t, 8)
         b, e, t, f = x.shape
         x = self.layer_norm(x.flatten(2).transpose(1, 2))  # tokens time-major: index = time * 8 + freq
         if hasattr(self, "post_extract_proj"):
@@ -368,8 +379,9 @@ def _matched(cfg: BEATsConfig, state: dict[str, torch.Tensor], path: str | Path)
         raise CheckpointError(f"{path} lacks {', '.join(missing[:3])}{more} (expected {LAYOUT})")
     for k, v in want.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)} "
-                                  f"for its cfg")
+            raise CheckpointError(
+                f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)} for its cfg"
+            )
     return {k: state[k] for k in want}  # the predictor of fine-tuned checkpoints and shared copies are not used
 
 
@@ -390,5 +402,18 @@ def load_checkpoint(path: str | Path) -> BEATs:
     return model.eval()
 
 
-__all__ = ["BEATs", "BEATsConfig", "CheckpointError", "FBANK_MEAN", "FBANK_STD", "SAMPLE_RATE", "WAVE_SCALE",
-           "check_checkpoint", "fbank_frames", "kaldi_fbank", "load_checkpoint", "mel_banks", "preprocess"]
+__all__ = [
+    "BEATs",
+    "BEATsConfig",
+    "CheckpointError",
+    "FBANK_MEAN",
+    "FBANK_STD",
+    "SAMPLE_RATE",
+    "WAVE_SCALE",
+    "check_checkpoint",
+    "fbank_frames",
+    "kaldi_fbank",
+    "load_checkpoint",
+    "mel_banks",
+    "preprocess",
+]
