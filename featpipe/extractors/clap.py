@@ -14,107 +14,34 @@ is the optional extra ``featpipe[clap]`` and is imported only when a CLAP spec i
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import register
-from .base import (AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec,
-                   WeightsError)
-from ..weights import online as _online
+from . import hub, register
+from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 
 DEFAULT_WINDOW_S = 5.0
 """Default ``clap_window``: context around a 1 s segment without blurring its neighbours away."""
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_DOWNLOAD_PATTERNS = (["*.json", "*.txt", "model.safetensors*"], ["pytorch_model.bin*"])
 PADDINGS = ("repeatpad", "pad", "repeat")
+_REQUIRED = ("config.json", "preprocessor_config.json")
+_WRITER = "ClapModel.save_pretrained and ClapFeatureExtractor.save_pretrained"
 
 
 def require_transformers() -> None:
     """One-line error when the optional dependency is missing (checked without importing it)."""
-    if importlib.util.find_spec("transformers") is None:
-        raise ExtractorError("CLAP needs transformers, which is not installed: pip install 'featpipe[clap]'")
-
-
-def _is_folder_ref(ref: str) -> bool:
-    return ref.startswith(("/", ".", "~")) or Path(ref).expanduser().is_dir()
-
-
-def _has_weights(folder: Path) -> bool:
-    return any((folder / n).is_file() for n in WEIGHT_FILES + _SHARD_INDEXES)
+    hub.require_transformers("CLAP", "clap")
 
 
 def resolve_folder(ref: str, spec: str) -> Path:
-    """The local folder of a CLAP checkpoint: ``ref`` itself, or a repo id's snapshot in the HF cache.
-
-    A repo id missing from the cache is downloaded (config, tokenizer, one weight format) when the
-    network allows; otherwise :class:`WeightsError` says how to get it.
-    """
-    if _is_folder_ref(ref):
-        folder = Path(ref).expanduser()
-        if not folder.is_dir():
-            raise WeightsError(f"{spec}: folder {folder} does not exist")
-        _check_folder(folder, spec)
-        return folder
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(ref, local_files_only=True))
-        if _has_weights(folder) and (folder / "config.json").is_file():
-            _check_folder(folder, spec)
-            return folder
-        reason = "is only partly in the local Hugging Face cache"
-    except LocalEntryNotFoundError:
-        reason = "is not in the local Hugging Face cache"
-    except ValueError as exc:  # a malformed repo id
-        raise ExtractorError(f"{spec}: {ref!r} is neither a folder nor a Hugging Face repo id ({exc})") from None
-    if _online():
-        try:
-            for patterns in _DOWNLOAD_PATTERNS:  # safetensors first; the .bin only when there is none
-                folder = Path(snapshot_download(ref, allow_patterns=patterns))
-                if _has_weights(folder):
-                    break
-            _check_folder(folder, spec)
-            return folder
-        except WeightsError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - network and hub errors, reported in one line
-            reason = f"could not be downloaded ({type(exc).__name__})"
-    else:
-        reason += " and there is no network"
-    raise WeightsError(f"{spec}: {ref} {reason}; on a connected machine run `huggingface-cli download {ref}` "
-                       f"and copy ~/.cache/huggingface here, or give a local folder: clap:/path/to/folder")
+    """The local folder of a CLAP checkpoint: ``ref`` itself, or a repo id's snapshot in the HF cache
+    (downloaded when the network allows; see :func:`featpipe.extractors.hub.resolve_folder`)."""
+    return hub.resolve_folder(ref, spec, _REQUIRED, _WRITER, "clap")
 
 
-def _check_folder(folder: Path, spec: str) -> None:
-    missing = [n for n in ("config.json", "preprocessor_config.json") if not (folder / n).is_file()]
-    if not _has_weights(folder):
-        missing.append(" or ".join(WEIGHT_FILES))
-    if missing:
-        raise WeightsError(f"{spec}: {folder} lacks {', '.join(missing)} (write it with ClapModel.save_pretrained "
-                           "and ClapFeatureExtractor.save_pretrained)")
-
-
-def weights_identity(folder: Path) -> str:
-    """``sha256:<hex>`` of the weight file (of the shard digests, for a sharded checkpoint)."""
-    from ..weights import sha256_file
-
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return "sha256:" + sha256_file(folder / name)
-    for index in _SHARD_INDEXES:
-        if (folder / index).is_file():
-            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
-            joined = "".join(sha256_file(folder / s) for s in shards)
-            return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
-    raise WeightsError(f"{folder} has no weight file")
+weights_identity = hub.weights_identity
 
 
 def load_model(folder: Path, device: str) -> Any:
