@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
-_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14",
+_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14", "mert", "ast",
+            "hf_audio",
             "r2plus1d_18")
 _loaded = False
 _PLUGINS: set[str] = set()  # FEATPIPE_PLUGINS modules imported so far
