@@ -76,7 +76,10 @@ def read_mono(path: Path, rate: int) -> np.ndarray:
 
 def windows(n_total: int, stride: int, window: int, context: int) -> list[tuple[int, int, int, int]]:
     """The frame-level rule written out plainly: window j keeps centres in [j*hop, (j+1)*hop), hop = window - 2*context,
-    and reads [j*hop - context, j*hop - context + window) moved inside the recording (stride multiples)."""
+    and reads [j*hop - context, j*hop - context + window) moved inside the recording; ``window`` and
+    ``context`` must be whole strides (the rule rounds them so; a window starting half a stride off
+    samples other frames)."""
+    assert window % stride == 0 and context % stride == 0
     hop = window - 2 * context
     last = max(0, (n_total - window) // stride * stride)
     out = []
