@@ -40,6 +40,8 @@ def music(seconds: float, seed: int = 0, channels: int = 2) -> np.ndarray:
     # nothing above 6 kHz (the gating clicks and the noise are broadband): resamplers with different
     # transition bands (soxr's, featpipe's) then agree on every rate down to 16 kHz
     x = sosfiltfilt(butter(10, 6000, fs=SR, output="sos"), x) + 0.05
+    fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.02 * SR))  # no click at either end
+    x = x * (0.5 - 0.5 * np.cos(np.pi * fade))
     out = np.stack([x * (1.0 - 0.3 * c) for c in range(channels)])
     return (np.round(np.clip(out, -1, 1) * 32767) / 32768).astype(np.float32)  # exactly 16-bit values
 
