@@ -28,6 +28,7 @@ from . import __version__
 from .cache import CacheWriter
 from .cluster import ClusterError, connect, dashboard_link
 from .config import ExtractConfig, PipelineError, RunSummary
+from .failure import RepeatGuard, describe
 from .spool import SpoolError, SpoolFolder
 from .tries import Tries, Watchdog
 from .video import VideoJob, VideoResult
@@ -137,6 +138,7 @@ class Dispatch:
         self.finished: set[str] = set()
         self.submitted = 0
         self.killed: dict[str, int] = {}  # video id -> KilledWorker answers so far
+        self.repeats = RepeatGuard()  # the same featpipe bug failing videos in a row stops the run
 
     def submit(self, job: VideoJob, src: dict) -> None:
         tries = self.counters.get(job.video_id)
@@ -200,8 +202,10 @@ class Dispatch:
                 self.submit(job, src)
                 return
             result = VideoResult(job.video_id, job.path, ok=False, reason=self.policy.death_reason(max(tries, n)))
-        except Exception as exc:  # noqa: BLE001 - e.g. the job could not be unpickled there
-            result = VideoResult(job.video_id, job.path, ok=False, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - e.g. the job could not be unpickled there: featpipe's fault
+            failure = describe(exc)
+            result = VideoResult(job.video_id, job.path, ok=False, reason=failure.reason, internal=failure.internal,
+                                 detail=failure.detail)
         fut.release()
         self.finish(job, src, result, fut.key)
 
@@ -241,6 +245,12 @@ class Dispatch:
             self.note("done", job.video_id, job.path, seconds=result.seconds)
         else:
             summary.failed.append((job.video_id, job.path, result.reason))
-            self.note("failed", job.video_id, job.path, result.reason, result.seconds)
+            self.note("failed", job.video_id, job.path, result.reason, result.seconds, detail=result.detail)
         if self.on_progress:
             self.on_progress("done" if result.ok else "failed", result)
+        if self.repeats.see(result.ok, result.internal, result.reason):
+            raise InternalErrorRepeated(self.repeats.message(f"{self.cfg.cache}.report.jsonl"))
+
+
+class InternalErrorRepeated(PipelineError):
+    """The same bug in featpipe failed several videos in a row: the run stops (exit 2), keeping what it committed."""

@@ -183,9 +183,11 @@ def _run_extract(cfg: ExtractConfig, on_progress: Callable[[str, VideoResult | N
     summary = RunSummary(report=Path(f"{cfg.cache}.report.jsonl"))
     report = open(summary.report, "w")  # a line per video as it finishes: kill -9 keeps what was committed
 
-    def note(kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0) -> None:
-        report.write(json.dumps({"video_id": video_id, "path": path, "status": kind, "reason": reason,
-                                 "seconds": round(seconds, 3)}) + "\n")
+    def note(kind: str, video_id: str, path: str, reason: str = "", seconds: float = 0.0, detail: str = "") -> None:
+        line = {"video_id": video_id, "path": path, "status": kind, "reason": reason, "seconds": round(seconds, 3)}
+        if detail:  # a bug in featpipe: its traceback, for the bug report
+            line["traceback"] = detail
+        report.write(json.dumps(line) + "\n")
         report.flush()
 
     try:

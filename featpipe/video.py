@@ -8,9 +8,9 @@ Decoding runs in a prefetch thread one chunk ahead of the models. Errors become 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-import traceback
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field, replace
@@ -18,14 +18,17 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .contracts import ExtractOptions, MediaNeeds
-from .decode import (DecodeError, DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
+from .decode import (DecodeParams, DecodeStats, MediaInfo, count_segments, iter_chunks, merge_needs,
                      probe, rows_before)
 from .extractors.base import Extractor, ExtractorError
+from .failure import describe
 from .loaded import get_extractor
 from .prefetch import prefetch
 from .rows import fill_plan, invalid_runs, valid_end
 from .spool import MemorySink, Spooled, SpoolSink, block_rows, read_rows
 from .timeline import BEATS_OUTPUT, Timeline, beat_mask, pool, to_beats
+
+log = logging.getLogger("featpipe.run")
 
 Sink = MemorySink | SpoolSink
 """Where a video's rows go as each chunk's come: memory (the default) or spool files (:mod:`featpipe.spool`)."""
@@ -66,6 +69,8 @@ class VideoResult:
     segments: int = 0
     seconds: float = 0.0
     bounds: np.ndarray | None = None  # (K, 2) start/end seconds of each row on the beat timeline
+    internal: str = ""  # a bug in featpipe (featpipe.failure): the error's type and where it was raised
+    detail: str = ""  # its traceback, for the report
 
 
 def chunk_params(params: DecodeParams, needs: MediaNeeds, batch_size: int) -> DecodeParams:
@@ -139,14 +144,8 @@ def _pool_blocks(centres: np.ndarray, bounds: np.ndarray, most: int) -> list[tup
 
 
 def one_line(exc: BaseException) -> str:
-    """The reason an exception gives for a failed video: its first line, and where it was raised."""
-    msg = str(exc).strip().splitlines()
-    text = msg[0] if msg else ""
-    if isinstance(exc, (DecodeError, ExtractorError)):  # sentences about the media or the setup
-        return text
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    loc = f" (at {where.name}:{where.lineno})" if where else ""
-    return f"{type(exc).__name__}: {text}{loc}"
+    """The reason an exception gives for a failed video (:func:`featpipe.failure.describe`)."""
+    return describe(exc).reason
 
 
 def _add_chunk(sink: Sink, key: str, arr: np.ndarray, dtype: np.dtype, bad: list[int], spec: str,
@@ -231,7 +230,10 @@ def process_video(job: VideoJob, on_probe: Callable[[MediaInfo], None] | None = 
             _beat_rows(result, exts, masks, params.seg_len, stored, job.timeline.per, sink)
         result.ok = True
     except Exception as exc:  # noqa: BLE001 - every failure of one video is reported, not raised
-        result.reason = one_line(exc)
+        failure = describe(exc)
+        result.reason, result.internal, result.detail = failure.reason, failure.internal, failure.detail
+        if failure.internal:
+            log.error("%s: internal error in featpipe\n%s", job.video_id, failure.detail)
         result.arrays = {}
         sink.discard()
     result.seconds = time.perf_counter() - t0
