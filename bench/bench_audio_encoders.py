@@ -9,12 +9,12 @@ folders in the published layouts with random weights are written to a temporary 
 (featpipe.models.mert.PRESETS), wav2vec2-base (Wav2Vec2Config defaults); VGGish's torch file for
 comparison.
 
-Overlap (``--overlap``): rows of MERT-95M (random) with ``window=W`` and ``context=C`` against
-the same recording in one window, on the interior segments: how far a row depends on where the
-windows start.
+Overlap (``--overlap``): rows of MERT-95M (random, or ``--folder`` with real weights) from the
+frame-level rule's windows against windows offset by half a hop, for several ``window`` and
+``context``: how far a segment's row depends on where the windows start.
 
     python bench/bench_audio_encoders.py [--seconds 60] [--repeats 1] [--threads 1] [--only ast,mert-95M]
-    python bench/bench_audio_encoders.py --overlap [--seconds 40]
+    python bench/bench_audio_encoders.py --overlap [--seconds 40] [--folder /path/MERT-v1-95M]
 """
 
 from __future__ import annotations
@@ -153,37 +153,58 @@ def cost(args: argparse.Namespace) -> None:
 
 
 def overlap(args: argparse.Namespace) -> None:
+    """Rows from two window grids offset by half a hop, for several (window, context): how much a
+    segment's row depends on where windows start."""
     import torch
 
     from featpipe.extractors import ExtractOptions, build
+    from featpipe.extractors.frames import Window, plan_windows, pool_segments, window_samples
+    from featpipe.extractors.rates import resample
     from featpipe.models import mert
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        folder = mert.write_random(tmp / "MERT-v1-95M", mert.hub_config("95M"))
-        video = tmp / "v.mp4"
-        write_clip(video, music(args.seconds, seed=1))
+        folder = Path(args.folder) if args.folder else mert.write_random(Path(tmp) / "MERT-v1-95M", mert.hub_config("95M"))
+        ext = build(f"mert:{folder}")
+        ext.load("cpu")
+        g = ext.geometry()
+        wave = music(args.seconds, seed=1)
+        x, _ = resample(wave.mean(axis=0), 0, g.rate)
+        n = round(args.seconds * g.rate)
+        x = x[:n]
 
-        def rows(window: float, context: float, layers: str = "all") -> np.ndarray:
-            ext = build(f"mert:{folder}", ExtractOptions(extra=(("window", str(window)), ("context", str(context)),
-                                                                ("layers", layers))))
-            ext.load("cpu")
-            chunks, _ = chunks_of(video, ext.needs(), args.seconds)
-            return np.concatenate([ext.extract(c)[ext.feature_name] for c in chunks])
+        def rows(plan: list[Window]) -> np.ndarray:
+            centres, parts = [], []
+            for w in plan:
+                st = ext.encode(x[None, w.start:w.start + w.length])[0]
+                c = w.start + g.offset + g.stride * np.arange(st.shape[1])
+                keep = (c >= w.keep_lo) & (c < w.keep_hi)
+                centres.append(c[keep] / g.rate)
+                parts.append(st[:, keep])
+            return pool_segments(np.concatenate(centres), np.concatenate(parts, axis=1), 0, args.seconds, 1.0)
 
-        whole = rows(args.seconds, 0.0)
-        inner = slice(3, args.seconds - 3)
-        print(f"MERT-95M random weights, {args.seconds} s, rows vs one {args.seconds} s window; "
-              f"interior segments; load {os.getloadavg()[0]:.1f}")
-        print(f"{'window':>6s} {'context':>7s} {'hop':>5s} {'min cos (all 13 states)':>24s} {'min cos last':>13s} {'median':>8s}")
+        def shifted(window: float, context: float) -> list[Window]:
+            length, hop, ctx = window_samples(window, context, g)
+            off = hop // 2 // g.stride * g.stride
+            last = (n - length) // g.stride * g.stride
+            out = [Window(0, length, 0, off)]
+            for j in range((n - off) // hop + 1):
+                lo = off + j * hop
+                out.append(Window(min(max(lo - ctx, 0), last), length, lo, lo + hop))
+            return out
+
+        inner = slice(max(3, int(args.seconds * 0.1)), args.seconds - 3)
+        print(f"{folder.name} ({'given' if args.folder else 'random'} weights), {args.seconds} s of music-like audio; "
+              f"rows of interior segments from two window grids offset by half a hop; load {os.getloadavg()[0]:.1f}")
+        print(f"{'window':>6s} {'context':>7s} {'hop':>5s} {'min cos, all states':>20s} {'min cos, last':>14s} {'median, last':>13s}")
         for window, context in ((5, 0), (5, 1), (10, 0), (10, 1), (10, 2), (10, 3)):
-            got = rows(window, context)
-            a, b = got[inner].reshape(len(got[inner]), -1), whole[inner].reshape(len(got[inner]), -1)
-            cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-            la, lb = got[inner, -1], whole[inner, -1]
+            a = rows(plan_windows(n, 0, n, window, context, g))[inner]
+            b = rows(shifted(window, context))[inner]
+            fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+            cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
+            la, lb = a[:, -1], b[:, -1]
             cl = (la * lb).sum(1) / np.linalg.norm(la, axis=1) / np.linalg.norm(lb, axis=1)
-            print(f"{window:6.1f} {context:7.1f} {window - 2 * context:5.1f} {cos.min():24.5f} {cl.min():13.5f} {np.median(cl):8.5f}")
+            print(f"{window:6.1f} {context:7.1f} {window - 2 * context:5.1f} {cos.min():20.5f} {cl.min():14.5f} {np.median(cl):13.5f}")
 
 
 def main() -> None:
@@ -193,6 +214,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="vggish,ast,mert-95M,mert-330M,wav2vec2")
     ap.add_argument("--overlap", action="store_true")
+    ap.add_argument("--folder", help="--overlap: a MERT folder with real weights (default: random MERT-95M)")
     args = ap.parse_args()
     overlap(args) if args.overlap else cost(args)
 
