@@ -17,8 +17,8 @@ import pytest
 
 from featpipe.contracts import ExtractOptions
 from featpipe.decode import DecodeError, DecodeParams, probe
-from featpipe.failure import INTERNAL_REPEATS, RepeatGuard, describe
-from featpipe.video import VideoJob, process_video
+from featpipe.run.failure import INTERNAL_REPEATS, RepeatGuard, describe
+from featpipe.run.extract_video import VideoJob, process_video
 from media import write_clip
 
 PLUGINS = str(Path(__file__).parent / "plugins")

@@ -124,7 +124,7 @@ def media_errors(what: str) -> Iterator[None]:
     Only the media's own errors become sentences about the file: FFmpeg's errors (with FFmpeg's
     text) and failures to read the file. Anything else (an AttributeError, a TypeError) is a bug
     in featpipe, or featpipe meeting a PyAV API it does not know: it passes through unchanged,
-    and the run reports it as featpipe's (:func:`featpipe.video.failure`), never as damaged media.
+    and the run reports it as featpipe's (:mod:`featpipe.run.failure`), never as damaged media.
     """
     try:
         yield

@@ -121,6 +121,8 @@ def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding:
 class ClapExtractor(Extractor):
     """CLAP audio embedding per segment (transformers' ClapModel)."""
 
+    preload = ("torch", "transformers")  # what load() imports
+
     name = "clap"
     summary = "CLAP audio embedding per segment (transformers), window centred on the segment"
     spec_help = "clap:<Hugging Face repo id | local folder>"

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .base import ExtractorError, WeightsError
-from ..weights import online as _online
+from ..models.weights import online as _online
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -88,7 +88,7 @@ def resolve_folder(ref: str, spec: str, required: tuple[str, ...], writer: str, 
 
 def weights_identity(folder: Path) -> str:
     """``sha256:<hex>`` of the weight file (of the shard digests, for a sharded checkpoint)."""
-    from ..weights import sha256_file
+    from ..models.weights import sha256_file
 
     for name in WEIGHT_FILES:
         if (folder / name).is_file():

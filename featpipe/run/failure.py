@@ -16,8 +16,8 @@ from pathlib import Path
 
 import av
 
-from .decode import DecodeError
-from .extractors.base import ExtractorError
+from ..contracts import ExtractorError
+from ..decode import DecodeError
 
 MEDIA_ERRORS = (DecodeError, ExtractorError, av.error.FFmpegError, OSError, MemoryError)
 """Exceptions that say something about the input (or the machine), not about featpipe's code."""
