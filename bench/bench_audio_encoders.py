@@ -60,7 +60,7 @@ def write_clip(path: Path, wave: np.ndarray) -> None:
     for p in vs.encode():
         out.mux(p)
     for i in range(0, wave.shape[1] - 1024 + 1, 1024):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i : i + 1024]), format="fltp", layout="stereo")
         frame.sample_rate, frame.pts = 48000, i
         for p in aus.encode(frame):
             out.mux(p)
@@ -134,10 +134,14 @@ def cost(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             chunks, valid = chunks_of(video, needs, args.seconds)
             best_decode = min(best_decode, time.perf_counter() - t)
-        print(f"{args.seconds} s video, {valid} segments, torch threads {args.threads}, "
-              f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(
+            f"{args.seconds} s video, {valid} segments, torch threads {args.threads}, "
+            f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        )
         print(f"{'step':34s} {'seconds':>8s} {'x decode':>9s}")
-        print(f"{'decode (baseline, context ' + format(needs.audio_context, '.1f') + ' s)':34s} {best_decode:8.2f} {1.0:9.2f}")
+        print(
+            f"{'decode (baseline, context ' + format(needs.audio_context, '.1f') + ' s)':34s} {best_decode:8.2f} {1.0:9.2f}"
+        )
         for spec, ext in exts.items():
             best = float("inf")
             for _ in range(args.repeats):
@@ -157,14 +161,16 @@ def overlap(args: argparse.Namespace) -> None:
     segment's row depends on where windows start."""
     import torch
 
-    from featpipe.extractors import ExtractOptions, build
+    from featpipe.extractors import build
     from featpipe.extractors.frames import Window, plan_windows, pool_segments, window_samples
     from featpipe.extractors.rates import resample
     from featpipe.models import mert
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.folder) if args.folder else mert.write_random(Path(tmp) / "MERT-v1-95M", mert.hub_config("95M"))
+        folder = (
+            Path(args.folder) if args.folder else mert.write_random(Path(tmp) / "MERT-v1-95M", mert.hub_config("95M"))
+        )
         ext = build(f"mert:{folder}")
         ext.load("cpu")
         g = ext.geometry()
@@ -176,7 +182,7 @@ def overlap(args: argparse.Namespace) -> None:
         def rows(plan: list[Window]) -> np.ndarray:
             centres, parts = [], []
             for w in plan:
-                st = ext.encode(x[None, w.start:w.start + w.length])[0]
+                st = ext.encode(x[None, w.start : w.start + w.length])[0]
                 c = w.start + g.offset + g.stride * np.arange(st.shape[1])
                 keep = (c >= w.keep_lo) & (c < w.keep_hi)
                 centres.append(c[keep] / g.rate)
@@ -194,9 +200,13 @@ def overlap(args: argparse.Namespace) -> None:
             return out
 
         inner = slice(max(3, int(args.seconds * 0.1)), args.seconds - 3)
-        print(f"{folder.name} ({'given' if args.folder else 'random'} weights), {args.seconds} s of music-like audio; "
-              f"rows of interior segments from two window grids offset by half a hop; load {os.getloadavg()[0]:.1f}")
-        print(f"{'window':>6s} {'context':>7s} {'hop':>5s} {'min cos, all states':>20s} {'min cos, last':>14s} {'median, last':>13s}")
+        print(
+            f"{folder.name} ({'given' if args.folder else 'random'} weights), {args.seconds} s of music-like audio; "
+            f"rows of interior segments from two window grids offset by half a hop; load {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"{'window':>6s} {'context':>7s} {'hop':>5s} {'min cos, all states':>20s} {'min cos, last':>14s} {'median, last':>13s}"
+        )
         for window, context in ((5, 0), (5, 1), (10, 0), (10, 1), (10, 2), (10, 3)):
             a = rows(plan_windows(n, 0, n, window, context, g))[inner]
             b = rows(shifted(window, context))[inner]
@@ -204,7 +214,9 @@ def overlap(args: argparse.Namespace) -> None:
             cos = (fa * fb).sum(1) / np.linalg.norm(fa, axis=1) / np.linalg.norm(fb, axis=1)
             la, lb = a[:, -1], b[:, -1]
             cl = (la * lb).sum(1) / np.linalg.norm(la, axis=1) / np.linalg.norm(lb, axis=1)
-            print(f"{window:6.1f} {context:7.1f} {window - 2 * context:5.1f} {cos.min():20.5f} {cl.min():14.5f} {np.median(cl):13.5f}")
+            print(
+                f"{window:6.1f} {context:7.1f} {window - 2 * context:5.1f} {cos.min():20.5f} {cl.min():14.5f} {np.median(cl):13.5f}"
+            )
 
 
 def main() -> None:

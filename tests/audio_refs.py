@@ -53,7 +53,7 @@ def write_wave(path: Path, wave: np.ndarray) -> Path:
     stream = out.add_stream("pcm_s16le", rate=SR, layout=layout)
     q = np.round(wave * 32768).astype(np.int16)
     for s0 in range(0, q.shape[1], 4800):
-        block = np.ascontiguousarray(q[:, s0:s0 + 4800].T.reshape(1, -1))  # packed s16: channels interleaved
+        block = np.ascontiguousarray(q[:, s0 : s0 + 4800].T.reshape(1, -1))  # packed s16: channels interleaved
         frame = av.AudioFrame.from_ndarray(block, format="s16", layout=layout)
         frame.sample_rate, frame.pts, frame.time_base = SR, s0, Fraction(1, SR)
         for p in stream.encode(frame):
@@ -110,7 +110,19 @@ def extract(folder: Path, cache: Path, specs: list[str], fps: float, sets: dict[
     """``featpipe extract folder -o cache --audio SPEC ... --fps FPS --set k=v ...`` as a user runs it."""
     from featpipe import cli
 
-    args = ["extract", str(folder), "-o", str(cache), "--workers", "1", "--quiet", "--fps", str(fps), "--dtype", "float32"]
+    args = [
+        "extract",
+        str(folder),
+        "-o",
+        str(cache),
+        "--workers",
+        "1",
+        "--quiet",
+        "--fps",
+        str(fps),
+        "--dtype",
+        "float32",
+    ]
     for s in specs:
         args += ["--audio", s]
     for k, v in (sets or {}).items():

@@ -24,8 +24,16 @@ def make_ast(folder: Path, seed: int = 0) -> Path:
     from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
     torch.manual_seed(seed)
-    cfg = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                    num_mel_bins=64, max_length=1024, frequency_stride=10, time_stride=10)
+    cfg = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_mel_bins=64,
+        max_length=1024,
+        frequency_stride=10,
+        time_stride=10,
+    )
     ASTModel(cfg).save_pretrained(folder)
     ASTFeatureExtractor(num_mel_bins=64, max_length=1024, mean=-6.0, std=3.0).save_pretrained(folder)
     return folder
@@ -47,7 +55,7 @@ def reference(folder: Path, mono16: np.ndarray, n_segments: int, seg: float, win
         start = round((k + 0.5) * seg * 16_000) - n // 2
         w = np.zeros(n)
         lo, hi = max(start, 0), min(start + n, len(mono16))
-        w[lo - start:hi - start] = mono16[lo:hi]  # zeros outside the recording
+        w[lo - start : hi - start] = mono16[lo:hi]  # zeros outside the recording
         with torch.no_grad():
             rows.append(model(**fe(w, sampling_rate=16_000, return_tensors="pt")).pooler_output[0].numpy())
     return np.stack(rows)

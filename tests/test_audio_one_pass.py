@@ -31,17 +31,45 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
     write_wave(videos / "a.mkv", music(3.2, seed=7))
     write_wave(videos / "b.mkv", music(2.0, seed=8))
     cache = tmp_path / "c.h5"
-    args = ["extract", str(videos), "-o", str(cache), "--fps", "1", "--max-seconds", "60", "--audio", "vggish",
-            "--weights", f"vggish={tmp_path}", "--audio", f"ast:{ast}", "--audio", f"mert:{mert}",
-            "--audio", f"clap:{clap}", "--audio", f"hf-audio:{w2v}", "--audio", "priors",
-            "--set", "mert.window=2", "--set", "mert.context=0.4", "--workers", "1", "--quiet"]
+    args = [
+        "extract",
+        str(videos),
+        "-o",
+        str(cache),
+        "--fps",
+        "1",
+        "--max-seconds",
+        "60",
+        "--audio",
+        "vggish",
+        "--weights",
+        f"vggish={tmp_path}",
+        "--audio",
+        f"ast:{ast}",
+        "--audio",
+        f"mert:{mert}",
+        "--audio",
+        f"clap:{clap}",
+        "--audio",
+        f"hf-audio:{w2v}",
+        "--audio",
+        "priors",
+        "--set",
+        "mert.window=2",
+        "--set",
+        "mert.context=0.4",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
     res = CliRunner().invoke(cli.main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     desc = json.loads(CliRunner().invoke(cli.main, ["info", str(cache), "--json"]).output)
     names = {"vggish", "ast-ast", "mert-mert", "clap-clap", "hf-audio-w2v", "priors"}
     assert names <= set(desc["features"])
-    timelines = {n: {k: desc["features"][n]["timeline"][k] for k in ("hop", "start", "on_segment_timeline")}
-                 for n in names}
+    timelines = {
+        n: {k: desc["features"][n]["timeline"][k] for k in ("hop", "start", "on_segment_timeline")} for n in names
+    }
     assert all(t == timelines["priors"] for t in timelines.values())
     with open_cache(cache) as c:
         assert c.info("mert-mert").attrs["window_s"] == 2.0  # the scoped option reached mert only
@@ -57,14 +85,21 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
 
 def test_models_lists_the_encoders():
     out = CliRunner().invoke(cli.main, ["models"]).output
-    for spec in ("ast:<Hugging Face repo id | local folder>", "mert:<Hugging Face repo id | local folder>",
-                 "hf-audio:<Hugging Face repo id | local folder>", "--set layers=<str> (default all)"):
+    for spec in (
+        "ast:<Hugging Face repo id | local folder>",
+        "mert:<Hugging Face repo id | local folder>",
+        "hf-audio:<Hugging Face repo id | local folder>",
+        "--set layers=<str> (default all)",
+    ):
         assert spec in out
 
 
 def test_each_rate_is_made_once_per_chunk(tmp_path):
-    exts = [build(f"ast:{make_ast(tmp_path / 'ast')}"), build(f"hf-audio:{make_wav2vec2(tmp_path / 'w')}"),
-            build(f"mert:{tiny(tmp_path / 'm')}", ExtractOptions(extra=(("window", "2"), ("context", "0.4"))))]
+    exts = [
+        build(f"ast:{make_ast(tmp_path / 'ast')}"),
+        build(f"hf-audio:{make_wav2vec2(tmp_path / 'w')}"),
+        build(f"mert:{tiny(tmp_path / 'm')}", ExtractOptions(extra=(("window", "2"), ("context", "0.4")))),
+    ]
     for e in exts:
         e.load("cpu")
     ctx = max(e.needs().audio_context for e in exts)

@@ -24,8 +24,15 @@ def make_wav2vec2(folder: Path, seed: int = 0) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     torch.manual_seed(seed)
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                         conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    cfg = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+    )
     Wav2Vec2Model(cfg).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=16_000, do_normalize=True).save_pretrained(folder)
     return folder
@@ -35,10 +42,22 @@ def make_whisper(folder: Path, seed: int = 0) -> Path:
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     torch.manual_seed(seed)
-    cfg = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=4, decoder_layers=1,
-                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                        vocab_size=64, max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                        decoder_start_token_id=1)
+    cfg = WhisperConfig(
+        d_model=32,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_layers=1,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        vocab_size=64,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     WhisperModel(cfg).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
     return folder
@@ -59,8 +78,10 @@ def reference_w2v(folder: Path, mono16: np.ndarray, window_s: float, context_s: 
     fe = AutoFeatureExtractor.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder).eval()
     centres, frames = [], []
-    for start, length, keep_lo, keep_hi in windows(len(mono16), 320, round(window_s * 16_000), round(context_s * 16_000)):
-        x = fe(mono16[start:start + length], sampling_rate=16_000, return_tensors="pt")
+    for start, length, keep_lo, keep_hi in windows(
+        len(mono16), 320, round(window_s * 16_000), round(context_s * 16_000)
+    ):
+        x = fe(mono16[start : start + length], sampling_rate=16_000, return_tensors="pt")
         with torch.no_grad():
             h = model(**x).last_hidden_state[0].numpy()
         c = start + 320 * np.arange(len(h)) + 199.5  # receptive field: 400 samples every 320
@@ -126,13 +147,15 @@ def test_remote_code_and_other_models_are_refused_in_one_line(tmp_path, w2v):
     mert_like = tmp_path / "mert-like"
     shutil.copytree(w2v, mert_like)
     cfg = json.loads((mert_like / "config.json").read_text())
-    (mert_like / "config.json").write_text(json.dumps({**cfg, "model_type": "mert_model",
-                                                        "auto_map": {"AutoModel": "modeling_MERT.MERTModel"}}))
+    (mert_like / "config.json").write_text(
+        json.dumps({**cfg, "model_type": "mert_model", "auto_map": {"AutoModel": "modeling_MERT.MERTModel"}})
+    )
     with pytest.raises(ExtractorError, match=r"use mert:") as err:
         build(f"hf-audio:{mert_like}").check()
     assert "\n" not in str(err.value)
-    (mert_like / "config.json").write_text(json.dumps({**cfg, "model_type": "fancy_audio",
-                                                        "auto_map": {"AutoModel": "modeling_fancy.Model"}}))
+    (mert_like / "config.json").write_text(
+        json.dumps({**cfg, "model_type": "fancy_audio", "auto_map": {"AutoModel": "modeling_fancy.Model"}})
+    )
     with pytest.raises(ExtractorError, match="remote code.*never runs"):
         build(f"hf-audio:{mert_like}").check()
     with pytest.raises(ExtractorError, match="exceeds"):

@@ -29,8 +29,15 @@ from featpipe import open_cache
 from featpipe.extractors import ExtractOptions, WeightsError, build
 from featpipe.models import mert as m
 
-TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, conv_dim=[32] * 7,
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    conv_dim=[32] * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 SIDE_VERSION = "4.47.1"
 
 
@@ -71,8 +78,12 @@ def test_safetensors_and_parametrized_names_load_alike(tmp_path):
     folder = tiny(tmp_path / "bin")
     cfg = json.loads((folder / "config.json").read_text())
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
-    renamed = {("mert_model." + k).replace("conv.weight_g", "conv.parametrizations.weight.original0")
-               .replace("conv.weight_v", "conv.parametrizations.weight.original1"): v for k, v in state.items()}
+    renamed = {
+        ("mert_model." + k)
+        .replace("conv.weight_g", "conv.parametrizations.weight.original0")
+        .replace("conv.weight_v", "conv.parametrizations.weight.original1"): v
+        for k, v in state.items()
+    }
     other = tmp_path / "st"
     other.mkdir()
     (other / "config.json").write_text(json.dumps(cfg))
@@ -114,7 +125,7 @@ def test_outputs_default_to_every_hidden_state(tmp_path):
 
 # ------------------------------------------------------------------ MERT's own stack, in a side environment
 
-_SIDE_SCRIPT = r'''
+_SIDE_SCRIPT = r"""
 import json, sys
 import numpy as np, torch, transformers
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
@@ -143,7 +154,7 @@ for i, (s, n) in enumerate(json.load(open(plan))):
     with torch.no_grad():
         res["w%d" % i] = torch.stack(model(v, output_hidden_states=True).hidden_states, 1)[0].numpy()
 np.savez(out, **res)
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -152,27 +163,55 @@ def side_env() -> Path:
     target = Path(tempfile.gettempdir()) / f"featpipe-test-transformers-{SIDE_VERSION}"
     if (target / ".complete").is_file():
         return target
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-           f"transformers=={SIDE_VERSION}", "tokenizers>=0.21,<0.22", "huggingface_hub>=0.24,<1.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--target",
+        str(target),
+        f"transformers=={SIDE_VERSION}",
+        "tokenizers>=0.21,<0.22",
+        "huggingface_hub>=0.24,<1.0",
+    ]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"MERT reference: could not install transformers=={SIDE_VERSION} ({type(exc).__name__})")
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
-        pytest.skip(f"MERT reference: transformers=={SIDE_VERSION} did not install from the package registry ({last[:200]})")
+        pytest.skip(
+            f"MERT reference: transformers=={SIDE_VERSION} did not install from the package registry ({last[:200]})"
+        )
     (target / ".complete").write_text("ok")
     return target
 
 
-def side_states(side: Path, folder: Path, mono24: np.ndarray, plan: list[tuple[int, int]], tmp: Path) -> list[np.ndarray]:
+def side_states(
+    side: Path, folder: Path, mono24: np.ndarray, plan: list[tuple[int, int]], tmp: Path
+) -> list[np.ndarray]:
     """(L+1, T, D) hidden states per window from MERT's stack under transformers 4.47.1."""
     (tmp / "ref.py").write_text(_SIDE_SCRIPT)
     np.save(tmp / "x.npy", mono24.astype(np.float32))
     (tmp / "plan.json").write_text(json.dumps(plan))
     env = {**os.environ, "PYTHONPATH": str(side)}
-    res = subprocess.run([sys.executable, str(tmp / "ref.py"), str(folder), str(tmp / "x.npy"), str(tmp / "plan.json"),
-                          str(tmp / "out.npz"), SIDE_VERSION], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(tmp / "ref.py"),
+            str(folder),
+            str(tmp / "x.npy"),
+            str(tmp / "plan.json"),
+            str(tmp / "out.npz"),
+            SIDE_VERSION,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     got = np.load(tmp / "out.npz")
     return [got[f"w{i}"] for i in range(len(plan))]

@@ -32,8 +32,14 @@ class AstExtractor(Extractor):
     spec_help = "ast:<Hugging Face repo id | local folder>"
     examples = ("ast:MIT/ast-finetuned-audioset-10-10-0.4593", "ast:/data/my_ast_folder")
     version = "1"
-    option_specs = {"window": Option(float, 10.24, "seconds of audio per embedding, centred on the segment "
-                                                   "(zeros outside the recording; at most the model's input)")}
+    option_specs = {
+        "window": Option(
+            float,
+            10.24,
+            "seconds of audio per embedding, centred on the segment "
+            "(zeros outside the recording; at most the model's input)",
+        )
+    }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
@@ -84,11 +90,23 @@ class AstExtractor(Extractor):
 
     def outputs(self) -> list[OutputSpec]:
         fe = self.feature_extractor()
-        return [OutputSpec(self.feature_name, (int(self.config().hidden_size),), "audio", window=self.n_samples / self.rate,
-                           layout="AST pooled output (mean of the CLS and distillation tokens)",
-                           attrs={"model": self.ref, "window_s": self.n_samples / self.rate, "rate": self.rate,
-                                  "window_rule": "centred on the segment centre, zeros outside the recording",
-                                  "num_mel_bins": int(fe.num_mel_bins), "max_length": int(fe.max_length)})]
+        return [
+            OutputSpec(
+                self.feature_name,
+                (int(self.config().hidden_size),),
+                "audio",
+                window=self.n_samples / self.rate,
+                layout="AST pooled output (mean of the CLS and distillation tokens)",
+                attrs={
+                    "model": self.ref,
+                    "window_s": self.n_samples / self.rate,
+                    "rate": self.rate,
+                    "window_rule": "centred on the segment centre, zeros outside the recording",
+                    "num_mel_bins": int(fe.num_mel_bins),
+                    "max_length": int(fe.max_length),
+                },
+            )
+        ]
 
     def needs(self) -> MediaNeeds:
         return MediaNeeds(audio=True, audio_context=round(self.window_s / 2 + margin_s(self.rate) + 0.01, 4))
@@ -97,11 +115,15 @@ class AstExtractor(Extractor):
         fe, cfg = self.feature_extractor(), self.config()
         frames = (self.n_samples - _FRAME) // _HOP + 1
         if frames > fe.max_length:
-            raise ExtractorError(f"{self.spec}: window={self.window_s:g} s is {frames} frames, more than the model's "
-                                 f"{fe.max_length} ({(fe.max_length - 1) * _HOP + _FRAME} samples at {self.rate} Hz)")
+            raise ExtractorError(
+                f"{self.spec}: window={self.window_s:g} s is {frames} frames, more than the model's "
+                f"{fe.max_length} ({(fe.max_length - 1) * _HOP + _FRAME} samples at {self.rate} Hz)"
+            )
         if (fe.num_mel_bins, fe.max_length) != (cfg.num_mel_bins, cfg.max_length):
-            raise ExtractorError(f"{self.spec}: preprocessor_config.json ({fe.num_mel_bins} mel bins, {fe.max_length} "
-                                 f"frames) disagrees with config.json ({cfg.num_mel_bins}, {cfg.max_length})")
+            raise ExtractorError(
+                f"{self.spec}: preprocessor_config.json ({fe.num_mel_bins} mel bins, {fe.max_length} "
+                f"frames) disagrees with config.json ({cfg.num_mel_bins}, {cfg.max_length})"
+            )
 
     def weights_identity(self) -> str:
         return hub.weights_identity(self.folder)
@@ -124,7 +146,7 @@ class AstExtractor(Extractor):
             start = round((chunk.first + k + 0.5) * chunk.seg_len * self.rate) - n // 2
             lo, hi = max(start, 0, n0), min(start + n, total, n0 + len(samples))
             if hi > lo:
-                out[k, lo - start:hi - start] = samples[lo - n0:hi - n0]
+                out[k, lo - start : hi - start] = samples[lo - n0 : hi - n0]
         return out
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
@@ -137,10 +159,10 @@ class AstExtractor(Extractor):
         out = np.empty((len(windows), int(self.config().hidden_size)), np.float32)
         bs = max(1, self.options.batch_size)
         for i in range(0, len(windows), bs):
-            feats = fe(list(windows[i:i + bs]), sampling_rate=self.rate, return_tensors="pt")["input_values"]
+            feats = fe(list(windows[i : i + bs]), sampling_rate=self.rate, return_tensors="pt")["input_values"]
             with torch.inference_mode():
                 res = self._model(input_values=feats.to(self._device))
-            out[i:i + bs] = res.pooler_output.float().cpu().numpy()
+            out[i : i + bs] = res.pooler_output.float().cpu().numpy()
         return out
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:

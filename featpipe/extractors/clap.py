@@ -59,8 +59,9 @@ def pooled(out: Any) -> Any:
     return out if hasattr(out, "shape") else out.pooler_output
 
 
-def segment_windows(first: int, count: int, seg_len: float, duration: float, width: float,
-                    rate: int = AUDIO_RATE) -> list[tuple[int, int]]:
+def segment_windows(
+    first: int, count: int, seg_len: float, duration: float, width: float, rate: int = AUDIO_RATE
+) -> list[tuple[int, int]]:
     """Absolute ``[start, stop)`` sample ranges of the windows of segments ``first .. first+count-1``.
 
     Window k is ``width`` seconds centred on segment k, clipped to the recording ``[0, duration]``
@@ -91,7 +92,7 @@ def pad_window(w: np.ndarray, length: int, padding: str) -> np.ndarray:
     if padding == "repeat":
         return np.tile(w, length // len(w) + 1)[:length].astype(np.float64)
     reps = length // len(w) if padding == "repeatpad" else 1
-    out[:reps * len(w)] = np.tile(w, reps)
+    out[: reps * len(w)] = np.tile(w, reps)
     return out
 
 
@@ -108,8 +109,15 @@ def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding:
     n = fe.nb_max_samples
     x = torch.from_numpy(np.stack([pad_window(w, n, padding) for w in windows])).to(device)
     window = torch.hann_window(fe.fft_window_size, periodic=True, dtype=torch.float64, device=device)
-    spec = torch.stft(x, n_fft=fe.fft_window_size, hop_length=fe.hop_length, window=window, center=True,
-                      pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        x,
+        n_fft=fe.fft_window_size,
+        hop_length=fe.hop_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()  # (n, bins, frames)
     bank = fe.mel_filters if truncation == "fusion" else fe.mel_filters_slaney  # (bins, mels)
     mel = torch.from_numpy(np.asarray(bank, np.float64)).to(device).T @ power
@@ -129,10 +137,12 @@ class ClapExtractor(Extractor):
     examples = ("clap:laion/larger_clap_music", "clap:laion/clap-htsat-unfused", "clap:/data/my_clap_folder")
     version = "1"
     option_specs = {
-        "clap_window": Option(float, DEFAULT_WINDOW_S, "seconds of audio per embedding, centred on the segment "
-                                                       "(at most the model's 10 s)"),
-        "clap_padding": Option(str, "repeatpad", "how windows shorter than the model's input are filled",
-                               choices=PADDINGS),
+        "clap_window": Option(
+            float, DEFAULT_WINDOW_S, "seconds of audio per embedding, centred on the segment (at most the model's 10 s)"
+        ),
+        "clap_padding": Option(
+            str, "repeatpad", "how windows shorter than the model's input are filled", choices=PADDINGS
+        ),
     }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -175,8 +185,10 @@ class ClapExtractor(Extractor):
 
             self._fe = ClapFeatureExtractor.from_pretrained(str(self.folder))
             if self._fe.sampling_rate != AUDIO_RATE:
-                raise ExtractorError(f"{self.spec}: the model wants {self._fe.sampling_rate} Hz audio; "
-                                     f"featpipe decodes at {AUDIO_RATE} Hz")
+                raise ExtractorError(
+                    f"{self.spec}: the model wants {self._fe.sampling_rate} Hz audio; "
+                    f"featpipe decodes at {AUDIO_RATE} Hz"
+                )
         return self._fe
 
     @property
@@ -200,13 +212,24 @@ class ClapExtractor(Extractor):
         return "fusion" if self.fusion else "rand_trunc"
 
     def outputs(self) -> list[OutputSpec]:
-        return [OutputSpec(
-            self.feature_name, (int(self.config().projection_dim),), "audio", window=self.window,
-            layout="CLAP audio embedding (projected, L2-normalised)",
-            attrs={"model": self.ref, "window_s": self.window, "padding": self.padding,
-                   "truncation": self.truncation, "fusion": self.fusion,
-                   "window_rule": "max(segment, window_s) centred on the segment, at most the model's "
-                                  f"{self.max_window:g} s, clipped to the recording"})]
+        return [
+            OutputSpec(
+                self.feature_name,
+                (int(self.config().projection_dim),),
+                "audio",
+                window=self.window,
+                layout="CLAP audio embedding (projected, L2-normalised)",
+                attrs={
+                    "model": self.ref,
+                    "window_s": self.window,
+                    "padding": self.padding,
+                    "truncation": self.truncation,
+                    "fusion": self.fusion,
+                    "window_rule": "max(segment, window_s) centred on the segment, at most the model's "
+                    f"{self.max_window:g} s, clipped to the recording",
+                },
+            )
+        ]
 
     def needs(self) -> MediaNeeds:
         # Half a window each side covers every segment length: a window never reaches further
@@ -237,7 +260,7 @@ class ClapExtractor(Extractor):
         width = min(max(self.window, chunk.seg_len), self.max_window)
         out = []
         for lo, hi in segment_windows(chunk.first, chunk.count, chunk.seg_len, chunk.duration, width):
-            w = mono[lo - base:hi - base]
+            w = mono[lo - base : hi - base]
             if len(w) < hi - lo:  # the decoder may round a chunk a few samples short: silence
                 w = np.pad(w, (0, hi - lo - len(w)))
             out.append(w)
@@ -252,14 +275,14 @@ class ClapExtractor(Extractor):
         out = np.empty((len(windows), int(self.config().projection_dim)), np.float32)
         bs = max(1, self.options.batch_size)
         for i in range(0, len(windows), bs):
-            part = windows[i:i + bs]
+            part = windows[i : i + bs]
             feats = input_features(part, self.feature_extractor(), self.truncation, self.padding, self._device)
             # Every input fits the model, so none is "longer" and fusion models use their global branch
             # only (ClapFeatureExtractor would mark a random one as longer; featpipe never does).
             is_longer = torch.zeros((len(part), 1), dtype=torch.bool, device=self._device)
             with torch.inference_mode():
                 res = self._model.get_audio_features(input_features=feats, is_longer=is_longer)
-            out[i:i + len(part)] = pooled(res).float().cpu().numpy()
+            out[i : i + len(part)] = pooled(res).float().cpu().numpy()
         return out
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:

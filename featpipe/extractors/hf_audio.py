@@ -26,13 +26,17 @@ from typing import Any
 import numpy as np
 
 from . import hub, register
-from .base import ExtractOptions, ExtractorError, WeightsError
+from .base import ExtractOptions, ExtractorError
 from .frames import FrameGeometry, FramewiseExtractor, conv_geometry
 
 _REQUIRED = ("config.json", "preprocessor_config.json")
 _WRITER = "the model's and its feature extractor's save_pretrained"
-_ALTERNATIVES = {"mert_model": "mert:", "music_hubert": "mert:", "audio-spectrogram-transformer": "ast:",
-                 "clap": "clap:"}
+_ALTERNATIVES = {
+    "mert_model": "mert:",
+    "music_hubert": "mert:",
+    "audio-spectrogram-transformer": "ast:",
+    "clap": "clap:",
+}
 
 
 @register
@@ -40,8 +44,10 @@ class HfAudioExtractor(FramewiseExtractor):
     """Hidden states of a transformers audio encoder per segment (wav2vec2 family, Whisper's encoder)."""
 
     name = "hf-audio"
-    summary = ("hidden states of a transformers audio encoder per segment (wav2vec2, HuBERT, WavLM, data2vec-audio, "
-               "Whisper's encoder), at its own rate")
+    summary = (
+        "hidden states of a transformers audio encoder per segment (wav2vec2, HuBERT, WavLM, data2vec-audio, "
+        "Whisper's encoder), at its own rate"
+    )
     spec_help = "hf-audio:<Hugging Face repo id | local folder>"
     examples = ("hf-audio:facebook/wav2vec2-base", "hf-audio:microsoft/wavlm-base-plus", "hf-audio:openai/whisper-base")
     version = "1"
@@ -83,12 +89,16 @@ class HfAudioExtractor(FramewiseExtractor):
             if kind in _ALTERNATIVES:
                 raise ExtractorError(f"{self.spec}: a {kind} checkpoint; use {_ALTERNATIVES[kind]}{self.ref}")
             if kind not in CONFIG_MAPPING or raw.get("auto_map"):
-                raise ExtractorError(f"{self.spec}: model_type {kind!r} needs remote code (trust_remote_code), "
-                                     "which featpipe never runs; for MERT use mert:<folder>")
+                raise ExtractorError(
+                    f"{self.spec}: model_type {kind!r} needs remote code (trust_remote_code), "
+                    "which featpipe never runs; for MERT use mert:<folder>"
+                )
             self._config = AutoConfig.from_pretrained(str(self.folder))
             if not self.whisper and not (hasattr(self._config, "conv_kernel") and hasattr(self._config, "conv_stride")):
-                raise ExtractorError(f"{self.spec}: model_type {kind!r} is not a wav2vec2-style encoder nor Whisper "
-                                     "(for AST use ast:, for CLAP clap:)")
+                raise ExtractorError(
+                    f"{self.spec}: model_type {kind!r} is not a wav2vec2-style encoder nor Whisper "
+                    "(for AST use ast:, for CLAP clap:)"
+                )
         return self._config
 
     def feature_extractor(self) -> Any:
@@ -119,9 +129,12 @@ class HfAudioExtractor(FramewiseExtractor):
 
     def describe(self) -> dict:
         fe = self.feature_extractor()
-        return {"model": self.ref, "model_type": self.config().model_type,
-                "feature_extractor": type(fe).__name__ + (" (normalised per window)" if getattr(fe, "do_normalize", False)
-                                                          else "")}
+        return {
+            "model": self.ref,
+            "model_type": self.config().model_type,
+            "feature_extractor": type(fe).__name__
+            + (" (normalised per window)" if getattr(fe, "do_normalize", False) else ""),
+        }
 
     def check(self) -> None:
         self.config()

@@ -82,8 +82,10 @@ def resolve_folder(ref: str, spec: str, required: tuple[str, ...], writer: str, 
             reason = f"could not be downloaded ({type(exc).__name__})"
     else:
         reason += " and there is no network"
-    raise WeightsError(f"{spec}: {ref} {reason}; on a connected machine run `huggingface-cli download {ref}` "
-                       f"and copy ~/.cache/huggingface here, or give a local folder: {prefix}:/path/to/folder")
+    raise WeightsError(
+        f"{spec}: {ref} {reason}; on a connected machine run `huggingface-cli download {ref}` "
+        f"and copy ~/.cache/huggingface here, or give a local folder: {prefix}:/path/to/folder"
+    )
 
 
 def weights_identity(folder: Path) -> str:

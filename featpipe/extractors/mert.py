@@ -85,8 +85,9 @@ class MertExtractor(FramewiseExtractor):
             self._fe = Wav2Vec2FeatureExtractor.from_pretrained(str(self.folder))
             rate = int(self.config()["sample_rate"])
             if int(self._fe.sampling_rate) != rate:
-                raise WeightsError(f"{self.spec}: preprocessor_config.json says {self._fe.sampling_rate} Hz, "
-                                   f"config.json {rate} Hz")
+                raise WeightsError(
+                    f"{self.spec}: preprocessor_config.json says {self._fe.sampling_rate} Hz, config.json {rate} Hz"
+                )
         return self._fe
 
     def geometry(self) -> FrameGeometry:
@@ -100,9 +101,13 @@ class MertExtractor(FramewiseExtractor):
         return int(self.config()["hidden_size"])
 
     def describe(self) -> dict:
-        return {"model": self.ref, "normalise": "Wav2Vec2FeatureExtractor per window (recording samples only)"
-                if self.feature_extractor().do_normalize else "none (do_normalize false)",
-                "network": "featpipe.models.mert (MusicHubert port)"}
+        return {
+            "model": self.ref,
+            "normalise": "Wav2Vec2FeatureExtractor per window (recording samples only)"
+            if self.feature_extractor().do_normalize
+            else "none (do_normalize false)",
+            "network": "featpipe.models.mert (MusicHubert port)",
+        }
 
     def check(self) -> None:
         from ..models import mert as m

@@ -41,23 +41,53 @@ from torch import nn
 from . import state_dict as sd
 
 SAMPLE_RATE = 24_000
-_ACT = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu,
-        "gelu_new": partial(F.gelu, approximate="tanh"), "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh")}
+_ACT = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu_new": partial(F.gelu, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+}
 _PREFIXES = ("mert_model.", "music_hubert.", "hubert.", "model.")
 _IGNORED = ("masked_spec_embed", "label_embs_concat", "final_proj.")  # pre-training heads, not the encoder
 
 # Published sizes (for random weights at real size: benchmarks, the one-pass check). The 330M model
 # has HuBERT-large's shape: 24 pre-LN layers of 1024, LayerNorm in every convolution.
 PRESETS = {
-    "95M": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                feat_extract_norm="group", do_stable_layer_norm=False),
-    "330M": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                 feat_extract_norm="layer", do_stable_layer_norm=True),
+    "95M": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+    ),
+    "330M": dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    ),
 }
-DEFAULTS = dict(hidden_act="gelu", layer_norm_eps=1e-5, feat_extract_activation="gelu", conv_dim=[512] * 7,
-                conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_bias=False,
-                num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, feat_proj_layer_norm=True,
-                feature_extractor_cqt=False, deepnorm=False, attention_relax=-1.0, sample_rate=SAMPLE_RATE)
+DEFAULTS = dict(
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    feat_extract_activation="gelu",
+    conv_dim=[512] * 7,
+    conv_stride=[5, 2, 2, 2, 2, 2, 2],
+    conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+    conv_bias=False,
+    num_conv_pos_embeddings=128,
+    num_conv_pos_embedding_groups=16,
+    feat_proj_layer_norm=True,
+    feature_extractor_cqt=False,
+    deepnorm=False,
+    attention_relax=-1.0,
+    sample_rate=SAMPLE_RATE,
+)
 
 
 class MertConfigError(ValueError):
@@ -70,8 +100,9 @@ def read_config(cfg: dict) -> dict:
         raise MertConfigError(f"model_type is {cfg.get('model_type')!r}, not mert_model")
     c = {**DEFAULTS, **PRESETS["95M"], **{k: v for k, v in cfg.items() if k in {**DEFAULTS, **PRESETS["95M"]}}}
     if c["feature_extractor_cqt"]:
-        raise MertConfigError("feature_extractor_cqt is set: the CQT branch (not in MERT-v1's published "
-                              "checkpoints) is not supported")
+        raise MertConfigError(
+            "feature_extractor_cqt is set: the CQT branch (not in MERT-v1's published checkpoints) is not supported"
+        )
     if c["do_stable_layer_norm"] and c["deepnorm"]:
         raise MertConfigError("deepnorm needs post-LN layers (do_stable_layer_norm false), as in MERT's code")
     for key in ("hidden_act", "feat_extract_activation"):
@@ -132,7 +163,10 @@ class _Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+            for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         y = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head size), as HuBERT's
         return self.out_proj(y.transpose(1, 2).reshape(b, t, d))
 
@@ -218,10 +252,11 @@ class MusicHubert(nn.Module):
 def _canonical(key: str) -> str:
     for p in _PREFIXES:
         if key.startswith(p):
-            key = key[len(p):]
+            key = key[len(p) :]
             break
-    return (key.replace("pos_conv_embed.conv.parametrizations.weight.original0", "pos_conv_embed.conv.weight_g")
-               .replace("pos_conv_embed.conv.parametrizations.weight.original1", "pos_conv_embed.conv.weight_v"))
+    return key.replace("pos_conv_embed.conv.parametrizations.weight.original0", "pos_conv_embed.conv.weight_g").replace(
+        "pos_conv_embed.conv.parametrizations.weight.original1", "pos_conv_embed.conv.weight_v"
+    )
 
 
 def read_weights(folder: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
@@ -248,8 +283,10 @@ _LAYOUT = "MERT-v1 (HuBERT) keys: feature_extractor.conv_layers.*, feature_proje
 def _matched(state: dict[str, torch.Tensor], want: dict[str, torch.Tensor], folder: Path) -> dict[str, torch.Tensor]:
     extra = sorted(set(state) - set(want))
     if extra:
-        raise sd.StateDictError(f"{folder}: unexpected tensors {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} "
-                                f"(expected {_LAYOUT})")
+        raise sd.StateDictError(
+            f"{folder}: unexpected tensors {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''} "
+            f"(expected {_LAYOUT})"
+        )
     return sd.checked(state, want, folder, _LAYOUT)
 
 
@@ -271,9 +308,14 @@ def load(folder: Path, cfg: dict) -> MusicHubert:
 
 def hub_config(preset: str, **overrides) -> dict:
     """A config.json as m-a-p publishes it, for random weights at the size of ``preset`` (95M or 330M)."""
-    return {"architectures": ["MERTModel"], "model_type": "mert_model",
-            "auto_map": {"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
-            **DEFAULTS, **PRESETS[preset], **overrides}
+    return {
+        "architectures": ["MERTModel"],
+        "model_type": "mert_model",
+        "auto_map": {"AutoConfig": "configuration_MERT.MERTConfig", "AutoModel": "modeling_MERT.MERTModel"},
+        **DEFAULTS,
+        **PRESETS[preset],
+        **overrides,
+    }
 
 
 def write_random(folder: Path, cfg: dict, seed: int = 0, safetensors: bool = False) -> Path:
@@ -286,15 +328,27 @@ def write_random(folder: Path, cfg: dict, seed: int = 0, safetensors: bool = Fal
     model = MusicHubert(cfg)
     for m in model.modules():  # HuBERT-like initialisation: random weights must not be all alike
         if isinstance(m, (nn.Linear, nn.Conv1d)):
-            nn.init.normal_(m.weight, std=0.02 if isinstance(m, nn.Linear) else math.sqrt(2.0 / (m.in_channels * m.kernel_size[0])))
+            nn.init.normal_(
+                m.weight, std=0.02 if isinstance(m, nn.Linear) else math.sqrt(2.0 / (m.in_channels * m.kernel_size[0]))
+            )
             if m.bias is not None:
                 nn.init.normal_(m.bias, std=0.02)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0, "return_attention_mask": True,
-        "sampling_rate": cfg.get("sample_rate", SAMPLE_RATE)}, indent=2))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_normalize": True,
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "feature_size": 1,
+                "padding_side": "right",
+                "padding_value": 0,
+                "return_attention_mask": True,
+                "sampling_rate": cfg.get("sample_rate", SAMPLE_RATE),
+            },
+            indent=2,
+        )
+    )
     if safetensors:
         from safetensors.torch import save_file
 
