@@ -12,8 +12,15 @@ import pytest
 
 from featpipe.extractors import Chunk, ExtractOptions, ExtractorError
 from featpipe.extractors import rates
-from featpipe.extractors.frames import (FrameGeometry, FramewiseExtractor, conv_geometry, parse_layers, plan_windows,
-                                        pool_segments, window_samples)
+from featpipe.extractors.frames import (
+    FrameGeometry,
+    FramewiseExtractor,
+    conv_geometry,
+    parse_layers,
+    plan_windows,
+    pool_segments,
+    window_samples,
+)
 
 SR = 48_000
 
@@ -53,7 +60,7 @@ def chunk_of(audio: np.ndarray, first: int, count: int, seg: float, ctx: float) 
     s, e = round((first * seg - ctx) * SR), round(((first + count) * seg + ctx) * SR)
     out = np.zeros((audio.shape[0], e - s), np.float32)
     lo, hi = max(s, 0), min(e, audio.shape[1])
-    out[:, lo - s:hi - s] = audio[:, lo:hi]
+    out[:, lo - s : hi - s] = audio[:, lo:hi]
     return Chunk("v", first, count, seg, audio.shape[1] / SR, audio=out, audio_context=ctx)
 
 
@@ -131,8 +138,9 @@ def test_chunked_equals_whole_and_windows_are_encoded_once(chunk_len):
     assert whole.shape == (10, 1)
     Toy.calls = 0
     ext2 = toy(layers="last")
-    parts = np.concatenate([ext2.extract(chunk_of(audio, k, min(chunk_len, 10 - k), 1.0, ctx))["toy"]
-                            for k in range(0, 10, chunk_len)])
+    parts = np.concatenate(
+        [ext2.extract(chunk_of(audio, k, min(chunk_len, 10 - k), 1.0, ctx))["toy"] for k in range(0, 10, chunk_len)]
+    )
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-9)  # float32 sums in another order
     n16 = round(9.1 * 16_000)
     distinct = {(w.start, w.length) for w in plan_windows(n16, 0, n16, 2.0, 0.5, ext.geometry())}

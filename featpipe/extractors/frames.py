@@ -55,7 +55,9 @@ class FrameGeometry:
         return self.rate / self.stride
 
 
-def conv_geometry(rate: int, kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]) -> FrameGeometry:
+def conv_geometry(
+    rate: int, kernels: list[int] | tuple[int, ...], strides: list[int] | tuple[int, ...]
+) -> FrameGeometry:
     """The geometry of a stack of unpadded strided 1-d convolutions (wav2vec2, HuBERT, MERT):
     receptive field ``R = 1 + sum((k_i - 1) * prod(strides before i))`` samples, stride the product,
     frame ``i`` reading samples ``i*stride .. i*stride + R - 1`` and centred on the middle one
@@ -86,8 +88,9 @@ def window_samples(window_s: float, context_s: float, geom: FrameGeometry) -> tu
     return hop + 2 * ctx, hop, ctx
 
 
-def plan_windows(n_total: int, lo: float, hi: float, window_s: float, context_s: float,
-                 geom: FrameGeometry) -> list[Window]:
+def plan_windows(
+    n_total: int, lo: float, hi: float, window_s: float, context_s: float, geom: FrameGeometry
+) -> list[Window]:
     """The windows whose kept regions cover frame centres in ``[lo, hi)`` (absolute samples) of a
     recording of ``n_total`` samples, in order, each once."""
     length, hop, ctx = window_samples(window_s, context_s, geom)
@@ -115,8 +118,10 @@ def parse_layers(text: str, n_states: int) -> tuple[int, ...]:
         raise ExtractorError(f"layers={text!r}: use all, last or layer numbers like 4,8,12") from None
     bad = [i for i in picked if not 0 <= i < n_states]
     if bad or not picked or len(set(picked)) != len(picked):
-        raise ExtractorError(f"layers={text!r}: numbers must be distinct, in 0..{n_states - 1} "
-                             "(0 is the embedding output, then one per layer)")
+        raise ExtractorError(
+            f"layers={text!r}: numbers must be distinct, in 0..{n_states - 1} "
+            "(0 is the embedding output, then one per layer)"
+        )
     return picked
 
 
@@ -154,10 +159,15 @@ class FramewiseExtractor(Extractor):
         """The ``--set`` options every frame-level encoder declares, with its own defaults."""
         return {
             "window": Option(float, window, "seconds of audio per encoder window"),
-            "context": Option(float, context, "seconds of audio a kept frame has on each side inside its window "
-                                              "(window - 2 x context seconds are kept per window)"),
-            "layers": Option(str, layers, "hidden states stored: all (embedding output + every layer), last, "
-                                          "or numbers like 0,6,12"),
+            "context": Option(
+                float,
+                context,
+                "seconds of audio a kept frame has on each side inside its window "
+                "(window - 2 x context seconds are kept per window)",
+            ),
+            "layers": Option(
+                str, layers, "hidden states stored: all (embedding output + every layer), last, or numbers like 0,6,12"
+            ),
         }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -165,8 +175,10 @@ class FramewiseExtractor(Extractor):
         self.window_s = float(self.opt("window"))
         self.context_s = float(self.opt("context"))
         if self.window_s <= 0 or self.context_s < 0 or self.window_s - 2 * self.context_s <= 0:
-            raise ExtractorError(f"{self.name}: window={self.window_s:g} and context={self.context_s:g} leave no "
-                                 "kept part (need window > 2 x context >= 0)")
+            raise ExtractorError(
+                f"{self.name}: window={self.window_s:g} and context={self.context_s:g} leave no "
+                "kept part (need window > 2 x context >= 0)"
+            )
         if self.max_window is not None and self.window_s > self.max_window + 1e-9:
             raise ExtractorError(f"{self.name}: window={self.window_s:g} exceeds the model's {self.max_window:g} s")
         self._encoded: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -207,13 +219,28 @@ class FramewiseExtractor(Extractor):
         length, hop, ctx = window_samples(self.window_s, self.context_s, g)
         shape = (self.dim(),) if len(layers) == 1 else (len(layers), self.dim())
         what = "hidden state" if len(layers) == 1 else "hidden states (axis 0: the layers attribute)"
-        attrs = {"layers": list(layers), "layer_0": "embedding output (input of the first layer)",
-                 "rate": g.rate, "frame_rate": g.frame_rate, "frame_centre_s": f"({g.offset:g} + {g.stride} i) / {g.rate}",
-                 "window_s": length / g.rate, "hop_s": hop / g.rate, "context_s": ctx / g.rate,
-                 "pooling": "mean of the frames centred in the segment (else the frame nearest its centre)",
-                 **self.describe()}
-        return [OutputSpec(self.feature_name, shape, "audio", window=length / g.rate,
-                           layout=f"{self.name} {what}, mean over the segment's frames", attrs=attrs)]
+        attrs = {
+            "layers": list(layers),
+            "layer_0": "embedding output (input of the first layer)",
+            "rate": g.rate,
+            "frame_rate": g.frame_rate,
+            "frame_centre_s": f"({g.offset:g} + {g.stride} i) / {g.rate}",
+            "window_s": length / g.rate,
+            "hop_s": hop / g.rate,
+            "context_s": ctx / g.rate,
+            "pooling": "mean of the frames centred in the segment (else the frame nearest its centre)",
+            **self.describe(),
+        }
+        return [
+            OutputSpec(
+                self.feature_name,
+                shape,
+                "audio",
+                window=length / g.rate,
+                layout=f"{self.name} {what}, mean over the segment's frames",
+                attrs=attrs,
+            )
+        ]
 
     def needs(self) -> MediaNeeds:
         g = self.geometry()
@@ -227,14 +254,18 @@ class FramewiseExtractor(Extractor):
         lo, hi = w.start - n0, w.start + w.length - n0
         pad = round(margin_s(self.geometry().rate) * self.geometry().rate)
         if lo < pad:
-            raise RuntimeError(f"featpipe bug: {self.name} window at sample {w.start} starts before the audio of "
-                               f"chunk {chunk.first} (context {chunk.audio_context} s)")
+            raise RuntimeError(
+                f"featpipe bug: {self.name} window at sample {w.start} starts before the audio of "
+                f"chunk {chunk.first} (context {chunk.audio_context} s)"
+            )
         out = samples[lo:hi]
         if len(out) < hi - lo:  # the decoder may round a chunk a few samples short
             out = np.pad(out, (0, hi - lo - len(out)))
         return np.asarray(out, np.float32)
 
-    def _encode_windows(self, chunk: Chunk, windows: list[Window], samples: np.ndarray, n0: int) -> dict[Window, np.ndarray]:
+    def _encode_windows(
+        self, chunk: Chunk, windows: list[Window], samples: np.ndarray, n0: int
+    ) -> dict[Window, np.ndarray]:
         done: dict[Window, np.ndarray] = {}
         todo: dict[int, list[Window]] = {}
         n_total = round(chunk.duration * self.geometry().rate)
@@ -248,7 +279,7 @@ class FramewiseExtractor(Extractor):
         for ws in todo.values():  # equal lengths batch together: no padding ever enters the model
             uniq = list({w.start: w for w in ws}.values())
             for i in range(0, len(uniq), bs):
-                part = uniq[i:i + bs]
+                part = uniq[i : i + bs]
                 states = self.encode(np.stack([self._window_audio(samples, n0, w, chunk) for w in part]))
                 for w, st in zip(part, states):
                     self._encoded[(chunk.video_id, n_total, w.start, w.length)] = st

@@ -68,7 +68,7 @@ def resample(mono: np.ndarray, a0: int, rate: int) -> tuple[np.ndarray, int]:
 
     up, down = _ratio(rate)
     i0 = -(-a0 // down) * down  # first input sample on the common grid of both rates
-    x = np.asarray(mono[i0 - a0:], np.float64)
+    x = np.asarray(mono[i0 - a0 :], np.float64)
     y = resample_poly(x, up, down, window=_filter(up, down))
     return y.astype(np.float32), i0 // down * up
 
