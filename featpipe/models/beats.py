@@ -266,7 +266,7 @@ class WeightNormConv(nn.Module):
     def __init__(self, d: int, kernel: int, groups: int) -> None:
         super().__init__()
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))
-        self.weight_v = nn.Parameter(torch.empty(d, d // groups, kernel))
+        self.weight_v = nn.Parameter(torch.randn(d, d // groups, kernel) / math.sqrt(d // groups * kernel))
         self.bias = nn.Parameter(torch.zeros(d))
         self.padding, self.groups = kernel // 2, groups
 
@@ -402,7 +402,49 @@ def load_checkpoint(path: str | Path) -> BEATs:
     return model.eval()
 
 
+BASE_CFG: dict[str, Any] = {
+    "input_patch_size": 16,
+    "embed_dim": 512,
+    "conv_bias": False,
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "activation_fn": "gelu",
+    "layer_norm_first": False,
+    "deep_norm": True,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+    "finetuned_model": False,
+}
+"""BEATs base as released (iter1-iter3+: 90M parameters); what benchmarks build with random weights."""
+
+
+def write_random(path: str | Path, cfg: dict[str, Any] | None = None, seed: int = 0) -> Path:
+    """A checkpoint in the published layout with random weights (``BASE_CFG`` by default).
+
+    As in unilm's files, the relative-position table shared by every layer is saved under each
+    layer's name.
+    """
+    torch.manual_seed(seed)
+    cfg = dict(BASE_CFG if cfg is None else cfg)
+    model = BEATs(BEATsConfig.from_dict(cfg))
+    state = model.state_dict()
+    table = "encoder.layers.0.self_attn.relative_attention_bias.weight"
+    if table in state:
+        for i in range(1, model.cfg.encoder_layers):
+            state[table.replace(".0.", f".{i}.")] = state[table]
+    path = Path(path)
+    torch.save({"cfg": cfg, "model": state}, path)
+    return path
+
+
 __all__ = [
+    "BASE_CFG",
     "BEATs",
     "BEATsConfig",
     "CheckpointError",
@@ -416,4 +458,5 @@ __all__ = [
     "load_checkpoint",
     "mel_banks",
     "preprocess",
+    "write_random",
 ]
