@@ -121,26 +121,26 @@ def checkpoint(tmp_path_factory):
 # ----------------------------------------------------------------------------- references
 
 
-def ref_fbank(wave16k: np.ndarray) -> np.ndarray:
-    """BEATs's normalised input from transformers' independent numpy Kaldi fbank (float64)."""
+def ref_fbank(wave16k: np.ndarray, scale: float = 32768, **change) -> np.ndarray:
+    """BEATs's normalised input from transformers' independent numpy Kaldi fbank (float64);
+    ``change`` overrides an argument of ``spectrogram`` (the tolerance test's mistakes)."""
     from transformers.audio_utils import spectrogram, window_function
 
-    mel = ref_mel_filters()
-    spec = spectrogram(
-        np.asarray(wave16k, np.float64) * 32768,
-        window_function(400, "povey", periodic=False),
+    args = dict(
         frame_length=400,
         hop_length=160,
         fft_length=512,
         power=2.0,
         center=False,
         preemphasis=0.97,
-        mel_filters=mel,
+        mel_filters=ref_mel_filters(),
         log_mel="log",
         mel_floor=1.192092955078125e-07,
         remove_dc_offset=True,
     )
-    return (spec.T - MEAN) / (2 * STD)
+    args.update(change)
+    window = window_function(args["frame_length"], "povey", periodic=False)
+    return (spectrogram(np.asarray(wave16k, np.float64) * scale, window, **args).T - MEAN) / (2 * STD)
 
 
 @functools.lru_cache(maxsize=1)
@@ -243,11 +243,13 @@ def ref_forward(s: dict[str, np.ndarray], fbank: np.ndarray, cfg: dict = CFG) ->
     return np.stack([st.reshape(T, Fq, D).mean(1) for st in states])
 
 
-def ref_segments(s, wave16k: np.ndarray, seconds: int, shift: float = 0.0) -> np.ndarray:
+def ref_segments(
+    s, wave16k: np.ndarray, seconds: int, shift: float = 0.0, fbank: np.ndarray | None = None
+) -> np.ndarray:
     """One window over the whole recording; time patch i reads fbank frames 16i..16i+15, i.e.
     samples 2560i .. 2560i+2799, centred at (2560i + 1399.5) / 16000 s; a segment's row is the
     mean of the patches centred inside it. ``(seconds, L+1, D)``."""
-    states = ref_forward(s, ref_fbank(wave16k))
+    states = ref_forward(s, ref_fbank(wave16k) if fbank is None else fbank)
     centres = (2560 * np.arange(states.shape[1]) + 1399.5) / SR16 + shift
     return np.stack([states[:, (centres >= k) & (centres < k + 1)].mean(1) for k in range(seconds)])
 
@@ -446,45 +448,19 @@ def test_tolerance_catches_wrong_preprocessing(checkpoint):
     x16 = sig(SR16)
     good = ref_segments(state, x16, 5)
     fb = ref_fbank(x16)
-    mel = ref_mel_filters()
-
-    def rows(fbank, shift=0.0):
-        st = ref_forward(state, fbank)
-        c = (2560 * np.arange(st.shape[1]) + 1399.5) / SR16 + shift
-        return np.stack([st[:, (c >= k) & (c < k + 1)].mean(1) for k in range(5)])
-
-    from transformers.audio_utils import spectrogram, window_function
-
-    def fbank_with(wave, **kw):
-        args = dict(
-            frame_length=400,
-            hop_length=160,
-            fft_length=512,
-            power=2.0,
-            center=False,
-            preemphasis=0.97,
-            mel_filters=mel,
-            log_mel="log",
-            mel_floor=1.192092955078125e-07,
-            remove_dc_offset=True,
-        )
-        args.update(kw)
-        return (spectrogram(wave, window_function(args["frame_length"], "povey", periodic=False), **args).T - MEAN) / (
-            2 * STD
-        )
-
     from scipy.signal import resample_poly
 
     wrong = {
-        "no 2**15 scale": fbank_with(x16),
+        "no 2**15 scale": ref_fbank(x16, scale=1),
         "mean 0": fb + MEAN / (2 * STD),
-        "no pre-emphasis": fbank_with(x16 * 32768, preemphasis=None),
-        "hop 10 ms at 22.05 kHz (sample rate)": (lambda y: fbank_with(y * 32768))(resample_poly(x16, 441, 320)),
-        "no DC offset removal": fbank_with(x16 * 32768, remove_dc_offset=False),
+        "no pre-emphasis": ref_fbank(x16, preemphasis=None),
+        "hop 10 ms at 22.05 kHz (sample rate)": ref_fbank(resample_poly(x16, 441, 320)),
+        "no DC offset removal": ref_fbank(x16, remove_dc_offset=False),
     }
     for name, f in wrong.items():
-        assert cosine_rows(rows(f)[:, -1], good[:, -1]).min() < 0.9999, name
-    assert cosine_rows(rows(fb, shift=0.08)[1:-1, -1], good[1:-1, -1]).min() < 0.9999, "half a frame off"
+        assert cosine_rows(ref_segments(state, x16, 5, fbank=f)[:, -1], good[:, -1]).min() < 0.9999, name
+    late = ref_segments(state, x16, 5, shift=0.08, fbank=fb)
+    assert cosine_rows(late[1:-1, -1], good[1:-1, -1]).min() < 0.9999, "half a frame off"
 
 
 def test_checkpoint_errors_are_one_line(checkpoint, tmp_path, monkeypatch):
