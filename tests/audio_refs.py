@@ -122,6 +122,8 @@ def extract(folder: Path, cache: Path, specs: list[str], fps: float, sets: dict[
         str(fps),
         "--dtype",
         "float32",
+        "--video-timeout",
+        "0",  # no time limit: a busy test machine must not fail a video
     ]
     for s in specs:
         args += ["--audio", s]

@@ -61,6 +61,8 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
         "--workers",
         "1",
         "--quiet",
+        "--video-timeout",
+        "0",
     ]
     res = CliRunner().invoke(cli.main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
