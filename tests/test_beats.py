@@ -375,6 +375,8 @@ def test_featpipe_extract_equals_the_reference(checkpoint, tmp_path):
             "--workers",
             "1",
             "--quiet",
+            "--video-timeout",
+            "0",
             "--set",
             "beats.layers=all",
         ],
