@@ -174,7 +174,7 @@ def moviepy_16k(audio44: np.ndarray, a0: int, first: int, count: int, duration: 
     if idx.size and (idx.min() < 0 or idx.max() >= audio44.shape[-1]):
         raise ValueError("moviepy_16k: the 44.1 kHz audio does not cover the frames moviepy reads")
     out = np.zeros(count, np.float64)
-    s16 = np.round(np.asarray(audio44, np.float64)[:, idx] * 32768)
+    s16 = np.round(np.asarray(audio44)[:, idx].astype(np.float64) * 32768)  # pick first, then convert
     out[written] = (np.clip(s16, -_S16_CLIP, _S16_CLIP) / 32768.0).mean(axis=0)
     return out.astype(np.float32)
 
