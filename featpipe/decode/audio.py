@@ -13,6 +13,7 @@ same decode, each with its own resampler, placed by the same timestamps.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import av
@@ -53,11 +54,12 @@ class _Track:
         return a.astype(np.float32, copy=False).reshape(self.channels, -1)
 
 
-def audio_blocks(info: MediaInfo, tally: StreamTally, copies: tuple[AudioCopy, ...] = ()) -> Iterator[tuple[int, np.ndarray]]:
-    """``(track, block)``: ``(channels, n)`` blocks from the media start (time 0) on, silence where
-    nothing decoded. Track 0 is featpipe's 48 kHz audio (channels kept); track ``i`` is
-    ``copies[i - 1]``, made by its own FFmpeg resampler from the same decoded frames and placed by
-    the same timestamps. Only track 0 is counted in ``tally``."""
+def audio_blocks(info: MediaInfo, tally: StreamTally, copies: tuple[AudioCopy, ...] = ()) -> Iterator[tuple[int, np.ndarray | int]]:
+    """``(track, block)``: ``(channels, n)`` blocks from the media start (time 0) on; where nothing
+    decoded, the number of silent samples (an ``int``) instead of an array, whatever the gap's
+    length. Track 0 is featpipe's 48 kHz audio (channels kept); track ``i`` is ``copies[i - 1]``,
+    made by its own FFmpeg resampler from the same decoded frames and placed by the same
+    timestamps. Only track 0 is counted in ``tally``."""
     channels = audio_channels(info)
     tracks = [_Track(AUDIO_RATE, "stereo" if channels == 2 else "mono", "fltp")]
     tracks += [_Track(cp.rate, cp.layout, cp.sample_format) for cp in copies]
@@ -82,17 +84,15 @@ def audio_blocks(info: MediaInfo, tally: StreamTally, copies: tuple[AudioCopy, .
                     yield from emit(i, tr, out)
             tr.resampler = None
 
-    def place(i: int, tr: _Track, target: int, first: bool) -> Iterator[tuple[int, np.ndarray]]:
+    def place(i: int, tr: _Track, target: int, first: bool) -> Iterator[tuple[int, int]]:
         """Move the track's timeline to sample ``target``: silence up to it, or drop what overlaps it."""
         if target > tr.position:
             if not first and i == 0:
                 tally.gaps += 1
                 tally.gap_seconds += (target - tr.position) / tr.rate
             n = target - tr.position
-            for start in range(0, n, tr.rate):  # in pieces: a long gap never sits in memory at once
-                k = min(tr.rate, n - start)
-                tr.position += k
-                yield i, np.zeros((tr.channels, k), np.float32)
+            tr.position = target
+            yield i, n  # a count, not zeros: an hour's gap costs nothing until a window asks for it
         elif target < tr.position:
             tr.drop = tr.position - target
             if not first and i == 0:
@@ -158,15 +158,22 @@ def _snap(jump: float, last, stream) -> float:
 
 class AudioWindow:
     """A sliding buffer over the tracks of :func:`audio_blocks`: hands out any later window of a
-    track, zero-padded. Windows only move forward; all tracks advance together."""
+    track, zero-padded. Windows only move forward; all tracks advance together.
 
-    def __init__(self, blocks: Iterator[tuple[int, np.ndarray]], channels: int | list[int]) -> None:
+    Silence is held as a count of samples (``audio_blocks`` yields an ``int`` for a gap), so
+    reading ahead through a gap of any length (two frames an hour apart) holds only the decoded
+    blocks around it: memory is bounded by a window plus one decoded block per track, whatever
+    the timestamps say.
+    """
+
+    def __init__(self, blocks: Iterator[tuple[int, np.ndarray | int]], channels: int | list[int],
+                 rate: int = AUDIO_RATE) -> None:
         self.blocks = blocks
-        counts = [channels] if isinstance(channels, int) else list(channels)
-        self.bufs = [np.zeros((ch, 0), np.float32) for ch in counts]
-        self.offsets = [0] * len(counts)  # sample index of bufs[i][:, 0]
-        self.pending: list[list[np.ndarray]] = [[] for _ in counts]
-        self.have = [0] * len(counts)  # samples received per track
+        self.channels = [channels] if isinstance(channels, int) else list(channels)
+        self.rate = rate  # of track 0
+        # per track: (first sample, block or silent count), in order
+        self.pieces: list[deque[tuple[int, np.ndarray | int]]] = [deque() for _ in self.channels]
+        self.end = [0] * len(self.channels)  # per track: the sample index after the last piece
         self.done = False
 
     def _pull(self) -> bool:
@@ -175,34 +182,44 @@ class AudioWindow:
         except StopIteration:
             self.done = True
             return False
-        self.pending[i].append(block)
-        self.have[i] += block.shape[1]
+        n = block if isinstance(block, int) else block.shape[1]
+        if n:
+            self.pieces[i].append((self.end[i], block))
+            self.end[i] += n
         return True
 
-    def _join(self, i: int) -> None:
-        if self.pending[i]:  # one concatenation per window: linear, not quadratic, in the blocks
-            self.bufs[i] = np.concatenate([self.bufs[i], *self.pending[i]], axis=1)
-            self.pending[i] = []
-
     def window(self, start: int, stop: int, track: int = 0) -> np.ndarray:
-        while not self.done and self.have[track] < stop:
+        while not self.done and self.end[track] < stop:
             self._pull()
-        self._join(track)
-        buf, offset = self.bufs[track], self.offsets[track]
-        out = np.zeros((buf.shape[0], stop - start), np.float32)
-        lo, hi = max(start, offset), min(stop, offset + buf.shape[1])
-        if hi > lo:
-            out[:, lo - start:hi - start] = buf[:, lo - offset:hi - offset]
-        keep = min(max(start, offset), offset + buf.shape[1])
-        self.bufs[track] = buf[:, keep - offset:]
-        self.offsets[track] = keep
+        out = np.zeros((self.channels[track], stop - start), np.float32)
+        pieces = self.pieces[track]
+        for first, block in pieces:
+            if first >= stop:
+                break
+            if isinstance(block, int):
+                continue  # silence: out is zeros already
+            lo, hi = max(start, first), min(stop, first + block.shape[1])
+            if hi > lo:
+                out[:, lo - start:hi - start] = block[:, lo - first:hi - first]
+        while pieces:  # windows only move forward: let go of what ends before this one starts
+            first, block = pieces[0]
+            n = block if isinstance(block, int) else block.shape[1]
+            if first + n > start:
+                break
+            pieces.popleft()
         return out
 
     def covers(self, t: float, tally: StreamTally) -> bool:
-        """Whether decoded audio (track 0) lasts to ``t`` seconds or later (reads ahead as needed)."""
+        """Whether decoded audio (track 0) lasts to ``t`` seconds or later (reads ahead as needed;
+        a gap read through is held as a count)."""
         while tally.end < t and not self.done:
             self._pull()
         return tally.end >= t
+
+    @property
+    def read_to(self) -> float:
+        """Seconds of the timeline (track 0) read so far: nothing decoded later can land before it."""
+        return self.end[0] / self.rate
 
     def close(self) -> None:
         close = getattr(self.blocks, "close", None)
