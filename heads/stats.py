@@ -16,7 +16,8 @@ the questions drawn and with the training runs drawn. Each of ``B`` replicates
    variance (``sigma_seed^2 = max(0, (MS_seeds - MS_residual) / n)``): the part of the seeds'
    differences that the question-by-seed noise does not explain. It needs at least 2 seeds.
 
-The 95% interval is the 2.5th and 97.5th percentile of the replicates. (Redrawing seeds with
+The 95% interval is the 2.5th and 97.5th percentile of the replicates, clipped to [0, 1]
+(differences: [-1, 1]). (Redrawing seeds with
 replacement on top of the questions, the "pigeonhole" bootstrap, counts the question-by-seed noise
 twice: in a simulation it gave a 0.5% false-positive rate at the 5% level.)
 
@@ -109,9 +110,10 @@ def _replicates(d: Design, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return boot + d.normal * np.sqrt(seed_variance(c))
 
 
-def _interval(x: np.ndarray) -> list[float]:
+def _interval(x: np.ndarray, bounds: tuple[float, float]) -> list[float]:
+    """Percentile interval, clipped to the values the quantity can take (the t-draws can pass them)."""
     lo, hi = np.quantile(x, [(1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2])
-    return [float(lo), float(hi)]
+    return [float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))]
 
 
 def accuracy_cells(d: Design, correct: np.ndarray) -> dict[str, dict]:
@@ -125,7 +127,7 @@ def accuracy_cells(d: Design, correct: np.ndarray) -> dict[str, dict]:
             out[cell] = {"accuracy": None, "interval": None, "n": 0, "per_seed": []}
             continue
         per_seed = correct[:, mask].mean(1)
-        out[cell] = {"accuracy": float(per_seed.mean()), "interval": _interval(_replicates(d, correct, mask)),
+        out[cell] = {"accuracy": float(per_seed.mean()), "interval": _interval(_replicates(d, correct, mask), (0.0, 1.0)),
                      "n": n, "per_seed": [float(x) for x in per_seed]}
     return out
 
@@ -143,7 +145,7 @@ def paired_cells(d: Design, correct: np.ndarray, base: np.ndarray) -> dict[str, 
         if n == 0:
             out[cell] = {"difference": None, "interval": None, "p": None, "significant": False, "n": 0}
             continue
-        lo, hi = _interval(_replicates(d, table, mask))
+        lo, hi = _interval(_replicates(d, table, mask), (-1.0, 1.0))
         dq = table[:, mask].mean(0)
         obs = abs(float(dq.mean()))
         if not dq.any():
