@@ -324,6 +324,8 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
     except HeadError as exc:
         _fail(str(exc))
     if result["task"] == "avqa":
+        ds = result["dataset"]
+        click.echo(f"{ds['dataset']}, {ds['split']} ({test_file})" if ds["dataset"] != "unknown" else f"test file {test_file}")
         click.echo(result["table_text"])
         click.echo(f"({result['average_definition']})")
     else:
