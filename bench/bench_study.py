@@ -39,15 +39,23 @@ ARMS = ["vggish=vggish", "clap=clap", "clip=clip", "vggish+clip=vggish,clip", "c
 
 
 def _prov(spec: str) -> dict:
-    return {"spec": spec, "weights": "bench", "featpipe": "bench",
-            "decode": {"fps": 1.0, "pad": "repeat", "pyav": "bench", "chunk_segments": 16}}
+    return {
+        "spec": spec,
+        "weights": "bench",
+        "featpipe": "bench",
+        "decode": {"fps": 1.0, "pad": "repeat", "pyav": "bench", "chunk_segments": 16},
+    }
 
 
 def make_set(work: Path, scale: float, layers: int, seed: int = 0) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     n_v = max(30, round(FULL["videos"] * scale))
     vids = [f"{i:08d}" for i in range(n_v)]
-    cut = {"train": vids[: int(0.7 * n_v)], "val": vids[int(0.7 * n_v): int(0.8 * n_v)], "test": vids[int(0.8 * n_v):]}
+    cut = {
+        "train": vids[: int(0.7 * n_v)],
+        "val": vids[int(0.7 * n_v) : int(0.8 * n_v)],
+        "test": vids[int(0.8 * n_v) :],
+    }
     templates = json.loads((ROOT / "tests/data/music-avqa-33-templates.json").read_text())
     answers = sorted({t["anser"] for t in templates})
     files, qid = {}, 1
@@ -58,13 +66,17 @@ def make_set(work: Path, scale: float, layers: int, seed: int = 0) -> dict[str, 
             g, ty = json.loads(t["type"])
             values = tuple(json.loads(t["templ_values"]))
             text = t["question_content"]
-            qs.append(Question(qid, vs[rng.integers(len(vs))], text, text, values, g, ty,
-                               answers[rng.integers(len(answers))]))
+            qs.append(
+                Question(qid, vs[rng.integers(len(vs))], text, text, values, g, ty, answers[rng.integers(len(answers))])
+            )
             qid += 1
         files[split] = work / f"avqa-{split}.json"
         write_questions(files[split], qs)
-    specs = [OutputSpec("vggish", (128,), "audio"), OutputSpec("clap", (512,), "audio"),
-             OutputSpec("clip", (768,), "visual")]
+    specs = [
+        OutputSpec("vggish", (128,), "audio"),
+        OutputSpec("clap", (512,), "audio"),
+        OutputSpec("clip", (768,), "visual"),
+    ]
     if layers:
         specs.append(OutputSpec("mert", (layers, 768), "audio", attrs={"layers": list(range(layers))}))
     files["cache"] = work / "cache.h5"
@@ -73,8 +85,10 @@ def make_set(work: Path, scale: float, layers: int, seed: int = 0) -> dict[str, 
             w.ensure_feature(s, _prov(s.name))
         w.start()
         for i, v in enumerate(vids):
-            w.commit({"video_id": v, "source": {"size": i, "mtime": 0.0}},
-                     {s.name: rng.standard_normal((60, *s.shape), dtype=np.float32) for s in specs})
+            w.commit(
+                {"video_id": v, "source": {"size": i, "mtime": 0.0}},
+                {s.name: rng.standard_normal((60, *s.shape), dtype=np.float32) for s in specs},
+            )
     return files
 
 
@@ -105,20 +119,39 @@ def main() -> None:
     out = args.work / "study"
     shutil.rmtree(out, ignore_errors=True)
     t2 = time.perf_counter()
-    run_study(str(files["cache"]), str(files["train"]), str(files["val"]), [str(files["test"])], arms, str(out),
-              seeds=args.seeds, hparams={"max_epochs": args.epochs, "patience": args.epochs},
-              workers=args.workers, progress=False, echo=None)
+    run_study(
+        str(files["cache"]),
+        str(files["train"]),
+        str(files["val"]),
+        [str(files["test"])],
+        arms,
+        str(out),
+        seeds=args.seeds,
+        hparams={"max_epochs": args.epochs, "patience": args.epochs},
+        workers=args.workers,
+        progress=False,
+        echo=None,
+    )
     t_study = time.perf_counter() - t2
     s = json.loads((out / "study.json").read_text())
     run_s = [r["seconds"] for runs in s["runs"].values() for r in runs]
-    result = {"scale": args.scale, "videos": len({q["video_id"] for f in ("train", "val", "test")
-                                                  for q in json.loads(files[f].read_text())}),
-              "arms": len(arms) + 1, "seeds": args.seeds, "epochs": args.epochs, "workers": args.workers,
-              "make_set_s": round(t_make, 1), "read_features_once_s": round(t_read, 2),
-              "study_wall_s": round(t_study, 1), "runs": len(run_s), "run_s_mean": round(float(np.mean(run_s)), 2),
-              "run_s_sum": round(float(np.sum(run_s)), 1),
-              "reading_per_run_would_add_s": round(t_read * (len(run_s) - 1), 1),
-              "load": os.getloadavg(), "cores": os.cpu_count()}
+    result = {
+        "scale": args.scale,
+        "videos": len({q["video_id"] for f in ("train", "val", "test") for q in json.loads(files[f].read_text())}),
+        "arms": len(arms) + 1,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "workers": args.workers,
+        "make_set_s": round(t_make, 1),
+        "read_features_once_s": round(t_read, 2),
+        "study_wall_s": round(t_study, 1),
+        "runs": len(run_s),
+        "run_s_mean": round(float(np.mean(run_s)), 2),
+        "run_s_sum": round(float(np.sum(run_s)), 1),
+        "reading_per_run_would_add_s": round(t_read * (len(run_s) - 1), 1),
+        "load": os.getloadavg(),
+        "cores": os.cpu_count(),
+    }
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -100,12 +100,25 @@ def load_r_questions(path: str | Path) -> list[Question]:
         text = fill_words(content, values, where)
         key = (vid, content, tuple(values))
         seen[key] = seen.get(key, -1) + 1
-        extra = {k: v for k, v in e.items() if k not in ("video_id", "type", "question_content", "templ_values", "anser")}
+        extra = {
+            k: v for k, v in e.items() if k not in ("video_id", "type", "question_content", "templ_values", "anser")
+        }
         answer = e["anser"]
         if answer is not None and not isinstance(answer, str):
             raise AvqaFormatError(f"{where}: 'anser' must be a string or null, got {answer!r}")
-        out.append(Question(derived_id(vid, content, values, seen[key]), vid, content if values else text, text,
-                            tuple(values), qtype[0], qtype[1], answer, extra))
+        out.append(
+            Question(
+                derived_id(vid, content, values, seen[key]),
+                vid,
+                content if values else text,
+                text,
+                tuple(values),
+                qtype[0],
+                qtype[1],
+                answer,
+                extra,
+            )
+        )
     return out
 
 

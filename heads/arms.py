@@ -59,8 +59,10 @@ def parse_arm(text: str) -> Arm:
     if not eq or not rest.strip():
         raise HeadError(f"--arm {text!r}: write NAME=FEATURE[,FEATURE...], e.g. --arm clap=clap")
     if not _NAME.match(name) or name == QUESTION_ONLY:
-        raise HeadError(f"--arm {text!r}: an arm name is letters, digits and . _ + - (not {QUESTION_ONLY!r}, which "
-                        "always runs), at most 64 characters")
+        raise HeadError(
+            f"--arm {text!r}: an arm name is letters, digits and . _ + - (not {QUESTION_ONLY!r}, which "
+            "always runs), at most 64 characters"
+        )
     picks = []
     for item in (s.strip() for s in rest.split(",")):
         if not item:
@@ -104,9 +106,11 @@ def resolve(cache: Any, arms: Sequence[Arm]) -> dict[str, FeatureMeta]:
     for arm in arms:
         for p in arm.picks:
             if p.feature not in cache.features:
-                raise HeadError(f"arm {arm.name!r}: the cache has no feature {p.feature!r} (it has: "
-                                f"{', '.join(cache.features) or 'none'}); add it with: "
-                                f"{extract_hint(str(cache.path), p.feature)}")
+                raise HeadError(
+                    f"arm {arm.name!r}: the cache has no feature {p.feature!r} (it has: "
+                    f"{', '.join(cache.features) or 'none'}); add it with: "
+                    f"{extract_hint(str(cache.path), p.feature)}"
+                )
             m = metas.get(p.feature) or describe(cache, [p.feature], layered=True)[0]
             metas[p.feature] = m
             if p.layer is not None and m.layers is None:
@@ -121,8 +125,11 @@ def resolve(cache: Any, arms: Sequence[Arm]) -> dict[str, FeatureMeta]:
 
 def fingerprint(meta: FeatureMeta) -> str:
     """sha256 (first 16 hex digits) of a feature's name, row shape, layers and provenance."""
-    blob = json.dumps({"name": meta.name, "shape": list(meta.shape), "layers": meta.layers,
-                       "provenance": meta.provenance}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"name": meta.name, "shape": list(meta.shape), "layers": meta.layers, "provenance": meta.provenance},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -159,8 +166,9 @@ def _read(path: str, what: str) -> list[Question]:
     return qs
 
 
-def load_inputs(cache: Any, metas: dict[str, FeatureMeta], train: str, val: str, tests: dict[str, str],
-                question: str = "auto") -> Inputs:
+def load_inputs(
+    cache: Any, metas: dict[str, FeatureMeta], train: str, val: str, tests: dict[str, str], question: str = "auto"
+) -> Inputs:
     """Read the question files and every feature once. Questions whose video lacks any of the study's
     features are dropped from every arm alike (counted in ``dropped``)."""
     raw = {"train": _read(train, "--train"), "val": _read(val, "--val")}
@@ -177,8 +185,10 @@ def load_inputs(cache: Any, metas: dict[str, FeatureMeta], train: str, val: str,
     kept = {s: [q for q in qs if q.video_id in ok] for s, qs in raw.items()}
     for split, qs in kept.items():
         if not qs:
-            raise HeadError(f"none of the {len(raw[split])} {split} questions' videos is in the cache with "
-                            f"features {', '.join(names)}")
+            raise HeadError(
+                f"none of the {len(raw[split])} {split} questions' videos is in the cache with "
+                f"features {', '.join(names)}"
+            )
     kept_ids = {q.question_id for q in kept["test"]}
     test_sets = {k: [i for i in ids if i in kept_ids] for k, ids in test_sets.items()}
     videos = sorted({q.video_id for qs in kept.values() for q in qs})
@@ -186,10 +196,16 @@ def load_inputs(cache: Any, metas: dict[str, FeatureMeta], train: str, val: str,
     qspec = question_encoding(cache, kept["train"], question)
     answers = answer_vocabulary(kept["train"])
     index = {a: i for i, a in enumerate(answers)}
-    inp = Inputs(kept, {s: len(raw[s]) - len(kept[s]) for s in raw}, test_sets, qspec, answers,
-                 q={s: encode_questions(cache, qspec, qs) for s, qs in kept.items()},
-                 vid={s: np.array([row[q.video_id] for q in qs], np.int64) for s, qs in kept.items()},
-                 y={s: np.array([index.get(q.answer, -1) for q in qs], np.int64) for s, qs in kept.items()})
+    inp = Inputs(
+        kept,
+        {s: len(raw[s]) - len(kept[s]) for s in raw},
+        test_sets,
+        qspec,
+        answers,
+        q={s: encode_questions(cache, qspec, qs) for s, qs in kept.items()},
+        vid={s: np.array([row[q.video_id] for q in qs], np.int64) for s, qs in kept.items()},
+        y={s: np.array([index.get(q.answer, -1) for q in qs], np.int64) for s, qs in kept.items()},
+    )
     if metas:
         inp.segs, inp.T = load_segments(cache, videos, list(metas.values()))
     return inp
@@ -227,7 +243,9 @@ def arm_inputs(inp: Inputs, arm: Arm, metas: dict[str, FeatureMeta]) -> dict[str
     tok, mask_t = stack(streams["tokens"])
     if tok is not None:
         mask_v = mask_t if mask_v is None else mask_v & mask_t
-    splits = {s: AvqaArrays(q=inp.q[s], vid=inp.vid[s], y=inp.y[s], a=a, v=v, tok=tok, mask_a=mask_a, mask_v=mask_v)
-              for s in inp.q}
+    splits = {
+        s: AvqaArrays(q=inp.q[s], vid=inp.vid[s], y=inp.y[s], a=a, v=v, tok=tok, mask_a=mask_a, mask_v=mask_v)
+        for s in inp.q
+    }
     lay = stream_layout(layouts["audio"], layouts["visual"]).to_json()
     return {"arrays": splits, "blocks": {k: b for k, b in blocks.items() if b}, "layout": lay}

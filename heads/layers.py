@@ -40,8 +40,9 @@ class LayerMixNet(nn.Module):
         self.inner = inner
         self.blocks = {k: [tuple(b) for b in v] for k, v in blocks.items() if v}
         self.plain = {k: flat[k] - sum(n * d for n, d in v) for k, v in self.blocks.items()}
-        self.mix = nn.ParameterDict({f"{k}{i}": nn.Parameter(torch.zeros(n))
-                                     for k, v in self.blocks.items() for i, (n, _) in enumerate(v)})
+        self.mix = nn.ParameterDict(
+            {f"{k}{i}": nn.Parameter(torch.zeros(n)) for k, v in self.blocks.items() for i, (n, _) in enumerate(v)}
+        )
         for key in ("q", "a", "v", "t"):  # set_stats() finds each stream's standardiser here
             if key in self.blocks:
                 setattr(self, f"{key}_std", Standardise(flat[key]))
@@ -60,8 +61,10 @@ class LayerMixNet(nn.Module):
 
     def weights(self) -> dict[str, list[list[float]]]:
         """The learned layer weights (softmax), per stream and layer-wise feature."""
-        return {k: [torch.softmax(self.mix[f"{k}{i}"].detach(), 0).tolist() for i in range(len(v))]
-                for k, v in self.blocks.items()}
+        return {
+            k: [torch.softmax(self.mix[f"{k}{i}"].detach(), 0).tolist() for i in range(len(v))]
+            for k, v in self.blocks.items()
+        }
 
     def _mixed(self, key: str, x: torch.Tensor | None) -> torch.Tensor | None:
         if x is None or key not in self.blocks:
@@ -88,12 +91,38 @@ class LayerMixHead(AvqaHead):
     ``layer_blocks`` ``{"a": [[L+1, D], ...], "v": [...]}`` (fixed by the features, not a
     hyperparameter). Without blocks it is the plain head, bit for bit."""
 
-    def __init__(self, hidden: int = 128, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
-                 batch_size: int = 64, max_epochs: int = 30, patience: int = 30, schedule: str = "cosine",
-                 arch: str = "auto", pointers: int = 2, layout: dict | None = None, seed: int = 0,
-                 verbose: bool = False, layer_blocks: dict | None = None) -> None:
-        super().__init__(hidden, dropout, lr, weight_decay, batch_size, max_epochs, patience, schedule, arch,
-                         pointers, layout, seed, verbose)
+    def __init__(
+        self,
+        hidden: int = 128,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 64,
+        max_epochs: int = 30,
+        patience: int = 30,
+        schedule: str = "cosine",
+        arch: str = "auto",
+        pointers: int = 2,
+        layout: dict | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+        layer_blocks: dict | None = None,
+    ) -> None:
+        super().__init__(
+            hidden,
+            dropout,
+            lr,
+            weight_decay,
+            batch_size,
+            max_epochs,
+            patience,
+            schedule,
+            arch,
+            pointers,
+            layout,
+            seed,
+            verbose,
+        )
         self.layer_blocks = layer_blocks
 
     def _blocks(self) -> dict[str, list]:

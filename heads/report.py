@@ -23,8 +23,11 @@ from . import stats
 _SHORT = {"Counting": "Count", "Comparative": "Comp", "Location": "Loc", "Existential": "Exist", "Temporal": "Temp"}
 _GROUP = {"Audio": "A", "Visual": "V", "Audio-Visual": "AV"}
 COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    col for g in GROUPS for col in [(f"{g}/{t}", f"{_GROUP[g]} {_SHORT[t]}") for gg, t in QUESTION_TYPES if gg == g]
-    + [(g, f"{_GROUP[g]} Avg")]) + (("All", "All"),)
+    col
+    for g in GROUPS
+    for col in [(f"{g}/{t}", f"{_GROUP[g]} {_SHORT[t]}") for gg, t in QUESTION_TYPES if gg == g]
+    + [(g, f"{_GROUP[g]} Avg")]
+) + (("All", "All"),)
 
 
 def read_predictions(out: Path, arm: str, seed: int) -> dict[int, str]:
@@ -67,17 +70,26 @@ def _diff(c: dict) -> str:
 def markdown(study: dict) -> str:
     head = "| arm | " + " | ".join(lab for _, lab in COLUMNS) + " |"
     rule = "| --- " * (len(COLUMNS) + 1) + "|"
-    lines = [f"# Study: {', '.join(a['name'] for a in study['arms'])} (baseline {study['baseline']})", "",
-             f"Cache `{study['cache']}`; head `{study['head']}`; seeds {study['seeds']}; "
-             f"{study['statistics_method']['level']:.0%} intervals over seeds and questions (docs/study.md).", ""]
+    lines = [
+        f"# Study: {', '.join(a['name'] for a in study['arms'])} (baseline {study['baseline']})",
+        "",
+        f"Cache `{study['cache']}`; head `{study['head']}`; seeds {study['seeds']}; "
+        f"{study['statistics_method']['level']:.0%} intervals over seeds and questions (docs/study.md).",
+        "",
+    ]
     for label, t in study["tests"].items():
         lines += [f"## {label}: accuracy (%), mean [95% interval]", "", head, rule]
         for arm, cells in t["arms"].items():
             lines.append(f"| {arm} | " + " | ".join(_cell(cells[k]) for k, _ in COLUMNS) + " |")
         n = next(iter(t["arms"].values()))
         lines.append("| n | " + " | ".join(str(n[k]["n"]) for k, _ in COLUMNS) + " |")
-        lines += ["", f"## {label}: difference from {study['baseline']} (points), mean [95% interval], "
-                      "* = interval excludes 0", "", head, rule]
+        lines += [
+            "",
+            f"## {label}: difference from {study['baseline']} (points), mean [95% interval], * = interval excludes 0",
+            "",
+            head,
+            rule,
+        ]
         for arm, cells in t["vs_baseline"].items():
             lines.append(f"| {arm} | " + " | ".join(_diff(cells[k]) for k, _ in COLUMNS) + " |")
         lines.append("")
@@ -86,7 +98,9 @@ def markdown(study: dict) -> str:
         lines += ["## Learned layer weights (softmax, mean over seeds)", ""]
         for arm, per_feature in weights.items():
             for feat, w in per_feature.items():
-                lines.append(f"- {arm} / {feat}: " + ", ".join(f"L{n}: {x:.3f}" for n, x in zip(w["layers"], w["mean"])))
+                lines.append(
+                    f"- {arm} / {feat}: " + ", ".join(f"L{n}: {x:.3f}" for n, x in zip(w["layers"], w["mean"]))
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -109,8 +123,9 @@ def figure(study: dict, path: Path) -> None:
             mean = np.array([100 * (c["accuracy"] or 0) for c in cells])
             lo = np.array([100 * c["interval"][0] if c["interval"] else 0 for c in cells])
             hi = np.array([100 * c["interval"][1] if c["interval"] else 0 for c in cells])
-            ax.bar(x + (i - (len(arms) - 1) / 2) * width, mean, width, label=arm,
-                   yerr=[mean - lo, hi - mean], capsize=2)
+            ax.bar(
+                x + (i - (len(arms) - 1) / 2) * width, mean, width, label=arm, yerr=[mean - lo, hi - mean], capsize=2
+            )
         ax.set_xticks(x, [lab for _, lab in COLUMNS], fontsize=8)
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
@@ -146,12 +161,13 @@ def html_page(study: dict, md_tables: str, png: bytes) -> str:
     if in_table:
         body.append("</table>")
     img = base64.b64encode(png).decode()
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>featpipe study</title><style>"
-            "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
-            "td,th{border:1px solid #bbb;padding:2px 5px;text-align:right}td:first-child{text-align:left}</style>"
-            "</head><body>\n" + "\n".join(body)
-            + f'\n<h2>Figure</h2>\n<img id="figure" alt="accuracy per question type" '
-              f'onload="this.dataset.width=this.naturalWidth" src="data:image/png;base64,{img}">\n</body></html>\n')
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>featpipe study</title><style>'
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
+        "td,th{border:1px solid #bbb;padding:2px 5px;text-align:right}td:first-child{text-align:left}</style>"
+        "</head><body>\n" + "\n".join(body) + f'\n<h2>Figure</h2>\n<img id="figure" alt="accuracy per question type" '
+        f'onload="this.dataset.width=this.naturalWidth" src="data:image/png;base64,{img}">\n</body></html>\n'
+    )
 
 
 def _layer_weights(out: Path, order: Sequence[str], seeds: int, plan: dict) -> dict:
@@ -165,14 +181,25 @@ def _layer_weights(out: Path, order: Sequence[str], seeds: int, plan: dict) -> d
             names = [f for f in layered if plan["features"][f]["role"] == ("audio" if stream == "a" else "visual")]
             for i, feat in enumerate(names):
                 ws = [r["layer_weights"][stream][i] for r in records]
-                per[feat] = {"layers": plan["features"][feat]["layers"], "per_seed": ws,
-                             "mean": [float(x) for x in np.mean(ws, axis=0)]}
+                per[feat] = {
+                    "layers": plan["features"][feat]["layers"],
+                    "per_seed": ws,
+                    "mean": [float(x) for x in np.mean(ws, axis=0)],
+                }
         result[arm] = per
     return result
 
 
-def write_study(out: Path, plan: dict, inputs: Any, order: Sequence[str], baseline: str, seeds: int,
-                labels: dict[str, str], echo: Callable[[str], Any] | None = print) -> dict:
+def write_study(
+    out: Path,
+    plan: dict,
+    inputs: Any,
+    order: Sequence[str],
+    baseline: str,
+    seeds: int,
+    labels: dict[str, str],
+    echo: Callable[[str], Any] | None = print,
+) -> dict:
     """Recompute everything from the prediction files and write the report files."""
     questions = inputs.questions["test"]
     correct = correctness(out, order, seeds, questions)
@@ -185,14 +212,32 @@ def write_study(out: Path, plan: dict, inputs: Any, order: Sequence[str], baseli
         tests[label]["file"] = labels[label]
         tests[label]["n_questions"] = len(idx)
     method = next(iter(tests.values()))["method"]
-    study = {**{k: plan[k] for k in ("format", "version", "cache", "head", "arms", "baseline", "seeds", "hparams",
-                                      "features", "files", "question_encoding")},
-             "question_only": QUESTION_ONLY_NAME, "dropped_questions": inputs.dropped,
-             "runs": {a: [json.loads((out / "runs" / a / f"seed-{s}.json").read_text()) for s in range(seeds)]
-                      for a in order},
-             "layer_weights": _layer_weights(out, order, seeds, plan),
-             "statistics_method": method,
-             "tests": {k: {kk: vv for kk, vv in v.items() if kk != "method"} for k, v in tests.items()}}
+    study = {
+        **{
+            k: plan[k]
+            for k in (
+                "format",
+                "version",
+                "cache",
+                "head",
+                "arms",
+                "baseline",
+                "seeds",
+                "hparams",
+                "features",
+                "files",
+                "question_encoding",
+            )
+        },
+        "question_only": QUESTION_ONLY_NAME,
+        "dropped_questions": inputs.dropped,
+        "runs": {
+            a: [json.loads((out / "runs" / a / f"seed-{s}.json").read_text()) for s in range(seeds)] for a in order
+        },
+        "layer_weights": _layer_weights(out, order, seeds, plan),
+        "statistics_method": method,
+        "tests": {k: {kk: vv for kk, vv in v.items() if kk != "method"} for k, v in tests.items()},
+    }
     with open(out / "predictions.jsonl", "w") as fh:
         for a in order:
             for s in range(seeds):

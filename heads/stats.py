@@ -14,7 +14,7 @@ the questions drawn and with the training runs drawn. Each of ``B`` replicates
 2. adds a Student-t draw (``S - 1`` degrees of freedom) scaled to the variance of the training-run (seed) component of the mean,
    ``sigma_seed^2 / S``, estimated from the seeds x questions table by the two-way analysis of
    variance (``sigma_seed^2 = max(0, (MS_seeds - MS_residual) / n)``): the part of the seeds'
-   differences that the question-by-seed noise does not explain. It needs at least 2 seeds.
+   differences that the question-by-seed noise does not explain. It needs at least 3 seeds.
 
 The 95% interval is the 2.5th and 97.5th percentile of the replicates, clipped to [0, 1]
 (differences: [-1, 1]). (Redrawing seeds with
@@ -43,7 +43,7 @@ from featpipe.avqa import GROUPS, QUESTION_TYPES
 TYPE_KEYS: tuple[str, ...] = tuple(f"{g}/{t}" for g, t in QUESTION_TYPES)
 CELLS: tuple[str, ...] = TYPE_KEYS + GROUPS + ("All",)
 LEVEL = 0.95
-MIN_SEEDS = 2
+MIN_SEEDS = 3  # with 2 the seed component has 1 degree of freedom (a Cauchy draw): intervals span the scale
 
 
 class StatsError(ValueError):
@@ -71,8 +71,10 @@ class Design:
 def design(types: Sequence[str], n_seeds: int, boot: int = 2000, perms: int = 5000, seed: int = 0) -> Design:
     """Draw the replicates once (``seed`` fixes them, so a study's numbers are reproducible)."""
     if n_seeds < MIN_SEEDS:
-        raise StatsError(f"an interval over seeds needs at least {MIN_SEEDS} seeds, got {n_seeds}; use --seeds 3 "
-                         "or more (5 recommended)")
+        raise StatsError(
+            f"an interval over seeds needs at least {MIN_SEEDS} seeds, got {n_seeds}; use --seeds 3 "
+            "or more (5 recommended)"
+        )
     types = np.asarray(list(types), dtype=object)
     if types.size == 0:
         raise StatsError("no test questions to compute statistics on")
@@ -98,7 +100,7 @@ def seed_variance(x: np.ndarray) -> float:
     s_mean, q_mean = x.mean(1), x.mean(0)
     ms_seeds = n * float(((s_mean - grand) ** 2).sum()) / (S - 1)
     resid = x - q_mean[None, :] - s_mean[:, None] + grand
-    ms_resid = float((resid ** 2).sum()) / ((n - 1) * (S - 1)) if n > 1 else 0.0
+    ms_resid = float((resid**2).sum()) / ((n - 1) * (S - 1)) if n > 1 else 0.0
     return max(0.0, (ms_seeds - ms_resid) / n) / S
 
 
@@ -127,8 +129,12 @@ def accuracy_cells(d: Design, correct: np.ndarray) -> dict[str, dict]:
             out[cell] = {"accuracy": None, "interval": None, "n": 0, "per_seed": []}
             continue
         per_seed = correct[:, mask].mean(1)
-        out[cell] = {"accuracy": float(per_seed.mean()), "interval": _interval(_replicates(d, correct, mask), (0.0, 1.0)),
-                     "n": n, "per_seed": [float(x) for x in per_seed]}
+        out[cell] = {
+            "accuracy": float(per_seed.mean()),
+            "interval": _interval(_replicates(d, correct, mask), (0.0, 1.0)),
+            "n": n,
+            "per_seed": [float(x) for x in per_seed],
+        }
     return out
 
 
@@ -153,21 +159,39 @@ def paired_cells(d: Design, correct: np.ndarray, base: np.ndarray) -> dict[str, 
         else:
             flipped = np.abs(d.signs[:, mask] @ dq.astype(np.float32)) / n
             p = float((1 + np.sum(flipped >= obs - 1e-7)) / (1 + len(flipped)))
-        out[cell] = {"difference": float(dq.mean()), "interval": [lo, hi], "p": p,
-                     "significant": bool(lo > 0 or hi < 0), "n": n}
+        out[cell] = {
+            "difference": float(dq.mean()),
+            "interval": [lo, hi],
+            "p": p,
+            "significant": bool(lo > 0 or hi < 0),
+            "n": n,
+        }
     return out
 
 
-def study_statistics(types: Sequence[str], correct: Mapping[str, np.ndarray], baseline: str,
-                     boot: int = 2000, perms: int = 5000, seed: int = 0) -> dict:
+def study_statistics(
+    types: Sequence[str],
+    correct: Mapping[str, np.ndarray],
+    baseline: str,
+    boot: int = 2000,
+    perms: int = 5000,
+    seed: int = 0,
+) -> dict:
     """Every arm's cells and every other arm's paired comparison with ``baseline``."""
     n_seeds = {a: np.asarray(c).shape[0] for a, c in correct.items()}
     S = min(n_seeds.values())
     d = design(types, S, boot, perms, seed)
-    return {"arms": {a: accuracy_cells(d, c) for a, c in correct.items()},
-            "vs_baseline": {a: paired_cells(d, c, correct[baseline]) for a, c in correct.items() if a != baseline},
-            "method": {"level": LEVEL, "bootstrap": boot, "permutations": perms, "draw_seed": seed,
-                       "interval": "percentile; per replicate: questions redrawn within each question type "
-                                   "(shared by seeds and arms), plus a Student-t draw of the seed component "
-                                   "(two-way ANOVA of the seeds x questions table)",
-                       "test": "paired sign-flip permutation test on per-question correctness averaged over seeds"}}
+    return {
+        "arms": {a: accuracy_cells(d, c) for a, c in correct.items()},
+        "vs_baseline": {a: paired_cells(d, c, correct[baseline]) for a, c in correct.items() if a != baseline},
+        "method": {
+            "level": LEVEL,
+            "bootstrap": boot,
+            "permutations": perms,
+            "draw_seed": seed,
+            "interval": "percentile; per replicate: questions redrawn within each question type "
+            "(shared by seeds and arms), plus a Student-t draw of the seed component "
+            "(two-way ANOVA of the seeds x questions table)",
+            "test": "paired sign-flip permutation test on per-question correctness averaged over seeds",
+        },
+    }

@@ -20,6 +20,7 @@ record exists, so ``featpipe study ... -o OUT`` again redoes only unfinished run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -71,33 +72,67 @@ def run_one(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answ
             names = QuestionOnlyHead().get_params()
             est = QuestionOnlyHead(**{k: v for k, v in hparams.items() if k in names}, seed=seed)
         else:
-            est = LayerMixHead(**hparams, arch=head, layout=payload["layout"], layer_blocks=payload["blocks"],
-                               seed=seed)
+            est = LayerMixHead(
+                **hparams, arch=head, layout=payload["layout"], layer_blocks=payload["blocks"], seed=seed
+            )
         est.fit(tr, tr.y, va, va.y, classes=range(n_answers), max_len=T or None)
         pred = est.decision_function(te).argmax(1)
     hist = est.history_
     best = next((e for e in hist["epochs"] if e["epoch"] == hist["best_epoch"]), {})
-    return {"pred": pred.astype(np.int32), "best_epoch": hist["best_epoch"], "epochs": len(hist["epochs"]),
-            "stopped_early": hist.get("stopped_early"), "val_acc": best.get("val_acc"),
-            "layer_weights": est.layer_weights() if isinstance(est, LayerMixHead) else {},
-            "arch": getattr(est, "arch_", "question-only"), "seconds": time.perf_counter() - t0}
-
-
-def _plan(cache: Any, arms: Sequence[Arm], baseline: str, seeds: int, head: str, hparams: dict, qhparams: dict,
-          files: dict, metas: dict, inputs: Any) -> dict:
     return {
-        "format": "featpipe-study", "version": 1, "cache": str(cache.path), "head": head,
-        "arms": [{"name": a.name, "features": a.features} for a in arms], "baseline": baseline,
-        "question_only": True, "seeds": list(range(seeds)),
-        "hparams": {"head": hparams, QUESTION_ONLY: qhparams, "mirror": False,
-                    "early_stopping": "the epoch with the best validation accuracy is kept (ties: lower validation "
-                                      f"loss), at most max_epochs={hparams['max_epochs']}, "
-                                      f"patience={hparams['patience']}"},
-        "features": {n: {"fingerprint": fingerprint(m), "role": m.role, "shape": list(m.shape),
-                         "layers": list(m.layers) if m.layers else None, "provenance": m.provenance}
-                     for n, m in metas.items()},
+        "pred": pred.astype(np.int32),
+        "best_epoch": hist["best_epoch"],
+        "epochs": len(hist["epochs"]),
+        "stopped_early": hist.get("stopped_early"),
+        "val_acc": best.get("val_acc"),
+        "layer_weights": est.layer_weights() if isinstance(est, LayerMixHead) else {},
+        "arch": getattr(est, "arch_", "question-only"),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _plan(
+    cache: Any,
+    arms: Sequence[Arm],
+    baseline: str,
+    seeds: int,
+    head: str,
+    hparams: dict,
+    qhparams: dict,
+    files: dict,
+    metas: dict,
+    inputs: Any,
+) -> dict:
+    return {
+        "format": "featpipe-study",
+        "version": 1,
+        "cache": str(cache.path),
+        "head": head,
+        "arms": [{"name": a.name, "features": a.features} for a in arms],
+        "baseline": baseline,
+        "question_only": True,
+        "seeds": list(range(seeds)),
+        "hparams": {
+            "head": hparams,
+            QUESTION_ONLY: qhparams,
+            "mirror": False,
+            "early_stopping": "the epoch with the best validation accuracy is kept (ties: lower validation "
+            f"loss), at most max_epochs={hparams['max_epochs']}, "
+            f"patience={hparams['patience']}",
+        },
+        "features": {
+            n: {
+                "fingerprint": fingerprint(m),
+                "role": m.role,
+                "shape": list(m.shape),
+                "layers": list(m.layers) if m.layers else None,
+                "provenance": m.provenance,
+            }
+            for n, m in metas.items()
+        },
         "files": {k: {"path": str(p), "sha256": file_sha256(p)} for k, p in files.items()},
-        "question_encoding": inputs.qspec.get("kind"), "answers": inputs.answers,
+        "question_encoding": inputs.qspec.get("kind"),
+        "answers": inputs.answers,
     }
 
 
@@ -109,8 +144,10 @@ def _check_resume(out: Path, plan: dict) -> None:
     old = json.loads(path.read_text())
     diff = [k for k in sorted(set(old) | set(plan)) if k not in ("cache",) and old.get(k) != plan.get(k)]
     if diff:
-        raise HeadError(f"{out} holds another study (it differs in {', '.join(diff)}); give a new -o, or the same "
-                        "arguments to resume it")
+        raise HeadError(
+            f"{out} holds another study (it differs in {', '.join(diff)}); give a new -o, or the same "
+            "arguments to resume it"
+        )
 
 
 def _submit_all(pending, payloads, client, head, hparams, qhp, n_answers, T):
@@ -119,36 +156,68 @@ def _submit_all(pending, payloads, client, head, hparams, qhp, n_answers, T):
     futures = {}
     for arm, seed in pending:
         hp = qhp if arm == QUESTION_ONLY else hparams
-        f = client.submit(run_one, arm, seed, scattered[arm], head, hp, n_answers, T, pure=False,
-                          key=f"study-{arm}-seed{seed}-{os.getpid()}-{time.time_ns()}")
+        f = client.submit(
+            run_one,
+            arm,
+            seed,
+            scattered[arm],
+            head,
+            hp,
+            n_answers,
+            T,
+            pure=False,
+            key=f"study-{arm}-seed{seed}-{os.getpid()}-{time.time_ns()}",
+        )
         futures[f] = (arm, seed)
     return futures
 
 
 def _write_run(out: Path, arm: str, seed: int, result: dict, inputs: Any, plan_id: str) -> None:
     preds, record = run_paths(out, arm, seed)
-    lines = [json.dumps({"arm": arm, "seed": seed, "question_id": q.question_id, "answer": inputs.answers[int(k)]})
-             for q, k in zip(inputs.questions["test"], result["pred"])]
+    lines = [
+        json.dumps({"arm": arm, "seed": seed, "question_id": q.question_id, "answer": inputs.answers[int(k)]})
+        for q, k in zip(inputs.questions["test"], result["pred"])
+    ]
     _atomic_write(preds, "\n".join(lines) + "\n")
     rec = {k: v for k, v in result.items() if k != "pred"}
     rec.update(arm=arm, seed=seed, plan=plan_id, n_predictions=len(lines))
     _atomic_write(record, json.dumps(rec, indent=1))
 
 
-def run_study(cache_path: str, train: str, val: str, tests: Sequence[str], arm_specs: Sequence[str], out: str,
-              baseline: str | None = None, seeds: int = 3, head: str = "temporal", hparams: dict | None = None,
-              question: str = "auto", scheduler: str | None = None, workers: int | None = None,
-              progress: bool = True, echo: Callable[[str], Any] | None = print) -> dict:
+def run_study(
+    cache_path: str,
+    train: str,
+    val: str,
+    tests: Sequence[str],
+    arm_specs: Sequence[str],
+    out: str,
+    baseline: str | None = None,
+    seeds: int = 3,
+    head: str = "temporal",
+    hparams: dict | None = None,
+    question: str = "auto",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], Any] | None = print,
+) -> dict:
     """Plan, run (resuming what ``out`` already holds) and report a study; returns the study.json dict."""
     arms, baseline = parse_arms(arm_specs, baseline)
     if seeds < stats.MIN_SEEDS:
-        raise HeadError(f"--seeds {seeds}: an interval over seeds needs at least {stats.MIN_SEEDS} (3 is the "
-                        "default, 5 or more recommended: docs/study.md)")
+        raise HeadError(
+            f"--seeds {seeds}: an interval over seeds needs at least {stats.MIN_SEEDS} seeds (5 or more "
+            "recommended: docs/study.md)"
+        )
     if head not in HEADS:
         raise HeadError(f"unknown --head {head!r}; choose {', '.join(HEADS)}")
     hp = dict(HEAD_HPARAMS, **check_hparams(hparams, HEAD_HPARAMS, "the study's AVQA head"))
     qhp = {k: hp[k] for k in QuestionOnlyHead.hyperparameters() if k in hp}
     qhp["hidden"] = (hparams or {}).get("hidden", QuestionOnlyHead().hidden)
+    try:  # bad values (dropout 1.5) are one line now, not a failed run on a worker
+        LayerMixHead(**hp, arch=head).validate_params()
+        QuestionOnlyHead(**qhp).validate_params()
+    except ValueError as exc:
+        raise HeadError(str(exc)) from None
     tests = list(tests)
     if not tests:
         raise HeadError("give a --test file")
@@ -165,15 +234,22 @@ def run_study(cache_path: str, train: str, val: str, tests: Sequence[str], arm_s
         inputs = load_inputs(cache, metas, train, val, labels, question)
         files = {"train": train, "val": val, **{f"test: {k}": v for k, v in labels.items()}}
         plan = _plan(cache, arms, baseline, seeds, head, hp, qhp, files, metas, inputs)
-    payloads = {QUESTION_ONLY: {"arrays": arm_inputs(inputs, Arm(QUESTION_ONLY, ()), {})["arrays"],
-                                "blocks": {}, "layout": {}}}
+    payloads = {
+        QUESTION_ONLY: {"arrays": arm_inputs(inputs, Arm(QUESTION_ONLY, ()), {})["arrays"], "blocks": {}, "layout": {}}
+    }
     for arm in arms:
         payloads[arm.name] = arm_inputs(inputs, arm, metas)
         pa = payloads[arm.name]
-        if head == "spatial" and not (pa["layout"].get("grid") and pa["layout"].get("cells")
-                                      and pa["arrays"]["train"].a is not None and pa["arrays"]["train"].tok is None):
-            raise HeadError(f"arm {arm.name!r}: the spatial head needs audio features and a visual feature with grid "
-                            "cells (e.g. priors and motion) and no patch tokens; use --head temporal")
+        if head == "spatial" and not (
+            pa["layout"].get("grid")
+            and pa["layout"].get("cells")
+            and pa["arrays"]["train"].a is not None
+            and pa["arrays"]["train"].tok is None
+        ):
+            raise HeadError(
+                f"arm {arm.name!r}: the spatial head needs audio features and a visual feature with grid "
+                "cells (e.g. priors and motion) and no patch tokens; use --head temporal"
+            )
     _check_resume(out_dir, plan)
     plan_id = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     order = [QUESTION_ONLY] + [a.name for a in arms]
@@ -187,8 +263,41 @@ def run_study(cache_path: str, train: str, val: str, tests: Sequence[str], arm_s
         say(f"resuming {out_dir}: {len(runs) - len(pending)} of {len(runs)} runs already done")
     failed = _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
     if failed:
-        raise HeadError(f"{len(failed)} of {len(runs)} runs failed ({failed[0]}); rerun the same command to retry them")
+        raise HeadError(
+            f"{len(failed)} of {len(runs)} runs failed ({failed[0]}); the finished ones are kept, the same "
+            "command retries the others"
+        )
     return report.write_study(out_dir, plan, inputs, order, baseline, seeds, labels, echo)
+
+
+LOCAL_WORKERS = 2
+REPEATS = 3
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int):
+    """A client of ``scheduler``, or of a LocalCluster of ``workers`` processes with one thread each
+    (each run sets torch to one thread too: two runs share two cores without spinning threads)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, timeout=30) as client:
+            yield client
+        return
+    env = {f"distributed.nanny.pre-spawn-environ.{k}": "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    with dask.config.set({**env, "distributed.worker.daemon": False}):
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
 
 
 def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list[str]:
@@ -197,11 +306,8 @@ def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, 
     from distributed import as_completed
     from tqdm import tqdm
 
-    from featpipe.cluster import connect
-    from featpipe.config import LOCAL_WORKERS
-
     failed = []
-    with connect(scheduler, workers=workers or LOCAL_WORKERS) as client:
+    with _client(scheduler, workers or LOCAL_WORKERS) as client:
         futures = _submit_all(pending, payloads, client, head, hp, qhp, len(inputs.answers), inputs.T)
         bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
         for fut in as_completed(list(futures)):
@@ -209,9 +315,14 @@ def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, 
             try:
                 _write_run(out_dir, arm, seed, fut.result(), inputs, plan_id)
             except Exception as exc:  # one run's failure must not lose the others
-                msg = f"run {arm} seed {seed} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                failed.append(msg)
-                say(msg)
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                failed.append(why)
+                say(f"run {arm} seed {seed} failed, an internal error in featpipe (please report it): {why}")
+                if failed.count(why) >= REPEATS:  # the same bug again: stop instead of failing every run
+                    for f in futures:
+                        f.cancel()
+                    say(f"stopped: the same error failed {REPEATS} runs")
+                    break
             bar.update(1)
         bar.close()
     return failed

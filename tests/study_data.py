@@ -28,8 +28,12 @@ LAYERS = [0, 3, 6, 9]
 
 
 def prov(spec: str) -> dict:
-    return {"spec": spec, "weights": "none", "featpipe": "0.1.0",
-            "decode": {"fps": 1.0, "pad": "repeat", "pyav": "18.1", "chunk_segments": 16}}
+    return {
+        "spec": spec,
+        "weights": "none",
+        "featpipe": "0.1.0",
+        "decode": {"fps": 1.0, "pad": "repeat", "pyav": "18.1", "chunk_segments": 16},
+    }
 
 
 def truth_rows(scene: dict) -> np.ndarray:
@@ -59,8 +63,11 @@ def synth_study_set(folder: Path, videos: int = 150, seed: int = 3, seconds: flo
     scenes = sorted((folder / "scenes").glob("*.json"))
     dim = len(truth_rows(json.loads(scenes[0].read_text()))[0])
     rot = np.linalg.qr(rng.normal(size=(48, 48)))[0][:, :dim]
-    specs = [OutputSpec("noise", (8,), "audio"), OutputSpec("truth", (dim,), "visual"),
-             OutputSpec("deep", (len(LAYERS), 48), "audio", attrs={"layers": LAYERS})]
+    specs = [
+        OutputSpec("noise", (8,), "audio"),
+        OutputSpec("truth", (dim,), "visual"),
+        OutputSpec("deep", (len(LAYERS), 48), "audio", attrs={"layers": LAYERS}),
+    ]
     with CacheWriter(folder / "cache.h5", TIMELINE) as w:
         for spec in specs:
             w.ensure_feature(spec, prov(spec.name))
@@ -71,6 +78,8 @@ def synth_study_set(folder: Path, videos: int = 150, seed: int = 3, seconds: flo
             T = len(truth)
             deep = rng.normal(size=(T, len(LAYERS), 48)).astype(np.float32)
             deep[:, LAYERS.index(6)] = truth @ rot.T + 0.1 * rng.normal(size=(T, 48))
-            w.commit({"video_id": scene["video_id"], "source": {"size": i, "mtime": 0.0}},
-                     {"noise": rng.normal(size=(T, 8)), "truth": truth, "deep": deep})
+            w.commit(
+                {"video_id": scene["video_id"], "source": {"size": i, "mtime": 0.0}},
+                {"noise": rng.normal(size=(T, 8)), "truth": truth, "deep": deep},
+            )
     return {"cache": folder / "cache.h5", **{s: folder / f"avqa-{s}.json" for s in ("train", "val", "test")}}

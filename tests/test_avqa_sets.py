@@ -22,14 +22,20 @@ def test_v2_excerpt_loads_whole_with_ids_extras_and_flips(kind, tmp_path):
     assert len(qs) == len(raw)  # nothing refused, nothing deleted in these entries
     for e, q in zip(raw, qs):
         if e.get("question_id") is None:
-            assert q.question_id == derived_id(e["video_id"], e["question_content"],
-                                               json.loads(e["templ_values"]) if isinstance(e["templ_values"], str)
-                                               else e["templ_values"])
+            assert q.question_id == derived_id(
+                e["video_id"],
+                e["question_content"],
+                json.loads(e["templ_values"]) if isinstance(e["templ_values"], str) else e["templ_values"],
+            )
             assert q.question_id >= DERIVED_ID_BASE
         else:
             assert q.question_id == e["question_id"]
-        assert q.extra == {k: v for k, v in e.items() if k not in (
-            "video_id", "question_id", "type", "question_content", "templ_values", "question_deleted", "anser")}
+        assert q.extra == {
+            k: v
+            for k, v in e.items()
+            if k
+            not in ("video_id", "question_id", "type", "question_content", "templ_values", "question_deleted", "anser")
+        }
     assert any("unmatch_audio" in q.extra for q in qs) and any(q.video_id.endswith("_flip") for q in qs)
     flips = {q.video_id for q in qs if q.video_id.endswith("_flip")}
     assert all(v[:-5] not in flips for v in flips)  # a flip is a video id of its own
@@ -42,12 +48,19 @@ def test_v2_excerpt_loads_whole_with_ids_extras_and_flips(kind, tmp_path):
     out = tmp_path / "back.json"
     write_questions(out, qs)
     again = load_questions(out)
-    assert [q.question_id for q in again] == [q.question_id for q in qs] and [q.extra for q in again] == [q.extra for q in qs]
+    assert [q.question_id for q in again] == [q.question_id for q in qs] and [q.extra for q in again] == [
+        q.extra for q in qs
+    ]
 
 
 def test_repeated_question_without_id_gets_distinct_stable_ids(tmp_path):
-    e = {"video_id": "v1", "type": '["Audio", "Counting"]', "question_content": "Is there a <Object> sound?",
-         "templ_values": '["drum"]', "anser": "yes"}
+    e = {
+        "video_id": "v1",
+        "type": '["Audio", "Counting"]',
+        "question_content": "Is there a <Object> sound?",
+        "templ_values": '["drum"]',
+        "anser": "yes",
+    }
     p = tmp_path / "q.json"
     p.write_text(json.dumps([e, e]))
     a, b = load_questions(p)
@@ -70,14 +83,35 @@ def _r_entries():
     # MUSIC-AVQA-R's layout as its dataloader reads it (reml-group/MUSIC-AVQA-R dataset/avqa_dataset.py):
     # the rephrased question with <slot> words, the values, the type as a literal list, the answer.
     return [
-        {"video_id": "00000001", "question_id": 12, "type": "['Audio', 'Counting']",
-         "question_content": "Does the <Object> ever stop making sound?", "templ_values": '["cello"]', "anser": "no"},
-        {"video_id": "00000001", "question_id": 12, "type": '["Audio", "Counting"]',
-         "question_content": "Is the sound of the <Object> continuous?", "templ_values": "['cello']", "anser": "no"},
-        {"video_id": "00000002", "type": '["Audio-Visual", "Location"]',
-         "question_content": "Where is the loudest instrument?", "templ_values": "[]", "anser": "left"},
-        {"video_id": "00000003", "type": '["Visual", "Counting"]',
-         "question_content": "How many instruments are there in the video?", "anser": "two"},
+        {
+            "video_id": "00000001",
+            "question_id": 12,
+            "type": "['Audio', 'Counting']",
+            "question_content": "Does the <Object> ever stop making sound?",
+            "templ_values": '["cello"]',
+            "anser": "no",
+        },
+        {
+            "video_id": "00000001",
+            "question_id": 12,
+            "type": '["Audio", "Counting"]',
+            "question_content": "Is the sound of the <Object> continuous?",
+            "templ_values": "['cello']",
+            "anser": "no",
+        },
+        {
+            "video_id": "00000002",
+            "type": '["Audio-Visual", "Location"]',
+            "question_content": "Where is the loudest instrument?",
+            "templ_values": "[]",
+            "anser": "left",
+        },
+        {
+            "video_id": "00000003",
+            "type": '["Visual", "Counting"]',
+            "question_content": "How many instruments are there in the video?",
+            "anser": "two",
+        },
     ]
 
 
@@ -85,8 +119,12 @@ def test_r_file_read_as_its_dataloader_does(tmp_path):
     p = tmp_path / "avqa-test-head.json"
     p.write_text(json.dumps(_r_entries()))
     qs = load_any(p)
-    assert [q.text for q in qs] == ["Does the cello ever stop making sound?", "Is the sound of the cello continuous?",
-                                    "Where is the loudest instrument?", "How many instruments are there in the video?"]
+    assert [q.text for q in qs] == [
+        "Does the cello ever stop making sound?",
+        "Is the sound of the cello continuous?",
+        "Where is the loudest instrument?",
+        "How many instruments are there in the video?",
+    ]
     assert qs[0].question_id != qs[1].question_id  # two rephrasings of question 12: two questions
     assert qs[0].extra == {"question_id": 12} and (qs[0].group, qs[0].qtype) == ("Audio", "Counting")
     assert identify(p)["split"] == "test (head)"

@@ -20,7 +20,6 @@ from study_data import LAYERS, synth_study_set
 
 from featpipe.avqa import load_questions
 from featpipe.cli import main
-from featpipe.heads.report import COLUMNS
 from featpipe.heads.stats import CELLS
 
 ARMS = ["--arm", "noise1=noise", "--arm", "noise2=noise", "--arm", "truth=truth", "--arm", "deep=deep"]
@@ -28,8 +27,23 @@ FAST = ["--set", "max_epochs=8", "--set", "batch_size=64", "--quiet"]
 
 
 def _args(files: dict, out: Path, *extra: str) -> list[str]:
-    return ["study", str(files["cache"]), "--train", str(files["train"]), "--val", str(files["val"]), "--test",
-            str(files["test"]), *ARMS, "--seeds", "3", *FAST, "-o", str(out), *extra]
+    return [
+        "study",
+        str(files["cache"]),
+        "--train",
+        str(files["train"]),
+        "--val",
+        str(files["val"]),
+        "--test",
+        str(files["test"]),
+        *ARMS,
+        "--seeds",
+        "3",
+        *FAST,
+        "-o",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +57,15 @@ def study(tmp_path_factory):
 
 def test_outputs_and_table_layout(study):
     files, out, output = study
-    assert {p.name for p in out.iterdir()} >= {"plan.json", "runs", "predictions.jsonl", "study.json", "study.md",
-                                               "study.png", "study.html"}
+    assert {p.name for p in out.iterdir()} >= {
+        "plan.json",
+        "runs",
+        "predictions.jsonl",
+        "study.json",
+        "study.md",
+        "study.png",
+        "study.html",
+    }
     s = json.loads((out / "study.json").read_text())
     assert [a["name"] for a in s["arms"]] == ["noise1", "noise2", "truth", "deep"] and s["baseline"] == "noise1"
     assert s["seeds"] == [0, 1, 2] and s["hparams"]["head"]["max_epochs"] == 8 and s["hparams"]["mirror"] is False
@@ -52,8 +73,10 @@ def test_outputs_and_table_layout(study):
     assert s["features"]["deep"]["layers"] == LAYERS
     assert list(s["tests"]) == ["unknown avqa-test.json"] or list(s["tests"]) == ["MUSIC-AVQA test"]
     md = (out / "study.md").read_text()
-    assert "| arm | A Count | A Comp | A Avg | V Count | V Loc | V Avg | AV Exist | AV Count | AV Loc | AV Comp | " \
-           "AV Temp | AV Avg | All |" in md
+    assert (
+        "| arm | A Count | A Comp | A Avg | V Count | V Loc | V Avg | AV Exist | AV Count | AV Loc | AV Comp | "
+        "AV Temp | AV Avg | All |" in md
+    )
     assert "| question-only |" in md and "MUSIC-AVQA test" in output
     assert (out / "study.png").read_bytes()[:4] == b"\x89PNG"
     lines = (out / "predictions.jsonl").read_text().splitlines()
@@ -72,8 +95,10 @@ def test_every_accuracy_recomputed_from_the_prediction_files(study):
     t = s["tests"]["MUSIC-AVQA test"]
     for arm, cells in t["arms"].items():
         for cell in CELLS:
+
             def inside(q):
                 return cell == "All" or cell == q.group or cell == f"{q.group}/{q.qtype}"
+
             qs = [q for q in truth.values() if inside(q)]
             per_seed = [np.mean([preds[(arm, sd)][q.question_id] == q.answer for q in qs]) for sd in s["seeds"]]
             assert cells[cell]["n"] == len(qs)
@@ -83,7 +108,8 @@ def test_every_accuracy_recomputed_from_the_prediction_files(study):
             assert lo <= cells[cell]["accuracy"] <= hi
     for arm, cells in t["vs_baseline"].items():
         assert cells["All"]["difference"] == pytest.approx(
-            t["arms"][arm]["All"]["accuracy"] - t["arms"]["noise1"]["All"]["accuracy"], abs=1e-12)
+            t["arms"][arm]["All"]["accuracy"] - t["arms"]["noise1"]["All"]["accuracy"], abs=1e-12
+        )
 
 
 def test_identical_arms_identical_results_and_the_answer_carrying_arm_significant(study):
@@ -118,7 +144,7 @@ def test_layer_weights_learned_and_reported(study):
 def test_html_is_self_contained(study):
     _, out, _ = study
     page = (out / "study.html").read_text()
-    assert "<table>" in page and "src=\"data:image/png;base64," in page and "http" not in page.split("<body>")[1]
+    assert "<table>" in page and 'src="data:image/png;base64,' in page and "http" not in page.split("<body>")[1]
     b64 = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(b64) == (out / "study.png").read_bytes()
 
@@ -136,23 +162,38 @@ def test_html_opens_in_a_headless_browser(study, tmp_path):
     if browser is None:
         pytest.skip("no chromium binary on PATH (apt-get install -y chromium)")
     _, out, _ = study
-    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p'}",
-                        "--virtual-time-budget=3000", "--dump-dom", (out / "study.html").as_uri()],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'p'}",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            (out / "study.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = r.stdout
     assert "<table>" in dom and "truth" in dom and "question-only" in dom, r.stderr[-2000:]
     width = dom.split('data-width="')[1].split('"')[0]  # set by the img's onload: the PNG decoded
     assert int(width) > 500
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--arm", "mert=mert"], "arm 'mert': the cache has no feature 'mert'"),
-    (["--arm", "../x=noise"], "an arm name is letters"),
-    (["--arm", "d3=deep@4"], "'deep' has layers [0, 3, 6, 9]"),
-    (["--arm", "n4=noise@2"], "'noise' is not layer-wise"),
-    (["--seeds", "1"], "needs at least 2"),
-    (["--set", "nope=1"], "unknown hyperparameter 'nope'"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--arm", "mert=mert"], "arm 'mert': the cache has no feature 'mert'"),
+        (["--arm", "../x=noise"], "an arm name is letters"),
+        (["--arm", "d3=deep@4"], "'deep' has layers [0, 3, 6, 9]"),
+        (["--arm", "n4=noise@2"], "'noise' is not layer-wise"),
+        (["--seeds", "2"], "needs at least 3"),
+        (["--set", "nope=1"], "unknown hyperparameter 'nope'"),
+    ],
+)
 def test_bad_input_is_one_line(study, tmp_path, extra, match):
     files, _, _ = study
     r = CliRunner().invoke(main, _args(files, tmp_path / "o", *extra))
@@ -179,7 +220,9 @@ def test_resume_after_kill_redoes_no_finished_run(tmp_path):
     out = tmp_path / "out"
     args = [sys.executable, "-c", "from featpipe.cli import main; main()", *_args(files, out)]
     args[args.index("max_epochs=8")] = "max_epochs=12"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
     proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and len(list(out.glob("runs/*/*.json"))) < 2:

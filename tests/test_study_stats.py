@@ -49,13 +49,13 @@ def test_a_real_difference_is_found_and_identical_arms_are_exactly_zero():
     p = rng.beta(2, 2, n)
     base = _arm(rng, p, S)
     better = _arm(rng, np.clip(p + 0.12, 0, 1), S)
-    out = stats.study_statistics(types, {"base": base, "better": better, "same": base.copy()}, "base", boot=500,
-                                 perms=500)
+    out = stats.study_statistics(
+        types, {"base": base, "better": better, "same": base.copy()}, "base", boot=500, perms=500
+    )
     assert out["vs_baseline"]["better"]["All"]["significant"] and out["vs_baseline"]["better"]["All"]["p"] < 0.01
     for cell in CELLS:
         same = out["vs_baseline"]["same"][cell]
-        assert same == {"difference": 0.0, "interval": [0.0, 0.0], "p": 1.0, "significant": False,
-                        "n": same["n"]}
+        assert same == {"difference": 0.0, "interval": [0.0, 0.0], "p": 1.0, "significant": False, "n": same["n"]}
         assert out["arms"]["same"][cell] == out["arms"]["base"][cell]
     acc = out["arms"]["base"]["All"]
     assert acc["accuracy"] == pytest.approx(base.mean()) and acc["per_seed"] == pytest.approx(base.mean(1))
@@ -75,16 +75,20 @@ def test_interval_widens_with_training_noise_and_shrinks_with_questions():
 
 
 def test_too_few_seeds_and_no_questions():
-    with pytest.raises(StatsError, match="at least 2 seeds"):
-        stats.design(_types(10), 1)
+    with pytest.raises(StatsError, match="at least 3 seeds"):
+        stats.design(_types(10), 2)
     with pytest.raises(StatsError, match="no test questions"):
         stats.design([], 3)
 
 
 def _arrays(rng, V=24, T=4, n=72, flat=15 + 3 * 5):
-    return AvqaArrays(q=rng.normal(size=(n, 6)).astype(np.float32), vid=np.arange(n) % V,
-                      y=rng.integers(0, 3, n), a=rng.normal(size=(V, T, flat)).astype(np.float32),
-                      mask_a=np.ones((V, T), bool))
+    return AvqaArrays(
+        q=rng.normal(size=(n, 6)).astype(np.float32),
+        vid=np.arange(n) % V,
+        y=rng.integers(0, 3, n),
+        a=rng.normal(size=(V, T, flat)).astype(np.float32),
+        mask_a=np.ones((V, T), bool),
+    )
 
 
 def test_layer_mix_head_without_blocks_is_the_plain_head_bit_for_bit():
@@ -101,8 +105,13 @@ def test_layer_mix_learns_the_layer_that_carries_the_answer():
     layers = rng.normal(size=(V, T, L, D)).astype(np.float32)
     layers[:, :, 2] = z[:, None] + 0.1 * rng.normal(size=(V, T, D))
     y_v = (z[:, 0] > 0).astype(np.int64)
-    d = AvqaArrays(q=np.ones((V, 2), np.float32), vid=np.arange(V), y=y_v, a=layers.reshape(V, T, L * D),
-                   mask_a=np.ones((V, T), bool))
+    d = AvqaArrays(
+        q=np.ones((V, 2), np.float32),
+        vid=np.arange(V),
+        y=y_v,
+        a=layers.reshape(V, T, L * D),
+        mask_a=np.ones((V, T), bool),
+    )
     head = LayerMixHead(max_epochs=30, arch="temporal", lr=3e-3, layer_blocks={"a": [[L, D]]}, seed=0)
     head.fit(d, d.y, classes=range(2))
     w = head.layer_weights()["a"][0]
