@@ -160,13 +160,8 @@ def _parse_entry(entry: Any, where: str, seen: dict | None = None) -> Question |
                     values=tuple(values), group=qtype[0], qtype=qtype[1], answer=answer, extra=extra)
 
 
-def load_questions(path: str | Path) -> list[Question]:
-    """Read a MUSIC-AVQA (or v2.0) question file (a JSON list of objects with the seven keys).
-
-    Entries with a non-zero ``question_deleted`` are skipped; ids missing: :func:`derived_id`. A missing ``anser`` gives
-    ``answer=None``. Malformed files raise :class:`AvqaFormatError` naming file and entry.
-    """
-    path = Path(path)
+def read_entries(path: Path) -> list:
+    """The JSON list a question file holds; a one-line :class:`AvqaFormatError` otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -175,6 +170,17 @@ def load_questions(path: str | Path) -> list[Question]:
         raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, list):
         raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
+    return data
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read a MUSIC-AVQA (or v2.0) question file (a JSON list of objects with the seven keys).
+
+    Entries with a non-zero ``question_deleted`` are skipped; ids missing: :func:`derived_id`. A missing ``anser`` gives
+    ``answer=None``. Malformed files raise :class:`AvqaFormatError` naming file and entry.
+    """
+    path = Path(path)
+    data = read_entries(path)
     out, seen = [], {}
     for i, entry in enumerate(data):
         q = _parse_entry(entry, f"{path}: entry {i}", seen)

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .avqa import QUESTION_TYPES, AvqaFormatError, Question, derived_id, load_questions
+from .avqa import QUESTION_TYPES, AvqaFormatError, Question, derived_id, load_questions, read_entries
 
 _R_FILES = {"avqa-test-head.json": "head", "avqa-test-tail.json": "tail", "avqa-test-headtail.json": "all"}
 
@@ -72,14 +72,7 @@ def load_r_questions(path: str | Path) -> list[Question]:
     not read by it, so the id is always :func:`derived_id` (rephrasings of one question share the
     original's id there) and the file's own id, if any, is kept in ``extra``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AvqaFormatError(f"{path}: cannot read question file ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
+    data = read_entries(path)
     out, seen = [], {}
     for i, e in enumerate(data):
         where = f"{path}: entry {i}"

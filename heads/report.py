@@ -19,6 +19,7 @@ import numpy as np
 from featpipe.avqa import GROUPS, QUESTION_TYPES
 
 from . import stats
+from .arms import QUESTION_ONLY
 
 _SHORT = {"Counting": "Count", "Comparative": "Comp", "Location": "Loc", "Existential": "Exist", "Temporal": "Temp"}
 _GROUP = {"Audio": "A", "Visual": "V", "Audio-Visual": "AV"}
@@ -229,7 +230,7 @@ def write_study(
                 "question_encoding",
             )
         },
-        "question_only": QUESTION_ONLY_NAME,
+        "question_only": QUESTION_ONLY,
         "dropped_questions": inputs.dropped,
         "runs": {
             a: [json.loads((out / "runs" / a / f"seed-{s}.json").read_text()) for s in range(seeds)] for a in order
@@ -251,6 +252,3 @@ def write_study(
         echo(md)
         echo(f"(report: {out / 'study.md'}, {out / 'study.html'}; data: {out / 'study.json'})")
     return study
-
-
-QUESTION_ONLY_NAME = "question-only"

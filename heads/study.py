@@ -142,7 +142,13 @@ def _check_resume(out: Path, plan: dict) -> None:
         _atomic_write(path, json.dumps(plan, indent=1))
         return
     old = json.loads(path.read_text())
-    diff = [k for k in sorted(set(old) | set(plan)) if k not in ("cache",) and old.get(k) != plan.get(k)]
+
+    def same(key: str) -> bool:  # files by content: the same study may be resumed from another folder
+        if key == "files":
+            return {k: v["sha256"] for k, v in old[key].items()} == {k: v["sha256"] for k, v in plan[key].items()}
+        return old.get(key) == plan.get(key)
+
+    diff = [k for k in sorted(set(old) | set(plan)) if k != "cache" and not same(k)]
     if diff:
         raise HeadError(
             f"{out} holds another study (it differs in {', '.join(diff)}); give a new -o, or the same "
