@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from study_data import LAYERS, synth_study_set
 
 from featpipe.avqa import load_questions
+from featpipe.avqa_sets import load_any
 from featpipe.cli import main
 from featpipe.heads.stats import CELLS
 
@@ -27,29 +28,26 @@ FAST = ["--set", "max_epochs=8", "--set", "batch_size=64", "--quiet"]
 
 
 def _args(files: dict, out: Path, *extra: str) -> list[str]:
-    return [
-        "study",
-        str(files["cache"]),
-        "--train",
-        str(files["train"]),
-        "--val",
-        str(files["val"]),
-        "--test",
-        str(files["test"]),
-        *ARMS,
-        "--seeds",
-        "3",
-        *FAST,
-        "-o",
-        str(out),
-        *extra,
-    ]
+    tests = ["--test", str(files["test"])] + (["--test", str(files["r_head"])] if "r_head" in files else [])
+    cmd = ["study", str(files["cache"]), "--train", str(files["train"]), "--val", str(files["val"]), *tests]
+    return [*cmd, *ARMS, "--seeds", "3", *FAST, "-o", str(out), *extra]
+
+
+def r_head_file(test: Path, out: Path, n: int = 80) -> Path:
+    """The first ``n`` test questions in MUSIC-AVQA-R's layout (type as a Python literal, no question id)."""
+    entries = json.loads(test.read_text())[:n]
+    keep = ("video_id", "question_content", "templ_values", "anser")
+    rows = [{**{k: e[k] for k in keep}, "type": str(json.loads(e["type"]))} for e in entries]
+    path = out / "avqa-test-head.json"
+    path.write_text(json.dumps(rows))
+    return path
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     files = synth_study_set(tmp / "set", videos=150, seed=3)
+    files["r_head"] = r_head_file(files["test"], tmp)
     r = CliRunner().invoke(main, _args(files, tmp / "out"))
     assert r.exit_code == 0, r.output
     return files, tmp / "out", r.output
@@ -71,7 +69,8 @@ def test_outputs_and_table_layout(study):
     assert s["seeds"] == [0, 1, 2] and s["hparams"]["head"]["max_epochs"] == 8 and s["hparams"]["mirror"] is False
     assert set(s["features"]) == {"noise", "truth", "deep"} and len(s["features"]["deep"]["fingerprint"]) == 16
     assert s["features"]["deep"]["layers"] == LAYERS
-    assert list(s["tests"]) == ["unknown avqa-test.json"] or list(s["tests"]) == ["MUSIC-AVQA test"]
+    assert list(s["tests"]) == ["MUSIC-AVQA test", "MUSIC-AVQA-R test (head)"]
+    assert s["tests"]["MUSIC-AVQA-R test (head)"]["n_questions"] == 80
     md = (out / "study.md").read_text()
     assert (
         "| arm | A Count | A Comp | A Avg | V Count | V Loc | V Avg | AV Exist | AV Count | AV Loc | AV Comp | "
@@ -80,19 +79,22 @@ def test_outputs_and_table_layout(study):
     assert "| question-only |" in md and "MUSIC-AVQA test" in output
     assert (out / "study.png").read_bytes()[:4] == b"\x89PNG"
     lines = (out / "predictions.jsonl").read_text().splitlines()
-    n_test = len(load_questions(files["test"]))
+    n_test = len(load_questions(files["test"])) + 80  # R's ids are derived: its questions are predicted as its own
     assert len(lines) == 5 * 3 * n_test and set(json.loads(lines[0])) == {"arm", "seed", "question_id", "answer"}
 
 
 def test_every_accuracy_recomputed_from_the_prediction_files(study):
     files, out, _ = study
     s = json.loads((out / "study.json").read_text())
-    truth = {q.question_id: q for q in load_questions(files["test"])}
     preds: dict[tuple[str, int], dict[int, str]] = {}
     for line in (out / "predictions.jsonl").read_text().splitlines():
         r = json.loads(line)
         preds.setdefault((r["arm"], r["seed"]), {})[r["question_id"]] = r["answer"]
-    t = s["tests"]["MUSIC-AVQA test"]
+    for label, path in (("MUSIC-AVQA test", files["test"]), ("MUSIC-AVQA-R test (head)", files["r_head"])):
+        _recompute(s, s["tests"][label], {q.question_id: q for q in load_any(path)}, preds)
+
+
+def _recompute(s: dict, t: dict, truth: dict, preds: dict) -> None:
     for arm, cells in t["arms"].items():
         for cell in CELLS:
 
@@ -100,6 +102,9 @@ def test_every_accuracy_recomputed_from_the_prediction_files(study):
                 return cell == "All" or cell == q.group or cell == f"{q.group}/{q.qtype}"
 
             qs = [q for q in truth.values() if inside(q)]
+            if not qs:
+                assert cells[cell]["accuracy"] is None and cells[cell]["n"] == 0
+                continue
             per_seed = [np.mean([preds[(arm, sd)][q.question_id] == q.answer for q in qs]) for sd in s["seeds"]]
             assert cells[cell]["n"] == len(qs)
             assert cells[cell]["per_seed"] == pytest.approx(per_seed, abs=1e-12)
