@@ -417,7 +417,7 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
 @click.option("--seeds", default=3, show_default=True, type=int, help="Training seeds per arm (0..N-1); 5+ recommended.")
 @click.option("--head", type=click.Choice(["temporal", "spatial"]), default="temporal", show_default=True,
               help="The one AVQA head every arm trains.")
-@click.option("--set", "hparams", type=_KeyValue(), multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "hparams", type=Pair(), multiple=True, metavar="KEY=VALUE",
               help="A head hyperparameter, fixed across arms (hidden, dropout, lr, weight_decay, batch_size, "
                    "max_epochs, patience, schedule, pointers).")
 @click.option("--question", default="auto", show_default=True, help="Question embedding: auto, bow or a cached encoder.")
@@ -430,14 +430,16 @@ def study_cmd(cache, train_file, val_file, test_files, arms, baseline, seeds, he
               scheduler, out, quiet) -> None:
     """Compare feature sets (arms) on CACHE: one head, the same seeds and splits, intervals and paired tests."""
     from featpipe.heads.data import HeadError
-    from featpipe.heads.study import parse_hparams, run_study
+    from featpipe.heads.study import RunsFailed, parse_hparams, run_study
 
     try:
         run_study(cache, train_file, val_file, test_files, arms, out, baseline=baseline, seeds=seeds, head=head,
                   hparams=parse_hparams(dict(hparams)), question=question, scheduler=scheduler, workers=workers,
                   progress=not quiet, echo=click.echo)
+    except RunsFailed as exc:  # the finished runs are kept: exit 1, as extract does for failed videos
+        raise Failure(str(exc), code=1) from None
     except HeadError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
 
 
 @main.command("predict")

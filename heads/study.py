@@ -40,6 +40,12 @@ from .params import check_hparams
 from .train import torch_threads
 
 HEADS = ("temporal", "spatial")
+
+
+class RunsFailed(HeadError):
+    """Some runs failed (the others are written); the same command retries them."""
+
+
 HEAD_HPARAMS = {k: v for k, v in AvqaHead.hyperparameters().items() if k != "arch"}
 
 
@@ -269,7 +275,7 @@ def run_study(
         say(f"resuming {out_dir}: {len(runs) - len(pending)} of {len(runs)} runs already done")
     failed = _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
     if failed:
-        raise HeadError(
+        raise RunsFailed(
             f"{len(failed)} of {len(runs)} runs failed ({failed[0]}); the finished ones are kept, the same "
             "command retries the others"
         )
