@@ -411,7 +411,7 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
               help="Validation questions: the early-stopping rule every arm shares.")
 @click.option("--test", "test_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Test questions; repeat for several (MUSIC-AVQA-R: head, tail and headtail files).")
-@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=FEAT[,FEAT][@K]",
+@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=FEAT[@K][,FEAT[@K]]",
               help="An arm: a named feature set (FEAT@K: layer K of a layer-wise feature). Repeat.")
 @click.option("--baseline", default=None, metavar="NAME", help="The arm the others are compared with (default: the first).")
 @click.option("--seeds", default=3, show_default=True, type=int, help="Training seeds per arm (0..N-1); 5+ recommended.")
