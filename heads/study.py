@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -298,18 +299,26 @@ def _client(scheduler: str | None, workers: int):
             yield client
         return
     env = {f"distributed.nanny.pre-spawn-environ.{k}": "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    with dask.config.set({**env, "distributed.worker.daemon": False}):
-        with (
-            LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    try:
+        with dask.config.set({**env, "distributed.worker.daemon": False}):
+            with (
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                try:
+                    yield client
+                finally:  # closing a busy worker: "still alive after 4 seconds, killing" is no news to the user
+                    nanny.setLevel(logging.ERROR)
+    finally:
+        nanny.setLevel(level)
 
 
 def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list[str]:
