@@ -132,3 +132,39 @@ def test_r_file_read_as_its_dataloader_does(tmp_path):
     bad.write_text(json.dumps([dict(_r_entries()[0], templ_values="[]")]))
     with pytest.raises(AvqaFormatError, match="entry 0: 1 slot word"):
         load_r_questions(bad)
+
+
+def test_evaluate_names_the_dataset_and_split(tmp_path):
+    from click.testing import CliRunner
+    from test_heads_support import planted_avqa
+
+    from featpipe.cli import main
+
+    files = planted_avqa(tmp_path, n_videos=30)
+    head, named = tmp_path / "head", tmp_path / "avqa-test.json"
+    shutil.copy(files["test"], named)
+    run = CliRunner().invoke
+    r = run(
+        main,
+        [
+            "train-head",
+            str(files["cache"]),
+            "--task",
+            "avqa",
+            "--train",
+            str(files["train"]),
+            "--val",
+            str(files["val"]),
+            "--epochs",
+            "1",
+            "-o",
+            str(head),
+            "--quiet",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = run(
+        main, ["evaluate", str(head), str(files["cache"]), "--test", str(named), "--report", str(tmp_path / "r.json")]
+    )
+    assert r.exit_code == 0 and r.output.startswith(f"MUSIC-AVQA, test ({named})"), r.output
+    assert json.loads((tmp_path / "r.json").read_text())["dataset"] == {"dataset": "MUSIC-AVQA", "split": "test"}
