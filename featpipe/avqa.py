@@ -94,6 +94,11 @@ def template_slots(template: str) -> list[str]:
     return _SLOT_RE.findall(template)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:120] if text else type(exc).__name__)
+
+
 def derived_id(video_id: str, content: str, values: Sequence[str], occurrence: int = 0) -> int:
     """The stable id of a question the file gives none: ``2**40`` plus the first 40 bits of the
     SHA-256 of ``video_id``, the question content (template as stored), the template values (as a
@@ -110,8 +115,8 @@ def parse_values(raw: Any, where: str) -> list[str]:
     else:
         try:
             values = json.loads(raw)
-        except (TypeError, json.JSONDecodeError):
-            raise AvqaFormatError(f"{where}: 'templ_values' is not a JSON-encoded list: {raw!r}") from None
+        except (TypeError, ValueError, RecursionError):
+            raise AvqaFormatError(f"{where}: 'templ_values' is not a JSON-encoded list: {raw!r:.80}") from None
     if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
         raise AvqaFormatError(f"{where}: 'templ_values' must encode a list of strings")
     return values
@@ -128,17 +133,25 @@ def _parse_entry(entry: Any, where: str, seen: dict | None = None) -> Question |
         raise AvqaFormatError(f"{where}: question_id must be an integer, got {qid!r}")
     if qid is not None:
         where = f"{where} (question_id {qid})"
-    if entry.get("question_deleted"):
+    deleted = entry.get("question_deleted")  # v2.0: often absent (or null), meaning a question
+    if deleted is None:
+        deleted = 0
+    if isinstance(deleted, str) and deleted.strip() in ("0", "1"):  # a re-serialised file may quote it
+        deleted = int(deleted)
+    if deleted not in (0, 1):
+        raise AvqaFormatError(f"{where}: question_deleted must be 0 or 1, got {deleted!r:.40}")
+    if deleted:
         return None  # the dataset marks removed questions this way; they are not questions
     video_id = entry["video_id"]
     if not isinstance(video_id, str) or not video_id:
         raise AvqaFormatError(f"{where}: video_id must be a non-empty string, got {video_id!r}")
     try:
         qtype = json.loads(entry["type"])
-    except (TypeError, json.JSONDecodeError):
-        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r}") from None
-    if not (isinstance(qtype, list) and len(qtype) == 2 and tuple(qtype) in QUESTION_TYPES):
-        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r}")
+    except (TypeError, ValueError, RecursionError):
+        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r:.80}") from None
+    if not (isinstance(qtype, list) and len(qtype) == 2 and all(isinstance(x, str) for x in qtype)
+            and tuple(qtype) in QUESTION_TYPES):
+        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r:.80}")
     values = parse_values(entry["templ_values"], where)
     template = entry["question_content"]
     if not isinstance(template, str):
@@ -166,8 +179,8 @@ def read_entries(path: Path) -> list:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise AvqaFormatError(f"{path}: cannot read question file ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, 4,300-digit numbers, nesting past the stack
+        raise AvqaFormatError(f"{path}: not valid JSON ({_first_line(exc)})") from None
     if not isinstance(data, list):
         raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
     return data
