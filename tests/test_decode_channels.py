@@ -55,3 +55,19 @@ def test_many_channel_pcm_decodes(tmp_path, channels, ext):
         want = float(np.sqrt((x.mean(axis=0) ** 2).mean()))
         assert np.allclose(got[0], got[1], atol=1e-4)
         assert abs(float(np.sqrt((got[0] ** 2).mean())) - want) < 0.05 * want
+
+
+def test_nine_channels_reach_an_audio_copy_too(tmp_path):
+    """A copy an extractor asks for (another rate and layout, its own resampler) gets the mixed frames."""
+    from featpipe.contracts import AudioCopy
+    from featpipe.decode.audio import audio_blocks
+    from featpipe.decode.packets import StreamTally
+
+    path = tmp_path / "pcm9.wav"
+    write_pcm(path, 9)
+    info = probe(str(path))
+    tally = StreamTally("audio", info.duration)
+    copy = [b for i, b in audio_blocks(info, tally, (AudioCopy(16000, "mono", "s16"),)) if i == 1]
+    samples = sum(b if isinstance(b, int) else b.shape[1] for b in copy)
+    assert tally.bad == 0 and abs(samples - SECONDS * 16000) <= 1024
+    assert max(float(np.abs(b).max()) for b in copy if not isinstance(b, int)) > 0.01
