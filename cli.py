@@ -154,7 +154,14 @@ def _extract_options(f):
         _into("workers", "--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
               help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU)."),
         _into("scheduler", "--scheduler", default=None, metavar="ADDRESS",
-              help="Use a running Dask scheduler, e.g. tcp://host:8786."),
+              help="Use a running Dask scheduler: tcp://host:8786 (trusted networks only: whoever can join it "
+                   "runs code in this process) or tls://host:8786 with --tls-* (docs/distributed.md)."),
+        _into("tls_ca_file", "--tls-ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: the CA certificate that signed the scheduler's and workers' certificates."),
+        _into("tls_cert", "--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's certificate (PEM; may hold the key too)."),
+        _into("tls_key", "--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's private key (PEM), when not in --tls-cert."),
         # "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
         _into("options.device", "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True),
@@ -215,7 +222,13 @@ def extract(quiet: bool, **options) -> None:
     from featpipe.run import PipelineError, run_extract
     from featpipe.run.inputs import InputError
 
+    from featpipe.run.cluster import ClusterError, security
+
     cfg = extract_config(options)
+    try:  # a bad address, or a tls:// scheduler without certificates: one line, before any work
+        security(cfg.scheduler, (cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key))
+    except ClusterError as exc:
+        raise Failure(str(exc)) from None
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)

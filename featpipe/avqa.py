@@ -82,6 +82,11 @@ def template_slots(template: str) -> list[str]:
     return _SLOT_RE.findall(template)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:120] if text else type(exc).__name__)
+
+
 def _parse_entry(entry: Any, where: str) -> Question | None:
     if not isinstance(entry, dict):
         raise AvqaFormatError(f"{where}: expected a JSON object, got {type(entry).__name__}")
@@ -92,22 +97,28 @@ def _parse_entry(entry: Any, where: str) -> Question | None:
     if isinstance(qid, bool) or not isinstance(qid, int):
         raise AvqaFormatError(f"{where}: question_id must be an integer, got {qid!r}")
     where = f"{where} (question_id {qid})"
-    if entry["question_deleted"]:
+    deleted = entry["question_deleted"]
+    if isinstance(deleted, str) and deleted.strip() in ("0", "1"):  # a re-serialised file may quote it
+        deleted = int(deleted)
+    if deleted not in (0, 1):
+        raise AvqaFormatError(f"{where}: question_deleted must be 0 or 1, got {deleted!r:.40}")
+    if deleted:
         return None  # the dataset marks removed questions this way; they are not questions
     video_id = entry["video_id"]
     if not isinstance(video_id, str) or not video_id:
         raise AvqaFormatError(f"{where}: video_id must be a non-empty string, got {video_id!r}")
     try:
         qtype = json.loads(entry["type"])
-    except (TypeError, json.JSONDecodeError):
-        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r}") from None
-    if not (isinstance(qtype, list) and len(qtype) == 2 and tuple(qtype) in QUESTION_TYPES):
-        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r}")
+    except (TypeError, ValueError, RecursionError):
+        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r:.80}") from None
+    if not (isinstance(qtype, list) and len(qtype) == 2 and all(isinstance(x, str) for x in qtype)
+            and tuple(qtype) in QUESTION_TYPES):
+        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r:.80}")
     try:
         values = json.loads(entry["templ_values"])
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, ValueError, RecursionError):
         raise AvqaFormatError(
-            f"{where}: 'templ_values' is not a JSON-encoded list: {entry['templ_values']!r}") from None
+            f"{where}: 'templ_values' is not a JSON-encoded list: {entry['templ_values']!r:.80}") from None
     if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
         raise AvqaFormatError(f"{where}: 'templ_values' must encode a list of strings")
     template = entry["question_content"]
@@ -135,8 +146,8 @@ def load_questions(path: str | Path) -> list[Question]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise AvqaFormatError(f"{path}: cannot read question file ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, 4,300-digit numbers, nesting past the stack
+        raise AvqaFormatError(f"{path}: not valid JSON ({_first_line(exc)})") from None
     if not isinstance(data, list):
         raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
     out = []

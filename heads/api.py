@@ -14,7 +14,7 @@ import numpy as np
 
 from featpipe.avqa import AvqaFormatError, load_questions
 
-from . import checkpoint, classify, qa
+from . import classify, qa, restore
 from .data import HeadError, choose_rhythm, default_features, opened
 from .metrics import format_avqa_tables
 from .train import torch_threads
@@ -95,7 +95,7 @@ def _train_head(cache_path, task, train_file, val_file, features, out, seed, mod
 
 
 def _task(head_path: str | Path) -> str:
-    return checkpoint.load(head_path)[0]["task"]
+    return restore.task(head_path)
 
 
 def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, report: str | Path | None = None,

@@ -10,6 +10,7 @@ kept (mono stays mono, two or more become stereo).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import av
@@ -30,8 +31,9 @@ def audio_channels(info: MediaInfo) -> int:
     return 2 if info.audio_channels >= 2 else 1
 
 
-def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
-    """``(channels, n)`` blocks from the media start (time 0) on, silence where nothing decoded."""
+def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray | int]:
+    """``(channels, n)`` blocks from the media start (time 0) on; where nothing decoded, the
+    number of silent samples (an ``int``) instead of an array, whatever the gap's length."""
     channels = audio_channels(info)
     layout = "stereo" if channels == 2 else "mono"
     c = open_media(info.path)
@@ -48,13 +50,11 @@ def audio_blocks(info: MediaInfo, tally: StreamTally) -> Iterator[np.ndarray]:
             tally.end = state["position"] / AUDIO_RATE
             yield block
 
-    def silence(n: int) -> Iterator[np.ndarray]:
-        for start in range(0, n, AUDIO_RATE):  # in pieces: a long gap never sits in memory at once
-            k = min(AUDIO_RATE, n - start)
-            state["position"] += k
-            yield np.zeros((channels, k), np.float32)
+    def silence(n: int) -> Iterator[int]:
+        state["position"] += n
+        yield n  # a count, not zeros: an hour's gap costs nothing until a window asks for it
 
-    def place(target: int, first: bool) -> Iterator[np.ndarray]:
+    def place(target: int, first: bool) -> Iterator[np.ndarray | int]:
         """Move the timeline to sample ``target``: silence up to it, or drop what overlaps it."""
         if target > state["position"]:
             if not first:
@@ -122,51 +122,66 @@ def _snap(jump: float, last, stream) -> float:
 
 
 class AudioWindow:
-    """A sliding buffer over the audio blocks: hands out any later window, zero-padded."""
+    """A sliding buffer over the audio blocks: hands out any later window, zero-padded.
 
-    def __init__(self, blocks: Iterator[np.ndarray], channels: int) -> None:
+    Silence is held as a count of samples (``audio_blocks`` yields an ``int`` for a gap), so
+    reading ahead through a gap of any length (two frames an hour apart) holds only the decoded
+    blocks around it: memory is bounded by a window plus one decoded block, whatever the
+    timestamps say.
+    """
+
+    def __init__(self, blocks: Iterator[np.ndarray | int], channels: int) -> None:
         self.blocks = blocks
-        self.buf = np.zeros((channels, 0), np.float32)
-        self.offset = 0  # sample index of buf[:, 0]
+        self.channels = channels
+        self.pieces: deque[tuple[int, np.ndarray | int]] = deque()  # (first sample, block or silent count)
+        self.offset = 0  # sample index where the first piece starts
+        self.end = 0  # sample index after the last piece
         self.done = False
 
-    def _pull(self) -> np.ndarray | None:
+    def _pull(self) -> bool:
         try:
-            return next(self.blocks)
+            block = next(self.blocks)
         except StopIteration:
             self.done = True
-            return None
+            return False
+        n = block if isinstance(block, int) else block.shape[1]
+        if n:
+            self.pieces.append((self.end, block))
+            self.end += n
+        return True
 
     def window(self, start: int, stop: int) -> np.ndarray:
-        have = self.offset + self.buf.shape[1]
-        parts = [self.buf]
-        while not self.done and have < stop:
-            block = self._pull()
-            if block is None:
+        while not self.done and self.end < stop:
+            self._pull()
+        out = np.zeros((self.channels, stop - start), np.float32)
+        for first, block in self.pieces:
+            if first >= stop:
                 break
-            parts.append(block)
-            have += block.shape[1]
-        if len(parts) > 1:  # one concatenation per window: linear, not quadratic, in the blocks
-            self.buf = np.concatenate(parts, axis=1)
-        out = np.zeros((self.buf.shape[0], stop - start), np.float32)
-        lo, hi = max(start, self.offset), min(stop, self.offset + self.buf.shape[1])
-        if hi > lo:
-            out[:, lo - start:hi - start] = self.buf[:, lo - self.offset:hi - self.offset]
-        keep = min(max(start, self.offset), self.offset + self.buf.shape[1])  # windows only move forward
-        self.buf = self.buf[:, keep - self.offset:]
-        self.offset = keep
+            if isinstance(block, int):
+                continue  # silence: out is zeros already
+            lo, hi = max(start, first), min(stop, first + block.shape[1])
+            if hi > lo:
+                out[:, lo - start:hi - start] = block[:, lo - first:hi - first]
+        while self.pieces:  # windows only move forward: let go of what ends before this one starts
+            first, block = self.pieces[0]
+            n = block if isinstance(block, int) else block.shape[1]
+            if first + n > start:
+                break
+            self.pieces.popleft()
+            self.offset = first + n
         return out
 
     def covers(self, t: float, tally: StreamTally) -> bool:
-        """Whether decoded audio lasts to ``t`` seconds or later (reads ahead as needed)."""
-        parts = [self.buf]
+        """Whether decoded audio lasts to ``t`` seconds or later (reads ahead as needed; a gap
+        read through is held as a count)."""
         while tally.end < t and not self.done:
-            block = self._pull()
-            if block is not None:
-                parts.append(block)
-        if len(parts) > 1:
-            self.buf = np.concatenate(parts, axis=1)
+            self._pull()
         return tally.end >= t
+
+    @property
+    def read_to(self) -> float:
+        """Seconds of the timeline read so far: nothing decoded later can land before it."""
+        return self.end / AUDIO_RATE
 
     def close(self) -> None:
         close = getattr(self.blocks, "close", None)
