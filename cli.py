@@ -408,11 +408,51 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
     except HeadError as exc:
         raise Failure(str(exc)) from None
     if result["task"] == "avqa":
+        ds = result["dataset"]
+        click.echo(f"{ds['dataset']}, {ds['split']} ({test_file})" if ds["dataset"] != "unknown" else f"test file {test_file}")
         click.echo(result["table_text"])
         click.echo(f"({result['average_definition']})")
     else:
         m = result["metrics"]
         click.echo(f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  ({m['n']} videos)")
+
+
+@main.command("study")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--train", "train_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--val", "val_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Validation questions: the early-stopping rule every arm shares.")
+@click.option("--test", "test_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Test questions; repeat for several (MUSIC-AVQA-R: head, tail and headtail files).")
+@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=FEAT[@K][,FEAT[@K]]",
+              help="An arm: a named feature set (FEAT@K: layer K of a layer-wise feature). Repeat.")
+@click.option("--baseline", default=None, metavar="NAME", help="The arm the others are compared with (default: the first).")
+@click.option("--seeds", default=3, show_default=True, type=int, help="Training seeds per arm (0..N-1); 5+ recommended.")
+@click.option("--head", type=click.Choice(["temporal", "spatial"]), default="temporal", show_default=True,
+              help="The one AVQA head every arm trains.")
+@click.option("--set", "hparams", type=Pair(), multiple=True, metavar="KEY=VALUE",
+              help="A head hyperparameter, fixed across arms (hidden, dropout, lr, weight_decay, batch_size, "
+                   "max_epochs, patience, schedule, pointers).")
+@click.option("--question", default="auto", show_default=True, help="Question embedding: auto, bow or a cached encoder.")
+@click.option("--workers", type=_AT_LEAST_1, default=None, help="Local Dask worker processes (default 2).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Study folder; the same command again resumes it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def study_cmd(cache, train_file, val_file, test_files, arms, baseline, seeds, head, hparams, question, workers,
+              scheduler, out, quiet) -> None:
+    """Compare feature sets (arms) on CACHE: one head, the same seeds and splits, intervals and paired tests."""
+    from featpipe.heads.data import HeadError
+    from featpipe.heads.study import RunsFailed, parse_hparams, run_study
+
+    try:
+        run_study(cache, train_file, val_file, test_files, arms, out, baseline=baseline, seeds=seeds, head=head,
+                  hparams=parse_hparams(dict(hparams)), question=question, scheduler=scheduler, workers=workers,
+                  progress=not quiet, echo=click.echo)
+    except RunsFailed as exc:  # the finished runs are kept: exit 1, as extract does for failed videos
+        raise Failure(str(exc), code=1) from None
+    except HeadError as exc:
+        raise Failure(str(exc)) from None
 
 
 @main.command("predict")

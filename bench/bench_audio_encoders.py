@@ -6,7 +6,7 @@ featpipe's decoder into chunks (the baseline), then times each extractor's ``ext
 chunks, best of ``--repeats``, ``--threads`` torch threads (1, as on a Dask worker). Checkpoint
 folders in the published layouts with random weights are written to a temporary folder: AST base
 (ASTConfig defaults: 12 x 768, 128 mel bins, 1024 frames), MERT-v1-95M and -330M shapes
-(featpipe.models.mert.PRESETS), wav2vec2-base (Wav2Vec2Config defaults); VGGish's torch file for
+(featpipe.models.mert.PRESETS), BEATs base (featpipe.models.beats.BASE_CFG), wav2vec2-base (Wav2Vec2Config defaults); VGGish's torch file for
 comparison.
 
 Overlap (``--overlap``): rows of MERT-95M (random, or ``--folder`` with real weights) from the
@@ -91,6 +91,11 @@ def write_checkpoints(folder: Path, which: set[str]) -> dict[str, str]:
         if f"mert-{size}" in which:
             mert.write_random(folder / f"MERT-v1-{size}", mert.hub_config(size))
             specs[f"mert:{folder / f'MERT-v1-{size}'}"] = ""
+    if "beats" in which:
+        from featpipe.models import beats
+
+        beats.write_random(folder / "BEATs_base_random.pt")
+        specs[f"beats:{folder / 'BEATs_base_random.pt'}"] = ""
     if "wav2vec2" in which:
         from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
@@ -224,7 +229,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default="vggish,ast,mert-95M,mert-330M,wav2vec2")
+    ap.add_argument("--only", default="vggish,ast,beats,mert-95M,mert-330M,wav2vec2")
     ap.add_argument("--overlap", action="store_true")
     ap.add_argument("--folder", help="--overlap: a MERT folder with real weights (default: random MERT-95M)")
     args = ap.parse_args()

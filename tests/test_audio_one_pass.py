@@ -1,4 +1,4 @@
-"""Issue #20's one pass: vggish, ast, mert, clap, hf-audio and priors fill one cache from one decode,
+"""Issue #20's one pass: vggish, ast, beats, mert, clap, hf-audio and priors fill one cache from one decode,
 on one timeline, each through its real weight path (tiny random checkpoints in the published layouts);
 `featpipe models` lists the new encoders; 16 and 24 kHz audio are made once per chunk, not per extractor."""
 
@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from audio_refs import music, write_wave
 from featpipe import cli, open_cache
 from featpipe.extractors import ExtractOptions, build, rates
+from featpipe.models import beats as bt
 from featpipe.models import vggish as vg
 from test_ast import make_ast
+from test_beats import CFG as BEATS_CFG
 from test_clap import make_tiny_clap
 from test_frames import chunk_of
 from test_hf_audio import make_wav2vec2
@@ -26,6 +28,7 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
     torch.save(vg.VGGish().state_dict(), tmp_path / vg.MODEL_FILE)
     ast, mert = make_ast(tmp_path / "ast"), tiny(tmp_path / "mert")
     clap, w2v = make_tiny_clap(tmp_path / "clap"), make_wav2vec2(tmp_path / "w2v")
+    beats = bt.write_random(tmp_path / "BEATs_tiny.pt", BEATS_CFG)
     videos = tmp_path / "clips"
     videos.mkdir()
     write_wave(videos / "a.mkv", music(3.2, seed=7))
@@ -47,6 +50,8 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
         "--audio",
         f"ast:{ast}",
         "--audio",
+        f"beats:{beats}",
+        "--audio",
         f"mert:{mert}",
         "--audio",
         f"clap:{clap}",
@@ -67,7 +72,7 @@ def test_one_pass_of_every_audio_encoder(tmp_path):
     res = CliRunner().invoke(cli.main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     desc = json.loads(CliRunner().invoke(cli.main, ["info", str(cache), "--json"]).output)
-    names = {"vggish", "ast-ast", "mert-mert", "clap-clap", "hf-audio-w2v", "priors"}
+    names = {"vggish", "ast-ast", "beats-beats_tiny", "mert-mert", "clap-clap", "hf-audio-w2v", "priors"}
     assert names <= set(desc["features"])
     timelines = {
         n: {k: desc["features"][n]["timeline"][k] for k in ("hop", "start", "on_segment_timeline")} for n in names
@@ -91,6 +96,7 @@ def test_models_lists_the_encoders():
         "ast:<Hugging Face repo id | local folder>",
         "mert:<Hugging Face repo id | local folder>",
         "hf-audio:<Hugging Face repo id | local folder>",
+        "beats:<checkpoint.pt",
         "--set layers=<str> (default all)",
     ):
         assert spec in out
@@ -100,6 +106,7 @@ def test_each_rate_is_made_once_per_chunk(tmp_path):
     exts = [
         build(f"ast:{make_ast(tmp_path / 'ast')}"),
         build(f"hf-audio:{make_wav2vec2(tmp_path / 'w')}"),
+        build(f"beats:{bt.write_random(tmp_path / 'b.pt', BEATS_CFG)}"),
         build(f"mert:{tiny(tmp_path / 'm')}", ExtractOptions(extra=(("window", "2"), ("context", "0.4")))),
     ]
     for e in exts:
@@ -109,4 +116,4 @@ def test_each_rate_is_made_once_per_chunk(tmp_path):
     before = rates.calls["resampled"]
     for e in exts:
         e.extract(chunk)
-    assert rates.calls["resampled"] - before == 2  # 16 kHz (ast, hf-audio) and 24 kHz (mert)
+    assert rates.calls["resampled"] - before == 2  # 16 kHz (ast, hf-audio, beats) and 24 kHz (mert)

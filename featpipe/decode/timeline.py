@@ -99,6 +99,8 @@ def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
         audio=any(n.audio for n in needs),
         audio_context=max((n.audio_context for n in needs), default=0.0),
         frame_sizes=tuple((r, tuple(sorted(sizes[r]))) for r in order),
+        audio_copies=tuple(sorted({c for n in needs for c in n.audio_copies},
+                                  key=lambda c: (c.rate, c.layout, c.sample_format))),
     )
 
 
@@ -245,7 +247,8 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
                                 skip_window(info, needs, params, TAIL_KEEP), bridge=seg)
         if needs.audio:
             stats.audio = StreamTally("audio", info.audio_stated)
-            audio = AudioWindow(audio_blocks(info, stats.audio), audio_channels(info))
+            copies = needs.audio_copies
+            audio = AudioWindow(audio_blocks(info, stats.audio, copies), [audio_channels(info), *(c.channels for c in copies)])
         first = 0
         while True:
             count = min(params.chunk_segments, n_segments - first) if first < n_segments else params.chunk_segments
@@ -265,6 +268,9 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
                 start = round((first * seg - ctx) * AUDIO_RATE)
                 stop = round(((first + count) * seg + ctx) * AUDIO_RATE)
                 chunk.audio = audio.window(start, stop)
+                for i, cp in enumerate(needs.audio_copies, 1):
+                    chunk.audio_copies[cp] = audio.window(round((first * seg - ctx) * cp.rate),
+                                                          round(((first + count) * seg + ctx) * cp.rate), i)
             first += count
             stats.segments = first
             yield chunk

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from ..contracts import AUDIO_RATE, AudioCopy, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
 
-__all__ = ["AUDIO_RATE", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
+__all__ = ["AUDIO_RATE", "AudioCopy", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
            "OutputSpec", "WeightsError"]  # the contracts are re-exported: extractor modules import them from here
 
 

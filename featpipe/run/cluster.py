@@ -139,17 +139,9 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
 
         env[WARM_VAR] = warm_request(builtin, options)
         preload.append("featpipe.run.preload")  # last: after every import it needs
-    saved = {k: os.environ.get(k) for k in env}
     forkserver.set_forkserver_preload(preload)
-    try:
-        os.environ.update(env)
+    with _environ(env):
         forkserver.ensure_running()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             yield True
@@ -162,6 +154,21 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
         stop = getattr(server, "_stop", None)  # CPython's own (reaps it); the workers are gone by now
         if stop is not None:
             stop()
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment for the block; every variable it names as before afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        os.environ.update(env)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 SCHEMES = ("tcp", "tls")
@@ -247,7 +254,11 @@ def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_
             cluster = gpu_cluster(devices, threads_per_worker)
         else:
             threads = str(thread_budget(workers, threads_per_worker))
-            with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": threads for k in THREAD_VARS}):
+            budget = {k: threads for k in THREAD_VARS}
+            # Dask's nanny lets os.environ beat pre-spawn-environ and writes that environment into this
+            # process for good: set the budget here for the start, and put back what was there after
+            with _environ(budget), dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
+                                                    for k, v in budget.items()}):
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                                        dashboard_address=_dashboard_address(), host="127.0.0.1")
         client = Client(cluster)
