@@ -9,7 +9,9 @@ The file is opened in SWMR read mode, so it can be read while ``featpipe extract
 
 from __future__ import annotations
 
+import bisect
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -91,6 +93,11 @@ class Cache:
         self._records: dict[str, dict] = {}
         self._seen = 0
         self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
+        # One (info, data handle) per feature: parsing the attributes' JSON and opening the dataset
+        # cost more than reading a video's rows, and a single handle per dataset is what SWMR
+        # refresh expects (HDF5 2.0 fails "can't insert duplicate key" reading a second handle
+        # refreshed while another is open).
+        self._feats: dict[str, tuple[FeatureInfo, h5py.Dataset]] = {}
         self.refresh()
 
     # -- discovery -----------------------------------------------------------------------
@@ -108,6 +115,7 @@ class Cache:
                 self._records[rec["video_id"]] = rec
             self._seen = n
         self._texts.clear()
+        self._feats.clear()
 
     @property
     def videos(self) -> list[str]:
@@ -139,7 +147,18 @@ class Cache:
         raise KeyError(f"feature {feature!r} is not in {self.path}; it has: {', '.join(self.features)}")
 
     def info(self, feature: str) -> FeatureInfo:
-        g = self._group(feature)
+        return self._feature(feature)[0]
+
+    def _feature(self, feature: str) -> tuple[FeatureInfo, h5py.Dataset]:
+        """The feature's description and its ``data`` dataset, looked up once (name or spec)."""
+        hit = self._feats.get(feature)
+        if hit is None:
+            g = self._group(feature)
+            hit = self._feats[feature] = (self._describe(g), g["data"])
+        return hit
+
+    @staticmethod
+    def _describe(g: h5py.Group) -> FeatureInfo:
         prov = _attr(g, "provenance", {})
         return FeatureInfo(
             name=g.name.rsplit("/", 1)[-1], spec=prov.get("spec", ""), shape=tuple(_attr(g, "shape")),
@@ -172,12 +191,11 @@ class Cache:
 
     def get(self, video_id: str, feature: str, dtype: Any = None) -> FeatureArray:
         """One video's rows of one feature with their timestamps."""
-        name = self.info(feature).name
+        info, ds = self._feature(feature)
+        name = info.name
         off, rows, valid = self._slot(video_id, name)
-        ds = self._group(name)["data"]
         ds.refresh()
         data = ds[off:off + rows]
-        info = self.info(name)
         if self.beats:
             bounds = self.bounds(video_id)[:rows]
             times = bounds.mean(axis=1)
@@ -203,25 +221,68 @@ class Cache:
         ds.refresh()
         return ds[entry[0]:entry[0] + entry[1]]
 
-    def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
-        """Every requested video's rows, read in bulk (one read when they are most of the file)."""
-        name = self.info(feature).name
-        ids = list(self.videos if video_ids is None else video_ids)
-        slots = [self._slot(v, name) for v in ids]
-        ds = self._group(name)["data"]
-        ds.refresh()
-        if not slots:
+    def _slots(self, ids: Sequence[str], name: str) -> np.ndarray:
+        """``(N, 3)`` int64: each video's (offset, rows, valid) in the feature's data."""
+        recs = self._records
+        try:
+            entries = [recs[v]["features"][name] for v in ids]
+        except (KeyError, TypeError):
+            entries = [self._slot(v, name) for v in ids]  # raises the helpful KeyError
+        return np.array([(e[0], e[1], e[2] if len(e) > 2 else e[1]) for e in entries], np.int64).reshape(-1, 3)
+
+    @staticmethod
+    def _ranges(slots: np.ndarray) -> list[tuple[int, int]]:
+        """Row ranges ``[lo, hi)`` covering every slot, read one HDF5 call each: one range when
+        the videos are most of their span (a whole-cache or a split's load), else the slots sorted
+        and merged across gaps of up to a few chunks (reading a gap is cheaper than another call)."""
+        if not len(slots):
             return []
-        lo = min(s[0] for s in slots)
-        hi = max(s[0] + s[1] for s in slots)
-        total = sum(s[1] for s in slots)
-        if total * 4 >= hi - lo:  # dense enough: one contiguous read (and one conversion) beats many
-            block = ds[lo:hi]
-            if dtype is not None:
-                block = block.astype(dtype, copy=False)
-            return [block[o - lo:o - lo + r] for o, r, _ in slots]
-        out = [ds[o:o + r] for o, r, _ in slots]
-        return [a.astype(dtype, copy=False) if dtype is not None else a for a in out]
+        lo, hi = int(slots[:, 0].min()), int((slots[:, 0] + slots[:, 1]).max())
+        if int(slots[:, 1].sum()) * 4 >= hi - lo:
+            return [(lo, hi)]
+        ranges: list[list[int]] = []
+        for o, r in sorted(zip(slots[:, 0].tolist(), slots[:, 1].tolist())):
+            if ranges and o - ranges[-1][1] <= _GAP_ROWS:
+                ranges[-1][1] = max(ranges[-1][1], o + r)
+            else:
+                ranges.append([o, o + r])
+        return [(a, b) for a, b in ranges]
+
+    def _read(self, ds: h5py.Dataset, slots: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """The rows of every slot as ``(first row, block)`` pairs, each block read straight into a
+        fresh array of the stored dtype (no intermediate copy)."""
+        ds.refresh()
+        blocks = []
+        for lo, hi in self._ranges(slots):
+            block = np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
+            if hi > lo:
+                ds.read_direct(block, np.s_[lo:hi])
+            blocks.append((lo, block))
+        return blocks
+
+    @staticmethod
+    def _locate(starts: list[int], blocks: list[tuple[int, np.ndarray]], off: int) -> tuple[int, np.ndarray]:
+        """The block holding row ``off`` (blocks are sorted by ``starts`` and cover every slot)."""
+        return blocks[max(0, bisect.bisect_right(starts, off) - 1)]
+
+    def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
+        """Every requested video's rows, read in bulk (one read when they are most of the file).
+        With ``dtype=None`` the arrays are views of the stored rows (no conversion, no copy)."""
+        info, ds = self._feature(feature)
+        ids = list(self.videos if video_ids is None else video_ids)
+        slots = self._slots(ids, info.name)
+        blocks = self._read(ds, slots)
+        if dtype is not None and np.dtype(dtype) != ds.dtype:
+            blocks = [(lo, _cast(b, np.dtype(dtype))) for lo, b in blocks]
+        if len(blocks) == 1:
+            lo, block = blocks[0]
+            return [block[o - lo:o - lo + r] for o, r in zip(slots[:, 0].tolist(), slots[:, 1].tolist())]
+        out = []
+        starts = [lo for lo, _ in blocks]
+        for o, r in zip(slots[:, 0].tolist(), slots[:, 1].tolist()):
+            lo, block = self._locate(starts, blocks, o)
+            out.append(block[o - lo:o - lo + r])
+        return out
 
     def batch(self, video_ids: Sequence[str], feature: str, length: int | None = None,
               dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -229,18 +290,33 @@ class Cache:
         (:meth:`mask`: padding and fill rows are False).
 
         ``T`` is ``length`` or the longest video; longer videos are cut, shorter ones zero-padded.
+        The stored rows are read in bulk and converted once, straight into the padded array.
         """
-        name = self.info(feature).name
-        arrays = self.load(name, video_ids, dtype=dtype)
-        masks = [self._mask(v, name) for v in video_ids]
-        shape = self.info(name).shape
-        T = length if length is not None else max((a.shape[0] for a in arrays), default=0)
-        out = np.zeros((len(arrays), T, *shape), dtype=dtype or (arrays[0].dtype if arrays else np.float32))
-        mask = np.zeros((len(arrays), T), bool)
-        for i, (a, m) in enumerate(zip(arrays, masks)):
-            n = min(T, a.shape[0])
-            out[i, :n] = a[:n]
-            mask[i, :n] = m[:n]
+        info, ds = self._feature(feature)
+        ids = list(video_ids)
+        slots = self._slots(ids, info.name)
+        T = length if length is not None else int(slots[:, 1].max(initial=0))
+        out = np.zeros((len(ids), T, *info.shape), np.dtype(dtype) if dtype is not None else ds.dtype)
+        n = np.minimum(slots[:, 1], T)
+        mask = np.arange(T) < np.minimum(n, slots[:, 2])[:, None]
+        for i, v in enumerate(ids):  # fill rows inside the valid prefix (rare): the record's runs
+            runs = self._records[v].get("invalid", {}).get(info.name)
+            if runs:
+                mask[i] &= runs_mask(T, T, runs)
+        blocks = self._read(ds, slots)
+        flat = out.reshape(len(ids) * T, *info.shape)
+        offs, rows = slots[:, 0].tolist(), slots[:, 1].tolist()
+        starts = [lo for lo, _ in blocks]
+        i = 0
+        while i < len(ids):
+            lo, block = self._locate(starts, blocks, offs[i])
+            j, end = i + 1, offs[i] + min(rows[i], T)
+            if rows[i] == T:  # whole videos stored back to back: one conversion for the run
+                while j < len(ids) and rows[j] == T and offs[j] == end and end + T <= lo + len(block):
+                    end += T
+                    j += 1
+            _copy_into(flat[i * T:i * T + end - offs[i]], block[offs[i] - lo:end - lo])
+            i = j
         return out, mask
 
     def dataset(self, features: Sequence[str], video_ids: Sequence[str] | None = None,
@@ -326,6 +402,28 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, videos={len(self._records)}, features={self.features})"
+
+
+_GAP_ROWS = 256  # rows worth reading through to save an HDF5 call (a few 512 KiB chunks)
+
+
+def _copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` with the dtype conversion. float16 -> float32 goes through torch's
+    vectorised cast when torch is already imported (any training script): numpy converts
+    float16 element by element, 4 to 10 times slower (bench/bench_read.py); torch is never
+    imported just for this."""
+    torch = sys.modules.get("torch")
+    if (torch is not None and src.dtype == np.float16 and dst.dtype == np.float32 and src.size >= 1 << 16
+            and dst.flags.c_contiguous and src.flags.c_contiguous):
+        torch.from_numpy(dst).copy_(torch.from_numpy(src))
+    else:
+        dst[...] = src
+
+
+def _cast(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    out = np.empty(block.shape, dtype)
+    _copy_into(out, block)
+    return out
 
 
 def open_cache(path: str | Path) -> Cache:
