@@ -261,3 +261,30 @@ def test_cache_batches_reads_each_batch_in_bulk(tmp_path):
     assert sorted(v for b in ds.batches for v in b) == sorted(arrays) and ds.batches[0] != order[:5]
     clone.close()
     ds.close()
+
+
+def test_two_readers_of_one_cache_in_a_process(tmp_path):
+    """Readers keep one handle per feature dataset; two of them on one file share it. (HDF5 2.0
+    fails every later read of a dataset once H5Drefresh ran on one of two open handles and a
+    read spans chunks: "can't insert duplicate key".)"""
+    path = tmp_path / "c.h5"
+    spec = OutputSpec("feat", (512,), "visual")  # 512 float16 rows per 512 KiB chunk
+    rng = np.random.default_rng(4)
+    arrays = {f"v{i}": rng.normal(size=(400, 512)).astype(np.float16) for i in range(3)}
+    with CacheWriter(path, TIMELINE) as w:
+        w.ensure_feature(spec, PROV)
+        w.start()
+        for vid, a in arrays.items():
+            w.commit({"video_id": vid, "source": {}}, {"feat": a})
+    ids = sorted(arrays)
+    first = open_cache(path)
+    first.get("v0", "feat")  # holds its handle
+    with open_cache(path) as second:
+        second.refresh()
+        for c in (second, first, second):
+            for got, v in zip(c.load("feat", ids, dtype=None), ids):
+                np.testing.assert_array_equal(got, arrays[v])
+    np.testing.assert_array_equal(first.batch(ids, "feat")[0][2], arrays["v2"].astype(np.float32))
+    first.close()
+    with CacheWriter(path, TIMELINE) as w:  # every reader closed: the file is free again
+        w.start()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -79,25 +81,21 @@ class Cache:
         self.path = Path(path)
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache")
-        try:
-            self.f = h5py.File(self.path, "r", swmr=True, locking=False, rdcc_nbytes=0)
-        except OSError as exc:
-            if "already open for write" in str(exc):
-                raise CacheError(f"{self.path} is being restructured by a writer (or one died there); "
-                                 "retry, or rerun `featpipe extract` to recover it") from None
-            raise CacheError(f"{self.path} is not a readable HDF5 file: {exc}") from None
+        self._shared: _SharedFile | None = _SharedFile.acquire(self.path)
+        self.f = self._shared.f
         if self.f.attrs.get("format") != FORMAT:
+            self.close()
             raise CacheError(f"{self.path} is not a featpipe cache")
         self.schema_version = int(self.f.attrs["schema_version"])
         self.timeline: dict[str, Any] = json.loads(self.f.attrs["timeline"])
         self._records: dict[str, dict] = {}
         self._seen = 0
         self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
-        # One (info, data handle) per feature: parsing the attributes' JSON and opening the dataset
-        # cost more than reading a video's rows, and a single handle per dataset is what SWMR
-        # refresh expects (HDF5 2.0 fails "can't insert duplicate key" reading a second handle
-        # refreshed while another is open).
+        # One (info, data handle) per feature, looked up once: parsing the attributes' JSON and
+        # opening the dataset cost more than reading a video's rows. The handle is the process's
+        # one handle on that dataset (_SharedFile); it is refreshed once after each records load.
         self._feats: dict[str, tuple[FeatureInfo, h5py.Dataset]] = {}
+        self._fresh: set[str] = set()
         self.refresh()
 
     # -- discovery -----------------------------------------------------------------------
@@ -116,6 +114,7 @@ class Cache:
             self._seen = n
         self._texts.clear()
         self._feats.clear()
+        self._fresh.clear()
 
     @property
     def videos(self) -> list[str]:
@@ -154,8 +153,16 @@ class Cache:
         hit = self._feats.get(feature)
         if hit is None:
             g = self._group(feature)
-            hit = self._feats[feature] = (self._describe(g), g["data"])
+            hit = self._feats[feature] = (self._describe(g), self._shared.dataset(g, "data"))
         return hit
+
+    def _refreshed(self, info: FeatureInfo, ds: h5py.Dataset) -> h5py.Dataset:
+        """``ds`` refreshed once since this reader last loaded records (SWMR: rows committed
+        since are then visible; the writer writes rows before the record that names them)."""
+        if info.name not in self._fresh:
+            ds.refresh()
+            self._fresh.add(info.name)
+        return ds
 
     @staticmethod
     def _describe(g: h5py.Group) -> FeatureInfo:
@@ -194,8 +201,7 @@ class Cache:
         info, ds = self._feature(feature)
         name = info.name
         off, rows, valid = self._slot(video_id, name)
-        ds.refresh()
-        data = ds[off:off + rows]
+        data = self._refreshed(info, ds)[off:off + rows]
         if self.beats:
             bounds = self.bounds(video_id)[:rows]
             times = bounds.mean(axis=1)
@@ -248,10 +254,10 @@ class Cache:
                 ranges.append([o, o + r])
         return [(a, b) for a, b in ranges]
 
-    def _read(self, ds: h5py.Dataset, slots: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    def _read(self, info: FeatureInfo, ds: h5py.Dataset, slots: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """The rows of every slot as ``(first row, block)`` pairs, each block read straight into a
         fresh array of the stored dtype (no intermediate copy)."""
-        ds.refresh()
+        self._refreshed(info, ds)
         blocks = []
         for lo, hi in self._ranges(slots):
             block = np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
@@ -271,7 +277,7 @@ class Cache:
         info, ds = self._feature(feature)
         ids = list(self.videos if video_ids is None else video_ids)
         slots = self._slots(ids, info.name)
-        blocks = self._read(ds, slots)
+        blocks = self._read(info, ds, slots)
         if dtype is not None and np.dtype(dtype) != ds.dtype:
             blocks = [(lo, _cast(b, np.dtype(dtype))) for lo, b in blocks]
         if len(blocks) == 1:
@@ -303,7 +309,7 @@ class Cache:
             runs = self._records[v].get("invalid", {}).get(info.name)
             if runs:
                 mask[i] &= runs_mask(T, T, runs)
-        blocks = self._read(ds, slots)
+        blocks = self._read(info, ds, slots)
         flat = out.reshape(len(ids) * T, *info.shape)
         offs, rows = slots[:, 0].tolist(), slots[:, 1].tolist()
         starts = [lo for lo, _ in blocks]
@@ -392,7 +398,10 @@ class Cache:
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
-        self.f.close()
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
+            self._feats.clear()
 
     def __enter__(self) -> "Cache":
         return self
@@ -402,6 +411,54 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, videos={len(self._records)}, features={self.features})"
+
+
+class _SharedFile:
+    """One h5py File per cache file and process, shared by every :class:`Cache` open on it, with
+    one handle per feature dataset. HDF5 2.0 shares an open file's state between opens anyway,
+    and once ``H5Drefresh`` ran on one of two handles open on a dataset, every later bulk read of
+    it in the process fails ("can't insert duplicate key"); two readers of one cache in a
+    process (a script and its DataLoader's dataset) must not hold two handles."""
+
+    _open: dict[tuple[int, int, int], "_SharedFile"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, key: tuple[int, int, int], f: h5py.File) -> None:
+        self.key, self.f, self.users = key, f, 0
+        self.handles: dict[str, h5py.Dataset] = {}
+
+    @classmethod
+    def acquire(cls, path: Path) -> "_SharedFile":
+        st = path.stat()
+        key = (os.getpid(), st.st_dev, st.st_ino)  # a forked child opens its own
+        with cls._lock:
+            shared = cls._open.get(key)
+            if shared is None or not shared.f.id.valid:
+                try:
+                    f = h5py.File(path, "r", swmr=True, locking=False, rdcc_nbytes=0)
+                except OSError as exc:
+                    if "already open for write" in str(exc):
+                        raise CacheError(f"{path} is being restructured by a writer (or one died there); "
+                                         "retry, or rerun `featpipe extract` to recover it") from None
+                    raise CacheError(f"{path} is not a readable HDF5 file: {exc}") from None
+                shared = cls._open[key] = cls(key, f)
+            shared.users += 1
+            return shared
+
+    def dataset(self, group: h5py.Group, name: str) -> h5py.Dataset:
+        path = f"{group.name}/{name}"
+        ds = self.handles.get(path)
+        if ds is None or not ds.id.valid:
+            ds = self.handles[path] = group[name]
+        return ds
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users <= 0:
+                self._open.pop(self.key, None)
+                self.handles.clear()
+                self.f.close()
 
 
 _GAP_ROWS = 256  # rows worth reading through to save an HDF5 call (a few 512 KiB chunks)
