@@ -96,6 +96,7 @@ class Cache:
         # one handle on that dataset (_SharedFile); it is refreshed once after each records load.
         self._feats: dict[str, tuple[FeatureInfo, h5py.Dataset]] = {}
         self._fresh: set[str] = set()
+        self._tables: dict[str, tuple[dict[str, int], np.ndarray]] = {}
         self.refresh()
 
     # -- discovery -----------------------------------------------------------------------
@@ -115,6 +116,7 @@ class Cache:
         self._texts.clear()
         self._feats.clear()
         self._fresh.clear()
+        self._tables.clear()
 
     @property
     def videos(self) -> list[str]:
@@ -229,12 +231,19 @@ class Cache:
 
     def _slots(self, ids: Sequence[str], name: str) -> np.ndarray:
         """``(N, 3)`` int64: each video's (offset, rows, valid) in the feature's data."""
-        recs = self._records
+        table = self._tables.get(name)
+        if table is None:  # once per records load: every video holding the feature
+            have = [(v, e) for v, r in self._records.items() if (e := r.get("features", {}).get(name)) is not None]
+            pos = {v: i for i, (v, _) in enumerate(have)}
+            arr = np.array([(e[0], e[1], e[2] if len(e) > 2 else e[1]) for _, e in have], np.int64).reshape(-1, 3)
+            table = self._tables[name] = (pos, arr)
+        pos, arr = table
         try:
-            entries = [recs[v]["features"][name] for v in ids]
-        except (KeyError, TypeError):
-            entries = [self._slot(v, name) for v in ids]  # raises the helpful KeyError
-        return np.array([(e[0], e[1], e[2] if len(e) > 2 else e[1]) for e in entries], np.int64).reshape(-1, 3)
+            return arr[[pos[v] for v in ids]].reshape(-1, 3)
+        except KeyError:
+            for v in ids:
+                self._slot(v, name)  # raises the helpful KeyError
+            raise
 
     @staticmethod
     def _ranges(slots: np.ndarray) -> list[tuple[int, int]]:
@@ -432,6 +441,11 @@ class _SharedFile:
         st = path.stat()
         key = (os.getpid(), st.st_dev, st.st_ino)  # a forked child opens its own
         with cls._lock:
+            for other in [k for k in cls._open if k[0] != key[0]]:
+                # inherited through fork: the parent's handles would be second handles here
+                inherited = cls._open.pop(other)
+                inherited.handles.clear()
+                inherited.f.close()
             shared = cls._open.get(key)
             if shared is None or not shared.f.id.valid:
                 try:
