@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict:
     out["first_optimiser_s"] = time.perf_counter() - t
     for name, head in (("avqa", AvqaHead(arch="temporal", max_epochs=args.epochs, patience=args.epochs)),
                        ("question_only", QuestionOnlyHead(max_epochs=args.epochs, patience=args.epochs))):
-        if name == "question_only" and args.tokens:
+        if name not in args.heads or (name == "question_only" and args.tokens):
             continue
         t = time.perf_counter()
         head.fit(data, data.y)
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--tokens", default=None, help="patch tokens per segment, PxD (ToMe-14: 14x1024)")
     ap.add_argument("--token-scale", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--heads", nargs="+", default=["avqa", "question_only"], choices=["avqa", "question_only"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the heads' default is 1)")
     ap.add_argument("--compare", type=Path, default=None, help="another checkout to time in the same command")
     ap.add_argument("--rounds", type=int, default=1)
