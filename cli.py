@@ -8,18 +8,26 @@ weights, unusable cache).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
-from featpipe.config import ExtractConfig
+from featpipe.run.config import ExtractConfig
 from featpipe.demo import DemoConfig
 
 
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"featpipe: error: {message}", err=True)
-    sys.exit(code)
+class Failure(click.ClickException):
+    """A setup problem (bad spec, missing weights, unusable cache), or with ``code=1`` a run that
+    could not finish: one line on stderr, exit ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None) -> None:
+        click.echo(f"featpipe: error: {self.format_message()}", err=True)
 
 
 @click.group()
@@ -28,132 +36,195 @@ def main() -> None:
     """featpipe: aligned audio-visual embedding caches for music videos, and heads that train on them."""
 
 
-class _KeyValue(click.ParamType):
-    """``--set KEY=VALUE``, parsed into ``(key, value)``."""
+class Pair(click.ParamType):
+    """``KEY=VALUE`` parsed into ``(key, value)``, the one parser of the command line's pairs.
 
-    name = "KEY=VALUE"
+    ``optional_key``: ``[KEY=]VALUE``, a value alone gives ``("", value)``. ``last``: split at the last
+    ``=`` (the value cannot hold one, the key may). ``value_required``: an empty value is refused.
+    """
+
+    def __init__(self, metavar: str = "KEY=VALUE", optional_key: bool = False, last: bool = False,
+                 value_required: bool = False) -> None:
+        self.name, self.optional_key, self.last, self.value_required = metavar, optional_key, last, value_required
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        key, sep, val = str(value).partition("=")
-        if not sep or not key.strip():
-            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
+        key, sep, val = str(value).rpartition("=") if self.last else str(value).partition("=")
+        if not sep and self.optional_key:
+            return "", str(value).strip()
+        if not sep or not key.strip() or (self.value_required and not val.strip()):
+            self.fail(f"{value!r} is not {self.name}", param, ctx)
         return key.strip(), val.strip()
 
 
-_POSITIVE = click.FloatRange(min=0, min_open=True)
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: ``nan`` passes every comparison and ``inf`` means no
+    number, so both are usage errors rather than a run that divides by them."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class TimelineType(click.ParamType):
+    name = "seconds|beats[:N]"
+
+    def convert(self, value, param, ctx):
+        from featpipe.run.beat_timeline import Timeline, TimelineError, parse_timeline
+
+        if isinstance(value, Timeline):
+            return value
+        try:
+            return parse_timeline(value)
+        except TimelineError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_POSITIVE = Finite(min=0, min_open=True)
+_NOT_NEGATIVE = Finite(min=0)
+_SHARE = Finite(0, 1)
 _AT_LEAST_1 = click.IntRange(min=1)
-_NOT_NEGATIVE = click.FloatRange(min=0)
 
 
-_X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.config is the one home of extract's defaults
+def _weights(pairs: tuple[tuple[str, str], ...]) -> dict:
+    """``--weights PATH`` (for every extractor that takes one) and ``--weights NAME=PATH`` (for one)."""
+    plain, by = [], []
+    for name, path in pairs:
+        # NAME=PATH when the part before "=" is an extractor name or a spec, not a path of its own
+        if name and (":" in name or "/" not in name):
+            by.append((name, path))
+        else:
+            plain.append(f"{name}={path}" if name else path)
+    if len(plain) > 1:
+        raise click.BadParameter(f"{len(plain)} plain paths; give one, or NAME=PATH for each extractor",
+                                 param_hint="--weights")
+    return {"weights": plain[0] if plain else None, "weights_by": tuple(by)}
+
+
+# -- featpipe extract: every option once, with where its value goes in ExtractConfig ------------------
+_X = ExtractConfig(inputs=[], cache=Path("cache.h5"))  # featpipe.run.config is the one home of extract's defaults
+_INTO: dict[str, tuple[str, object]] = {}  # click parameter name -> (ExtractConfig path, conversion or None)
+
+
+def _into(path: str, *decls: str, convert=None, **attrs):
+    """``click.option`` for ``featpipe extract`` whose value goes to ``path`` of the config
+    (``"params.fps"``: ``ExtractConfig.params.fps``; ``"options.*"``: a dict of several fields)."""
+    def decorate(f):
+        f = (click.argument if attrs.pop("argument", False) else click.option)(*decls, **attrs)(f)
+        _INTO[f.__click_params__[-1].name] = (path, convert)
+        return f
+    return decorate
+
+
+def extract_config(values: dict) -> ExtractConfig:
+    """The run's configuration from ``featpipe extract``'s parsed options (built here, once)."""
+    from featpipe.contracts import ExtractOptions
+    from featpipe.decode import DecodeParams
+    from featpipe.run.retry import TryPolicy
+
+    parts: dict[str, dict] = {"": {}, "params": {}, "options": {}, "try_policy": {}}
+    for name, value in values.items():
+        path, convert = _INTO[name]
+        value = convert(value) if convert else value
+        part, _, field = path.rpartition(".")
+        parts[part].update(value if field == "*" else {field: value})
+    return ExtractConfig(**parts[""], params=DecodeParams(**parts["params"]),
+                         options=ExtractOptions(**parts["options"]), try_policy=TryPolicy(**parts["try_policy"]))
+
+
+def _extract_options(f):
+    options = [
+        _into("inputs", "inputs", nargs=-1, required=True, argument=True, convert=list),
+        _into("cache", "-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Cache file (.h5) to create or extend."),
+        _into("visual", "--visual", multiple=True, metavar="SPEC", convert=tuple,
+              help="Visual extractor spec, e.g. clip:ViT-B-32/openai or motion."),
+        _into("audio", "--audio", multiple=True, metavar="SPEC", convert=tuple,
+              help="Audio extractor spec, e.g. priors or openl3:mel256/music/512."),
+        _into("params.fps", "--fps", type=_POSITIVE, default=_X.params.fps, show_default=True,
+              help="Segments per second (MUSIC-AVQA uses 1)."),
+        _into("params.max_seconds", "--max-seconds", type=_POSITIVE, default=_X.params.max_seconds,
+              help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad)."),
+        _into("params.pad", "--pad", type=click.Choice(["repeat", "zero"]), default=_X.params.pad, show_default=True,
+              help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros; "
+                   "also what rows a stream missed inside (a late start, a hole) hold."),
+        _into("workers", "--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
+              help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU)."),
+        _into("scheduler", "--scheduler", default=None, metavar="ADDRESS",
+              help="Use a running Dask scheduler, e.g. tcp://host:8786."),
+        # "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
+        _into("options.device", "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True),
+        _into("options.batch_size", "--batch-size", type=_AT_LEAST_1, default=_X.options.batch_size,
+              show_default=True, help="Frames or windows per model call."),
+        _into("options.tokens", "--tokens", is_flag=True, help="Also store patch tokens of visual models that have them."),
+        _into("options.*", "--weights", "weights", multiple=True, metavar="[NAME=]PATH", convert=_weights,
+              type=Pair("[NAME=]PATH", optional_key=True),
+              help="Weight file for extractors that take one (e.g. OpenL3); NAME=PATH (an extractor name or spec) "
+                   "gives one extractor its own file."),
+        _into("dtype", "--dtype", type=click.Choice(["float16", "float32"]), default=None,
+              help="Storage type (default float16)."),
+        _into("options.extra", "--set", "extra", type=Pair(), multiple=True, convert=lambda v: tuple(sorted(v)),
+              help="Extractor option, e.g. --set native=1."),
+        _into("names", "--name", "names", multiple=True, type=Pair("[SPEC=]NAME", optional_key=True, last=True),
+              convert=tuple, help="Store an extractor's features under another name: a variant (e.g. another --set) "
+                                  "beside the original in one cache. SPEC (or the extractor's name) says which, when "
+                                  "the run has several."),
+        _into("try_policy.video_timeout", "--video-timeout", type=_NOT_NEGATIVE, default=_X.try_policy.video_timeout,
+              show_default=True, metavar="SECONDS", convert=lambda v: v or None,
+              help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video past it is "
+                   "failed and its worker restarted. 0: no limit."),
+        _into("try_policy.timeout_per_second", "--video-timeout-scale", "video_timeout_scale", type=_NOT_NEGATIVE,
+              default=_X.try_policy.timeout_per_second, show_default=True, metavar="FACTOR",
+              help="Seconds added to the time limit per second of video."),
+        _into("max_in_flight", "--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
+              help="Videos submitted and not yet committed at once (default: two per worker thread)."),
+        _into("params.min_decoded", "--min-decoded", type=_SHARE, default=_X.params.min_decoded, show_default=True,
+              metavar="SHARE", help="Fail a video when a stream decodes less than this share of the duration its "
+                                    "file states."),
+        _into("params.max_bad_packets", "--max-bad-packets", type=_SHARE, default=_X.params.max_bad_packets,
+              show_default=True, metavar="SHARE",
+              help="Fail a video when more than this share of a stream's packets cannot be decoded."),
+        _into("params.video_stream", "--video-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Stream index to decode (default: the best video stream that is not a cover picture)."),
+        _into("params.audio_stream", "--audio-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
+              help="Stream index to decode (default: the default audio stream, else the best)."),
+        _into("timeline", "--timeline", type=TimelineType(), default=str(_X.timeline), show_default=True,
+              metavar="seconds|beats[:N]",
+              help="Rows per fixed segment (seconds, the field's layouts) or per N beats (beats, beats:4): the video "
+                   "is extracted once on the --fps grid and every feature pooled into the beat segments found by "
+                   "--audio rhythm; the cache stores each video's segment bounds."),
+        _into("stream", "--no-stream", "stream", flag_value=False, default=_X.stream,
+              help="Send each video's rows to the client in memory instead of streaming them through <cache>.spool/."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Cache file (.h5) to create or extend.")
-@click.option("--visual", multiple=True, metavar="SPEC", help="Visual extractor spec, e.g. clip:ViT-B-32/openai or motion.")
-@click.option("--audio", multiple=True, metavar="SPEC", help="Audio extractor spec, e.g. priors or openl3:mel256/music/512.")
-@click.option("--fps", type=_POSITIVE, default=_X.params.fps, show_default=True,
-              help="Segments per second (MUSIC-AVQA uses 1).")
-@click.option("--max-seconds", type=_POSITIVE, default=_X.params.max_seconds,
-              help="Fix every video to this many seconds: longer ones are cut, shorter ones padded (see --pad).")
-@click.option("--pad", type=click.Choice(["repeat", "zero"]), default=_X.params.pad, show_default=True,
-              help="How --max-seconds pads short videos: repeat the last segment (as MUSIC-AVQA) or zeros; "
-                   "also what rows a stream missed inside (a late start, a hole) hold.")
-@click.option("--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
-              help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU).")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
-# "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=_AT_LEAST_1, default=_X.options.batch_size, show_default=True,
-              help="Frames or windows per model call.")
-@click.option("--tokens", is_flag=True, help="Also store patch tokens of visual models that have them.")
-@click.option("--weights", "weights", multiple=True, metavar="[NAME=]PATH",
-              help="Weight file for extractors that take one (e.g. OpenL3); NAME=PATH (an extractor name or spec) "
-                   "gives one extractor its own file.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=None, help="Storage type (default float16).")
-@click.option("--set", "extra", type=_KeyValue(), multiple=True, help="Extractor option, e.g. --set native=1.")
-@click.option("--name", "names", multiple=True, metavar="[SPEC=]NAME",
-              help="Store an extractor's features under another name: a variant (e.g. another --set) beside the "
-                   "original in one cache. SPEC (or the extractor's name) says which, when the run has several.")
+@_extract_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--video-timeout", type=_NOT_NEGATIVE, default=_X.tries.video_timeout, show_default=True,
-              metavar="SECONDS", help="Per-video time limit: SECONDS + --video-timeout-scale x the duration; a video "
-                                      "past it is failed and its worker restarted. 0: no limit.")
-@click.option("--video-timeout-scale", type=_NOT_NEGATIVE, default=_X.tries.timeout_per_second, show_default=True,
-              metavar="FACTOR", help="Seconds added to the time limit per second of video.")
-@click.option("--max-in-flight", type=_AT_LEAST_1, default=_X.max_in_flight, metavar="N",
-              help="Videos submitted and not yet committed at once (default: two per worker thread).")
-@click.option("--min-decoded", type=click.FloatRange(0, 1), default=_X.params.min_decoded, show_default=True, metavar="SHARE",
-              help="Fail a video when a stream decodes less than this share of the duration its file states.")
-@click.option("--max-bad-packets", type=click.FloatRange(0, 1), default=_X.params.max_bad_packets, show_default=True, metavar="SHARE",
-              help="Fail a video when more than this share of a stream's packets cannot be decoded.")
-@click.option("--video-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
-              help="Stream index to decode (default: the best video stream that is not a cover picture).")
-@click.option("--audio-stream", type=click.IntRange(min=0), default=None, metavar="INDEX",
-              help="Stream index to decode (default: the default audio stream, else the best).")
-@click.option("--timeline", "timeline", default=str(_X.timeline), show_default=True, metavar="seconds|beats[:N]",
-              help="Rows per fixed segment (seconds, the field's layouts) or per N beats (beats, beats:4): the video "
-                   "is extracted once on the --fps grid and every feature pooled into the beat segments found by "
-                   "--audio rhythm; the cache stores each video's segment bounds.")
-@click.option("--no-stream", is_flag=True, default=not _X.stream,
-              help="Send each video's rows to the client in memory instead of streaming them through <cache>.spool/.")
-def extract(inputs, cache, visual, audio, fps, max_seconds, pad, workers, scheduler, device, batch_size, tokens,
-            weights, dtype, extra, names, quiet, video_timeout, video_timeout_scale, max_in_flight,
-            min_decoded, max_bad_packets, video_stream, audio_stream, timeline, no_stream) -> None:
+def extract(quiet: bool, **options) -> None:
     """Extract features of INPUTS (files, folders, or .txt lists of paths) into one cache."""
     from featpipe.cache import CacheError
-    from featpipe.config import PipelineError
-    from featpipe.contracts import ExtractOptions
-    from featpipe.decode import DecodeParams
     from featpipe.extractors import ExtractorError
-    from featpipe.inputs import InputError
-    from featpipe.pipeline import run_extract
-    from featpipe.timeline import TimelineError, parse_timeline
-    from featpipe.tries import TryPolicy
+    from featpipe.run import PipelineError, run_extract
+    from featpipe.run.inputs import InputError
 
-    try:
-        beat_timeline = parse_timeline(timeline)
-    except TimelineError as exc:
-        raise click.BadParameter(str(exc), param_hint="--timeline") from None
-
-    cfg = ExtractConfig(
-        inputs=list(inputs), cache=cache, visual=tuple(visual), audio=tuple(audio),
-        params=DecodeParams(fps=fps, max_seconds=max_seconds, pad=pad, min_decoded=min_decoded,
-                            max_bad_packets=max_bad_packets, video_stream=video_stream, audio_stream=audio_stream),
-        options=ExtractOptions(device=device, batch_size=batch_size, tokens=tokens, extra=tuple(sorted(extra)),
-                               **_weights_options(weights)),
-        workers=workers, scheduler=scheduler, dtype=dtype, max_in_flight=max_in_flight,
-        names=tuple(n.rpartition("=")[::2] for n in names),
-        tries=TryPolicy(video_timeout=video_timeout or None, timeout_per_second=video_timeout_scale),
-        timeline=beat_timeline, stream=not no_stream)
+    cfg = extract_config(options)
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)
     except (ExtractorError, CacheError, InputError, PipelineError) as exc:
-        _fail(str(exc))  # a lost scheduler too: what was committed stays, and a rerun resumes
+        raise Failure(str(exc)) from None  # a lost scheduler too: what was committed stays, and a rerun resumes
     finally:
         progress.close()
     _print_summary(summary)
     sys.exit(0 if summary.ok else 1)
-
-
-def _weights_options(values: tuple[str, ...]) -> dict:
-    """``--weights PATH`` (for every extractor that takes one) and ``--weights NAME=PATH`` (for one)."""
-    plain, by = [], []
-    for value in values:
-        name, sep, path = value.partition("=")
-        # NAME=PATH when the part before "=" is an extractor name or a spec, not a path of its own
-        if sep and name and (":" in name or "/" not in name):
-            by.append((name.strip(), path.strip()))
-        else:
-            plain.append(value)
-    if len(plain) > 1:
-        _fail(f"--weights given {len(plain)} plain paths; give one, or NAME=PATH for each extractor")
-    return {"weights": plain[0] if plain else None, "weights_by": tuple(by)}
 
 
 class _ExtractProgress:
@@ -199,12 +270,12 @@ def _print_summary(summary) -> None:
 def merge(inputs, output) -> None:
     """Merge caches with the same timeline into a new one (shards of one extraction; later records win)."""
     from featpipe.cache import CacheError
-    from featpipe.merge import merge_caches
+    from featpipe.cache.merge import merge_caches
 
     try:
         s = merge_caches(list(inputs), output)
     except CacheError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     click.echo(f"{s.output}: {s.videos} videos from {s.records} records, features {', '.join(s.features) or 'none'}"
                f", {s.texts} text embeddings")
 
@@ -215,12 +286,12 @@ def merge(inputs, output) -> None:
 def info(cache: str, as_json: bool) -> None:
     """Show a cache's features, dimensions, counts, timelines and provenance."""
     from featpipe.cache import CacheError
-    from featpipe.describe import describe, format_description
+    from featpipe.cache.describe import describe, format_description
 
     try:
         desc = describe(cache)
     except CacheError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))
 
 
@@ -253,7 +324,7 @@ def synth(out: Path, videos: int, seed: int, seconds: float, workers: int, no_vi
         report = make_dataset(out, videos=videos, seed=seed, seconds=seconds, workers=workers,
                               write_videos=not no_videos)
     except SynthError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     click.echo(format_report(report))
 
 
@@ -299,7 +370,7 @@ def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, q
                            question=question, hparams=hp, baseline=not no_baseline, progress=not quiet,
                            rhythm=rhythm)
     except HeadError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     for name, h in hists.items():
         best = next((e for e in h["epochs"] if e["epoch"] == h["best_epoch"]), {})
         acc = best.get("val_acc", h.get("val_acc"))
@@ -322,7 +393,7 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
     try:
         result = evaluate(head, cache, test_file, report=report, plot=plot)
     except HeadError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     if result["task"] == "avqa":
         click.echo(result["table_text"])
         click.echo(f"({result['average_definition']})")
@@ -343,11 +414,11 @@ def predict_cmd(head, cache, questions, videos, out) -> None:
     from featpipe.heads.data import HeadError
 
     if (questions is None) == (videos is None):
-        _fail("give exactly one of --questions or --videos")
+        raise click.UsageError("give exactly one of --questions or --videos")
     try:
         n = predict(head, cache, questions or videos, out, kind="questions" if questions else "videos")
     except HeadError as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     click.echo(f"wrote {n} predictions to {out}")
 
 
@@ -375,7 +446,7 @@ def encode_text_cmd(cache, questions, strings, encoders, device, batch_size, fie
         summaries = encode_texts_into_cache(cache, encoders, questions, strings, device=device, batch_size=batch_size,
                                             with_field_tables=field_tables)
     except (TextError, CacheError, ExtractorError, AvqaFormatError) as exc:
-        _fail(str(exc))
+        raise Failure(str(exc)) from None
     click.echo(format_summaries(summaries))
 
 
@@ -394,17 +465,7 @@ def demo(out: Path, videos: int, seconds: float, seed: int, workers: int, no_pre
         run_demo(DemoConfig(out=out, videos=videos, seconds=seconds, seed=seed, workers=workers,
                             pretrained=not no_pretrained), echo=click.echo)
     except RuntimeError as exc:
-        _fail(str(exc), code=1)
-
-
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        key, sep, val = v.partition("=")
-        if not sep or not key.strip() or not val.strip():
-            _fail(f"{option} {v!r}: expected NAME=VALUE")
-        out[key.strip()] = val.strip()
-    return out
+        raise Failure(str(exc), code=1) from None
 
 
 class _FileBar:
@@ -446,10 +507,10 @@ def _finish(problems: list[str], kind: str, line: str) -> None:
               help="MUSIC-AVQA JSON: export these question ids (and, without --videos, their videos).")
 @click.option("--videos", "videos_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Text file of video ids, one per line (or CSV, first column); default: all.")
-@click.option("--use", multiple=True, metavar="FOLDER=FEATURE[,FEATURE]",
+@click.option("--use", multiple=True, type=Pair("FOLDER=FEATURE[,FEATURE]", value_required=True),
               help="Fill a layout folder from this cache feature (CLS,TOKENS for a 50-token folder).")
-@click.option("--feature", multiple=True, metavar="FEATURE=FOLDER", help="generic: write FOLDER/<video_id>.npy.")
-@click.option("--text", multiple=True, metavar="TABLE=FOLDER", help="generic: write FOLDER/<question_id>.npy.")
+@click.option("--feature", multiple=True, type=Pair("FEATURE=FOLDER", value_required=True), help="generic: write FOLDER/<video_id>.npy.")
+@click.option("--text", multiple=True, type=Pair("TABLE=FOLDER", value_required=True), help="generic: write FOLDER/<question_id>.npy.")
 @click.option("--length", type=int, default=None, help="generic: rows per file (cut, or repeat the last).")
 @click.option("--force", is_flag=True, help="Rewrite files that already hold the same arrays.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -461,19 +522,19 @@ def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, l
 
     if layout == "generic":
         if not feature and not text:
-            _fail("--layout generic needs --feature FEATURE=FOLDER or --text TABLE=FOLDER")
-        lay = generic_layout(_pairs(feature, "--feature"), _pairs(text, "--text"), length)
+            raise click.UsageError("--layout generic needs --feature FEATURE=FOLDER or --text TABLE=FOLDER")
+        lay = generic_layout(dict(feature), dict(text), length)
     elif feature or text or length is not None:
-        _fail("--feature, --text and --length go with --layout generic")
+        raise click.UsageError("--feature, --text and --length go with --layout generic")
     else:
         lay = layout
-    uses = {k: [n.strip() for n in v.split(",") if n.strip()] for k, v in _pairs(use, "--use").items()}
+    uses = {k: [n.strip() for n in v.split(",") if n.strip()] for k, v in dict(use).items()}
     with _FileBar(quiet, "export") as bar:
         try:
             s = export(cache, lay, out, questions=questions, use=uses, force=force, on_start=bar.start,
                        videos=read_id_list(videos_file) if videos_file else None, on_file=bar.step)
         except (ExportError, CacheError, AvqaFormatError, OSError) as exc:
-            _fail(str(exc))
+            raise Failure(str(exc)) from None
     _finish(s.missing, "missing", s.line())
 
 
@@ -481,8 +542,8 @@ def export_cmd(cache, layout, out, questions, videos_file, use, feature, text, l
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--layout", type=click.Choice(["avst", "pstp-net", "tspm", "qa-tiger"]), default=None,
               help="FOLDER holds this project's feature folders.")
-@click.option("--feature", multiple=True, metavar="NAME=FOLDER", help="Import FOLDER/<video_id>.npy as feature NAME.")
-@click.option("--modality", multiple=True, metavar="NAME=audio|visual",
+@click.option("--feature", multiple=True, type=Pair("NAME=FOLDER", value_required=True), help="Import FOLDER/<video_id>.npy as feature NAME.")
+@click.option("--modality", multiple=True, type=Pair("NAME=audio|visual", value_required=True),
               help="Modality of a --feature (default: guessed from its name).")
 @click.option("-o", "--output", "cache", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Cache to create or extend.")
@@ -495,21 +556,25 @@ def import_cmd(folder, layout, feature, modality, cache, dtype, quiet) -> None:
     from featpipe.interop.importer import guess_modality
 
     if (layout is None) == (not feature):
-        _fail("give FOLDER --layout NAME, or --feature NAME=FOLDER (not both)")
+        raise click.UsageError("give FOLDER --layout NAME, or --feature NAME=FOLDER (not both)")
     if layout and folder is None:
-        _fail("--layout needs the FOLDER that holds the layout's folders")
-    mods = _pairs(modality, "--modality")
+        raise click.UsageError("--layout needs the FOLDER that holds the layout's folders")
+    mods = dict(modality)
     bad = {v for v in mods.values() if v not in ("audio", "visual")}
     if bad:
-        _fail(f"--modality takes audio or visual, not {', '.join(sorted(bad))}")
+        raise click.BadParameter(f"takes audio or visual, not {', '.join(sorted(bad))}", param_hint="--modality")
     with _FileBar(quiet, "import") as bar:
         try:
             if layout:
                 sources = layout_sources(folder, layout)
             else:
                 sources = [ImportSource(n, Path(p), mods.get(n, guess_modality(n)))
-                           for n, p in _pairs(feature, "--feature").items()]
+                           for n, p in dict(feature).items()]
             s = import_features(cache, sources, dtype=dtype, on_start=bar.start, on_file=bar.step)
         except (ImportSetupError, CacheError, OSError) as exc:
-            _fail(str(exc))
+            raise Failure(str(exc)) from None
     _finish(s.refused, "refused", s.line())
+
+
+if __name__ == "__main__":  # python -m featpipe.cli
+    main()

@@ -85,7 +85,7 @@ def peak_rss(video: str, folder: str, q) -> None:
     import threading
 
     from featpipe.decode import DecodeParams
-    from featpipe.worker import VideoJob, process_video
+    from featpipe.run.extract_video import VideoJob, process_video
 
     name, opts = spec_options("resnet18-14x14", Path(folder))
     job = VideoJob("v", video, (name,), opts, DecodeParams(fps=1.0, max_seconds=60))

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from featpipe.config import ExtractConfig
+from featpipe.run.config import ExtractConfig
 from featpipe.decode import DecodeParams
 from featpipe.heads.api import run_avqa_experiment
 from featpipe.heads.metrics import TABLE_KEYS
-from featpipe.pipeline import run_extract
-from featpipe.timeline import Timeline
+from featpipe.run.plan import run_extract
+from featpipe.run.beat_timeline import Timeline
 
 KEYS = ("Audio/Comparative", "Audio-Visual/Comparative", "Audio-Visual/Temporal", "Audio", "Audio-Visual", "All")
 
@@ -72,7 +72,7 @@ def pooling_cost(data: Path, n: int, repeats: int = 3) -> dict:
     """Seconds per video of ``process_video`` (priors + rhythm + motion at 4 fps, one process) on the
     fixed grid and with the beat timeline's pooling step after it: best of ``repeats``, interleaved."""
     from featpipe.contracts import ExtractOptions
-    from featpipe.video import VideoJob, process_video
+    from featpipe.run.extract_video import VideoJob, process_video
 
     paths = sorted((data / "videos").glob("*.mp4"))[:n]
     opts = ExtractOptions(extra=(("beat_times", "1"),))

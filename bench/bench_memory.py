@@ -1,8 +1,8 @@
 """Peak memory of a Dask worker and of the client for 60 s videos: rows streamed vs rows in memory.
 
-For each feature set, two runs of ``featpipe extract``'s library path (:func:`featpipe.pipeline.run_extract`)
+For each feature set, two runs of ``featpipe extract``'s library path (:func:`featpipe.run.plan.run_extract`)
 on the same videos, each on a fresh one-worker ``LocalCluster`` (one thread, as ``--workers``
-gives): with streaming (the default, :mod:`featpipe.spool`) and with ``stream=False`` (``--no-stream``,
+gives): with streaming (the default, :mod:`featpipe.run.spool`) and with ``stream=False`` (``--no-stream``,
 the baseline: every row of a video in the worker, sent whole to the client). The model is loaded by
 a 2 s warm-up video first; then both processes' peak RSS (``VmHWM``) is reset
 (``/proc/self/clear_refs``) and the reported number is the peak during the run above the RSS
@@ -22,7 +22,7 @@ Feature sets, random weights:
 
 ``--batch-size`` (featpipe's default 32) sets the chunk: a chunk holds at least a batch of frames,
 so a streaming worker holds a batch's activations and a chunk's rows. ``--scaling`` instead runs
-:func:`featpipe.video.process_video` in this process on 40 s and 60 s videos (the token set),
+:func:`featpipe.run.extract_video.process_video` in this process on 40 s and 60 s videos (the token set),
 streamed and in memory: the streamed peak must not grow with the video.
 """
 
@@ -60,9 +60,9 @@ def _reset_peak() -> float:
 
 
 def _run(cache: Path, inputs: list[str], visual: tuple[str, ...], options, stream: bool, address: str):
-    from featpipe.config import ExtractConfig
+    from featpipe.run.config import ExtractConfig
     from featpipe.decode import DecodeParams
-    from featpipe.pipeline import run_extract
+    from featpipe.run.plan import run_extract
 
     cfg = ExtractConfig(inputs=inputs, cache=cache, visual=visual, params=DecodeParams(max_seconds=60),
                         options=options, scheduler=address, stream=stream)
@@ -93,8 +93,8 @@ def scaling(tmp: Path, options) -> None:
     """Peak RSS of process_video itself for 40 s and 60 s videos, streamed vs in memory (one process)."""
     from bench_extractors import write_video
     from featpipe.decode import DecodeParams
-    from featpipe.spool import SpoolFolder, SpoolSink
-    from featpipe.video import VideoJob, process_video
+    from featpipe.run.spool import SpoolFolder, SpoolSink
+    from featpipe.run.extract_video import VideoJob, process_video
 
     import torch
 

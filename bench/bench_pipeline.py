@@ -101,7 +101,7 @@ def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> 
     parent started it): imports, plan ready, each video done, the run's end, the process's end.
     ``warm_load=False``: the fork server only imports, the workers build the models (as before)."""
     from featpipe import cli  # the CLI module; imports featpipe
-    from featpipe import pipeline
+    from featpipe.run import plan as pipeline
 
     if not warm_load:
         warm = pipeline.warm_workers
@@ -152,7 +152,7 @@ def profile(folder: str, args: list[str], t0: float, warm_load: bool = True) -> 
                 return ctx.__exit__(*exc)
         return Ctx()
 
-    from featpipe import dispatch
+    from featpipe.run import dispatch
 
     pipeline.run_extract = timed_run
     mark(pipeline, "build_extractors", "client: build + check extractors")

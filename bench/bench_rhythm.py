@@ -34,7 +34,7 @@ from featpipe.synth.facts import more_rhythmic
 from featpipe.synth.dataset import write_video
 from featpipe.synth.scene import sample_scene
 from featpipe.synth.sound import render_audio
-from featpipe.worker import VideoJob, process_video
+from featpipe.run.extract_video import VideoJob, process_video
 
 
 def chunks(x: np.ndarray, seconds: float, ctx: float, size: int = 16) -> list[Chunk]:

@@ -70,7 +70,7 @@ def run_extract(clips: Path, cache: Path, workers: int) -> dict:
 
 def cluster_startup(workers: int) -> float:
     """Seconds to start a local cluster of ``workers`` and see them all (part of every run's time)."""
-    from featpipe.cluster import connect
+    from featpipe.run.cluster import connect
 
     t0 = time.perf_counter()
     with connect(workers=workers, device="cpu") as client:

@@ -1,7 +1,9 @@
 """featpipe: decode music videos once, extract aligned embeddings into one HDF5 cache.
 
-Data flow: videos -> :mod:`featpipe.decode` -> :mod:`featpipe.extractors` -> :mod:`featpipe.cache`
--> ``heads``. Other projects read the cache through :func:`open_cache`.
+Data flow: videos -> :mod:`featpipe.decode` -> :mod:`featpipe.extractors` (+ :mod:`featpipe.models`)
+-> :mod:`featpipe.run` (the Dask run) -> :mod:`featpipe.cache` -> ``heads`` and :mod:`featpipe.interop`;
+:mod:`featpipe.text` adds question embeddings, :mod:`featpipe.synth` makes test data. Other projects
+read the cache through :func:`open_cache` (docs/architecture.md is the map).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ the cache all speak, so none of them depends on another's package.
 - :class:`Chunk`: decoder -> extractor (consecutive segments, decoded once);
 - :class:`OutputSpec`: extractor -> cache (one array per video, its row shape and timeline);
 - :class:`ExtractOptions`: command line -> extractors (options shared by all of them);
-- :data:`AUDIO_RATE`: the one audio rate every audio extractor receives.
+- :data:`AUDIO_RATE`: the one audio rate every audio extractor receives;
+- :data:`BEATS_OUTPUT`: the name of the beat times the beat timeline pools by;
+- :class:`ExtractorError`, :class:`WeightsError`: what an extractor (or the weights and model code
+  under it) raises for a bad spec or missing weights, caught by the command line.
 
 This module imports nothing of featpipe; :mod:`featpipe.extractors` re-exports every name.
 """
@@ -19,6 +22,17 @@ import numpy as np
 
 AUDIO_RATE = 48_000
 """Every audio extractor receives audio at this rate; the decoder resamples once."""
+
+BEATS_OUTPUT = "rhythm-beats"
+"""The rhythm extractor's beat-time output: the beat timeline's boundaries, and never a head's input."""
+
+
+class ExtractorError(Exception):
+    """A problem with one extractor spec (bad syntax, unknown model)."""
+
+
+class WeightsError(ExtractorError):
+    """Model weights are missing or unreadable. The message is one line: what and how to get it."""
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,7 @@ def encode_texts_into_cache(cache: str | Path, specs: Sequence[str] = (), questi
     row listing the new ids. Raises :class:`TextError`, :class:`~featpipe.cache.CacheError`,
     :class:`~featpipe.extractors.ExtractorError` (incl. ``WeightsError``) with one-line messages.
     """
-    from .loaded import resolve_device
+    from .extractors import resolve_device
 
     path = Path(cache)
     if not path.is_file():

@@ -20,7 +20,7 @@ import numpy as np
 
 from featpipe import open_cache
 from featpipe.avqa import Question
-from featpipe.timeline import BEATS_OUTPUT
+from featpipe.contracts import BEATS_OUTPUT
 
 from .layout import FeatureLayout, read_layout
 
@@ -181,6 +181,11 @@ def load_segments(cache: Any, video_ids: Sequence[str], metas: Sequence[FeatureM
             mask = np.pad(mask[:, :length], [(0, 0), (0, pad)])
         out[name] = (x, mask)
     return out, length
+
+
+def text_encoders(cache: Any) -> list[str]:
+    """The text encoders whose embeddings the cache holds (none without a cache)."""
+    return list(cache.text_encoders) if cache is not None else []
 
 
 def question_embeddings(cache: Any, encoder: str, questions: Sequence[Question]) -> np.ndarray:

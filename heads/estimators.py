@@ -197,6 +197,21 @@ class _AvqaBase(_TorchHead):
         return predict_logits(self.net_, AvqaBatches(d, self.batch_size, self.use_video).eval(), len(d.q))
 
 
+ARCHS = ("auto", "spatial", "temporal")
+
+
+def resolve_arch(arch: str, spatial_possible: bool) -> str:
+    """The AVQA head's architecture, decided here only: "spatial" (grid cells and pointers) when asked
+    for or, with "auto", when the inputs allow it (audio, a visual feature with grid cells, no patch
+    tokens); else "temporal" (question-guided attention over segments)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown AVQA architecture {arch!r}; choose {', '.join(ARCHS)}")
+    if arch == "spatial" and not spatial_possible:
+        raise ValueError("the spatial AVQA head needs audio, a visual feature with grid cells (e.g. priors and "
+                         "motion) and no patch tokens")
+    return "spatial" if arch == "spatial" or (arch == "auto" and spatial_possible) else "temporal"
+
+
 class AvqaHead(_AvqaBase):
     """The MUSIC-AVQA head on question embeddings and per-video audio/visual segments.
 
@@ -209,7 +224,7 @@ class AvqaHead(_AvqaBase):
 
     desc = "avqa-head"
     _checks = {"hidden": _POS_INT, "dropout": _PROB, "schedule": _one_of("constant", "cosine"),
-               "arch": _one_of("auto", "spatial", "temporal"), "pointers": _POS_INT, **TRAINING}
+               "arch": _one_of(*ARCHS), "pointers": _POS_INT, **TRAINING}
 
     def __init__(self, hidden: int = 128, dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 64, max_epochs: int = 30, patience: int = 30, schedule: str = "cosine",
@@ -223,12 +238,8 @@ class AvqaHead(_AvqaBase):
         if d.a is None and d.v is None and d.tok is None:
             raise ValueError("AvqaHead needs audio or visual arrays (QuestionOnlyHead otherwise)")
         lay = self.layout or {}
-        possible = bool(lay.get("grid") and lay.get("cells")) and d.a is not None and d.v is not None \
-            and d.tok is None
-        if self.arch == "spatial" and not possible:
-            raise ValueError("the spatial AVQA head needs audio, a visual feature with grid cells (layout) "
-                             "and no patch tokens")
-        self.arch_ = "spatial" if self.arch == "spatial" or (self.arch == "auto" and possible) else "temporal"
+        self.arch_ = resolve_arch(self.arch, bool(lay.get("grid") and lay.get("cells")) and d.a is not None
+                                  and d.v is not None and d.tok is None)
 
     def _dims(self, d: AvqaArrays) -> dict:
         dims = super()._dims(d)

@@ -19,15 +19,15 @@ from featpipe.avqa import Question
 
 from . import checkpoint
 from .batches import AvqaArrays
-from .data import FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings
+from .data import (FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings,
+                   text_encoders)
 from .layout import StreamLayout, mirror_rows, stream_layout
-from .estimators import AvqaHead, QuestionOnlyHead
+from .estimators import AvqaHead, QuestionOnlyHead, resolve_arch
 from .metrics import avqa_table
 from .params import check_hparams
 from .questions import BowQuestionEncoder, answer_vocabulary, mirror_question
 
 HEAD, BASELINE = "avqa-head", "question-only"
-ARCHS = ("auto", "spatial", "temporal")
 # arch: "spatial" (AvqaSpatialHead: grid cells, pointers) needs audio and a visual feature with grid
 # cells and no patch tokens; "temporal" is AvqaHead; "auto" takes spatial where it can.
 # mirror: also train on the left-right mirrored copy of every training video and question where
@@ -49,11 +49,12 @@ def question_encoding(cache: Any, train: Sequence[Question], question: str = "au
     """How questions are embedded: ``{"kind": "text", "encoder": name}`` for a cached text encoder
     (``question`` names it; "auto" takes the first cached one), else the bag-of-words encoding
     fitted on ``train`` (``question`` = "bow", or "auto" with no text encoder cached)."""
-    if question == "bow" or (question == "auto" and (cache is None or not cache.text_encoders)):
+    cached = text_encoders(cache)
+    if question == "bow" or (question == "auto" and not cached):
         return BowQuestionEncoder.fit(train).to_json()
     if cache is None:
         raise HeadError(f"question encoding {question!r} needs a cache with that text encoder")
-    encoder = cache.text_encoders[0] if question == "auto" else question
+    encoder = cached[0] if question == "auto" else question
     return {"kind": "text", "encoder": encoder}
 
 
@@ -128,14 +129,12 @@ def stream_layout_of(metas: Sequence[FeatureMeta]) -> StreamLayout:
 
 
 def choose_arch(arch: str, lay: StreamLayout, metas: Sequence[FeatureMeta]) -> str:
-    if arch not in ARCHS:
-        raise HeadError(f"unknown AVQA architecture {arch!r}; choose {', '.join(ARCHS)}")
+    """The architecture for these features (:func:`.estimators.resolve_arch`), before any array is read."""
     roles = split_roles(metas)
-    possible = lay.spatial and bool(roles["audio"]) and not roles["tokens"]
-    if arch == "spatial" and not possible:
-        raise HeadError("the spatial AVQA head needs audio features and a visual feature with grid cells "
-                        "(e.g. priors and motion) and no patch tokens")
-    return "spatial" if arch == "spatial" or (arch == "auto" and possible) else "temporal"
+    try:
+        return resolve_arch(arch, lay.spatial and bool(roles["audio"]) and not roles["tokens"])
+    except ValueError as exc:
+        raise HeadError(str(exc)) from None
 
 
 def mirrored(prep: Prepared, lay: StreamLayout, encode, answers: Sequence[str]) -> Prepared:

@@ -21,7 +21,7 @@ from featpipe.decode import DecodeParams, count_segments, iter_chunks, probe
 from featpipe.extractors import AUDIO_RATE as SR
 from featpipe.extractors import Chunk, ExtractOptions, ExtractorError, WeightsError, build
 from featpipe.extractors.clap import input_features, segment_windows
-from featpipe.weights import sha256_file
+from featpipe.models.weights import sha256_file
 from media import write_clip
 
 WORDS = "is the a what how many are there in video which instrument sound playing first left right ? , .".split()

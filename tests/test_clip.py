@@ -100,7 +100,6 @@ def test_tag_preprocessing_reaches_the_model(tmp_path):
 def test_a_tags_preprocessing_and_weights_through_load(video, tmp_path, monkeypatch):
     """A pretrained tag (registered here with a local file) gets the tag's preprocessing, as
     open_clip's own create_model_and_transforms(model, pretrained=tag) gives it."""
-    import open_clip
     import open_clip.pretrained as ocp
 
     ckpt = save_weights("tiny-vit", tmp_path / "w.safetensors", seed=6)

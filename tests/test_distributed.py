@@ -28,11 +28,11 @@ import pytest
 
 from featpipe.cache import CacheError, CacheWriter, open_cache
 from featpipe.cache.layout import INDEX, VIDEOS, decode_records
-from featpipe.cluster import ClusterError, connect, dashboard_link, gpu_devices
+from featpipe.run.cluster import ClusterError, connect, dashboard_link, gpu_devices
 from featpipe.decode import DecodeParams
 from featpipe.extractors.base import MediaNeeds
-from featpipe.prefetch import prefetch
-from featpipe.video import chunk_params
+from featpipe.run.prefetch import prefetch
+from featpipe.run.extract_video import chunk_params
 
 import distributed_plugin  # noqa: F401 - registers the "faults" extractor in this process too
 from media import write_clip
@@ -301,7 +301,7 @@ def check_dashboard_link(client, monkeypatch) -> None:
 # -- backpressure (in-process client, local cluster) ------------------------------------------
 @pytest.mark.slow
 def test_in_flight_stays_bounded_with_a_slow_writer(tmp_path, media, monkeypatch) -> None:
-    from featpipe import pipeline
+    from featpipe.run import plan as pipeline
     from featpipe.extractors.base import ExtractOptions
 
     started = tmp_path / "started"
@@ -331,7 +331,7 @@ def test_in_flight_stays_bounded_with_a_slow_writer(tmp_path, media, monkeypatch
 
 @pytest.mark.slow
 def test_local_cluster_fails_a_poisoned_video_alone(tmp_path, media, monkeypatch) -> None:
-    from featpipe import pipeline
+    from featpipe.run import plan as pipeline
     from featpipe.extractors.base import ExtractOptions
 
     for k, v in plugin_env(FEATPIPE_FAULTS_SLEEP="0").items():
@@ -346,7 +346,7 @@ def test_local_cluster_fails_a_poisoned_video_alone(tmp_path, media, monkeypatch
 
 
 def test_workers_without_the_plugin_stop_the_run_with_the_reason(tmp_path, media, monkeypatch) -> None:
-    from featpipe import pipeline
+    from featpipe.run import plan as pipeline
     from featpipe.extractors.base import ExtractOptions
 
     monkeypatch.delenv("FEATPIPE_PLUGINS", raising=False)  # the client has it (imported above), workers not

@@ -211,16 +211,31 @@ def test_bad_extract_options_are_usage_errors_before_any_work(clips, tmp_path, o
     assert not cache.exists()  # refused before any cache, cluster or worker
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--fps", "nan"), ("--fps", "inf"), ("--max-seconds", "nan"), ("--max-seconds", "inf"), ("--min-decoded", "nan"),
+    ("--max-bad-packets", "nan"), ("--video-timeout", "nan"), ("--video-timeout", "inf"),
+    ("--video-timeout-scale", "nan"),
+])
+def test_non_finite_numbers_are_usage_errors(clips, tmp_path, option, value):
+    # nan passes every range comparison and inf is no number of seconds: both used to start a run
+    cache = tmp_path / "c.h5"
+    res = CliRunner().invoke(cli.main, ["extract", str(clips), "-o", str(cache), "--audio", "priors", "--quiet",
+                                        option, value])
+    assert res.exit_code == 2, res.output
+    assert f"Invalid value for '{option}'" in res.output and "not a finite number" in res.output
+    assert not cache.exists()
+
+
 def test_extract_defaults_have_one_home() -> None:
-    """The command line shows the library's defaults (featpipe.config, DecodeParams, ExtractOptions, TryPolicy)."""
-    from featpipe.config import ExtractConfig, PipelineError
+    """The command line shows the library's defaults (featpipe.run.config, DecodeParams, ExtractOptions, TryPolicy)."""
+    from featpipe.run.config import ExtractConfig, PipelineError
 
     lib = ExtractConfig(inputs=[], cache=Path("c.h5"))
     shown = {p.name: p.default for p in cli.extract.params}
     assert (shown["fps"], shown["pad"], shown["max_seconds"]) == (lib.params.fps, lib.params.pad, lib.params.max_seconds)
     assert (shown["workers"], shown["batch_size"]) == (lib.workers, lib.options.batch_size)
     assert (shown["video_timeout"], shown["video_timeout_scale"]) == (60.0, 10.0) == (
-        lib.tries.video_timeout, lib.tries.timeout_per_second)
+        lib.try_policy.video_timeout, lib.try_policy.timeout_per_second)
     with pytest.raises(PipelineError, match="workers must be at least 1"):
         ExtractConfig(inputs=[], cache=Path("c.h5"), workers=0)  # library callers are refused too
 

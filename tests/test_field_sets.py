@@ -21,7 +21,7 @@ from featpipe.cache import CacheWriter
 from featpipe.contracts import ExtractOptions
 from featpipe.extractors import build
 from featpipe.interop.layouts import LAYOUTS
-from featpipe.pipeline import check_options
+from featpipe.run.plan import check_options
 from featpipe.text import build_text_encoder
 from test_interop_e2e import LAYOUT_COMMANDS, ROOT, run_cli, tiny, use_tiny_models
 
@@ -176,7 +176,7 @@ def test_tome14_is_the_full_spec(monkeypatch):
     """`tome14[:w]` builds `tome:vit_large_patch16_384[/w]`: same spec, outputs and identity."""
     from featpipe.decode import DecodeParams
     from featpipe.extractors.tome import ToMeExtractor
-    from featpipe.identity import identity
+    from featpipe.run.plan import identity
 
     monkeypatch.delenv("FEATPIPE_TIMM_CONFIGS", raising=False)
     opts = ExtractOptions(extra=(("tome_r", "25"),))

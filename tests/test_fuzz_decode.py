@@ -18,7 +18,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from featpipe.extractors.base import ExtractOptions
-from featpipe.inputs import InputError, discover
-from featpipe.loaded import get_extractor
+from featpipe.run.inputs import InputError, discover
+from featpipe.run.loaded_extractors import get_extractor
 
 
 def test_folders_lists_and_duplicates(tmp_path):

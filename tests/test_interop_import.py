@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from featpipe.cli import main
 from featpipe.cache import CacheWriter, open_cache
-from test_interop import FEATURES, build_cache, pstp_items, write_questions
+from test_interop import FEATURES, build_cache, pstp_items
 
 from torch.utils.data import default_collate
 

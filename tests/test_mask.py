@@ -23,7 +23,7 @@ from featpipe import cli, open_cache
 from featpipe.decode import DecodeParams, DecodeStats, TAIL_KEEP, count_segments, covered_segments, iter_chunks, probe
 from featpipe.decode.timeline import Verdict, rows_before, segment_mask
 from featpipe.extractors.base import MediaNeeds
-from featpipe.rows import invalid_runs, valid_end
+from featpipe.decode.rows import invalid_runs, valid_end
 from media import write_clip
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -248,7 +248,7 @@ def test_rotation_angle_reaches_the_record(caches):
 
 
 def test_beat_segments_take_validity_from_their_base_rows():
-    from featpipe.timeline import beat_mask, valid_segments
+    from featpipe.run.beat_timeline import beat_mask, valid_segments
 
     bounds = np.array([[0.0, 1.0], [1.0, 2.5], [2.5, 4.0], [4.0, 4.2], [4.2, 6.0]])
     centres = np.arange(6) + 0.5
@@ -262,8 +262,8 @@ def test_beat_segments_take_validity_from_their_base_rows():
 
 def test_beat_timeline_keeps_the_fill_of_a_late_start(tmp_path):
     from featpipe.contracts import ExtractOptions
-    from featpipe.timeline import Timeline
-    from featpipe.video import VideoJob, process_video
+    from featpipe.run.beat_timeline import Timeline
+    from featpipe.run.extract_video import VideoJob, process_video
 
     path = write_clip(tmp_path / "late.mp4", seconds=5, fps=10, video_start=2.5, audio_seconds=7.5)
     job = VideoJob("late", str(path), ("priors", "rhythm", "motion"), ExtractOptions(extra=(("beat_times", "1"),)),

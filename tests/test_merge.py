@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from featpipe.cache import CacheError, CacheWriter, open_cache
 from featpipe.extractors.base import OutputSpec
-from featpipe.merge import merge_caches
+from featpipe.cache.merge import merge_caches
 
 TIMELINE = {"fps": 1.0, "seg_len": 1.0, "max_seconds": None, "pad": "repeat"}
 EMB = OutputSpec("emb", (4,), "visual")

@@ -16,7 +16,7 @@ import pytest
 import scipy.signal
 import torch
 
-from featpipe import weights as fw
+from featpipe.models import weights as fw
 from featpipe.extractors import Chunk, ExtractOptions, ExtractorError, WeightsError, build
 from featpipe.models import openl3 as m
 

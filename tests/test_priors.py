@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from featpipe import dsp
+from featpipe.extractors import dsp
 from featpipe.extractors import AUDIO_RATE as R
 from featpipe.extractors import Chunk, ExtractorError, build
 from featpipe.extractors.priors import CONTEXT_S, DIM, LAYOUT, N_FFT, N_ILD, SLICES, Priors

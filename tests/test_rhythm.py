@@ -147,7 +147,7 @@ def test_tempogram_equals_librosa() -> None:
 def test_batched_beats_equal_librosa_one_window_at_a_time(ex: Rhythm) -> None:
     # the extractor tracks every segment's window in one batched call (sparse=False, 2-D);
     # librosa's plain one-track call on each window must place the same beats
-    from featpipe import dsp
+    from featpipe.extractors import dsp
 
     c = chunk(render_audio(SCENES[2]), first=2, count=4, ctx=CONTEXT_S)
     feats, beats = ex.analyse(c)
@@ -265,7 +265,7 @@ def test_beats_and_tempo_against_synth_truth(videos, ex: Rhythm) -> None:
 
 
 def test_one_decode_serves_priors_and_rhythm(videos, monkeypatch) -> None:
-    from featpipe import worker
+    from featpipe.run import worker
     from featpipe.decode import timeline
 
     opened = []

@@ -1,14 +1,15 @@
-"""featpipe.rows: the plan that decides which computed row each stored row holds."""
+"""featpipe.decode.rows: the plan that decides which computed row each stored row holds."""
 
 import numpy as np
 
-from featpipe.rows import fill_plan, invalid_runs, prefix_mask, take_rows, valid_end
+from featpipe.decode.rows import fill_plan, invalid_runs, take_rows, valid_end
 
 
 def test_prefix_mask_repeat_is_musicavqa_padding():
-    take = fill_plan(prefix_mask(3, 6), available=5, pad="repeat")
+    prefix = np.arange(6) < 3  # a stream that decoded its first 3 rows and nothing after
+    take = fill_plan(prefix, available=5, pad="repeat")
     assert take.tolist() == [0, 1, 2, 2, 2, 2]
-    assert fill_plan(prefix_mask(3, 6), 5, "zero").tolist() == [0, 1, 2, -1, -1, -1]
+    assert fill_plan(prefix, 5, "zero").tolist() == [0, 1, 2, -1, -1, -1]
 
 
 def test_late_start_and_hole_hold_decoded_rows_only():

@@ -26,17 +26,18 @@ from click.testing import CliRunner
 
 from distributed import LocalCluster
 
-from featpipe import cli, dispatch, open_cache, spool
+from featpipe import cli, open_cache
+from featpipe.run import dispatch, spool
 from featpipe.cache import CacheWriter
-from featpipe.config import ExtractConfig
+from featpipe.run.config import ExtractConfig
 from featpipe.contracts import ExtractOptions, OutputSpec
 from featpipe.decode import DecodeParams
 from featpipe.extractors import resnet18_14x14
-from featpipe.rows import fill_plan, take_rows
-from featpipe.spool import MemorySink, Spooled, SpoolError, SpoolFolder, SpoolSink, write_check
-from featpipe.timeline import Timeline, pool
-from featpipe.video import VideoJob, _pool_blocks, process_video
-from featpipe.worker import worker_check
+from featpipe.decode.rows import fill_plan, take_rows
+from featpipe.run.spool import MemorySink, Spooled, SpoolError, SpoolFolder, SpoolSink, write_check
+from featpipe.run.beat_timeline import Timeline, pool
+from featpipe.run.extract_video import VideoJob, _pool_blocks, process_video
+from featpipe.run.worker import worker_check
 from conftest import TINY_CLIP
 from media import write_clip
 from test_resnet import random_resnet18_state
@@ -483,7 +484,7 @@ def test_forgetting_a_submission_deletes_only_its_files(tmp_path):
         sink = SpoolSink(folder.target(prefix))
         sink.open("0", (1,), np.float16)
         sink.stored("0", None)
-    folder.forget("0123456789ab-1")
+    folder.delete_submission("0123456789ab-1")
     assert sorted(p.name.split("-")[1] for p in folder.files()) == ["11", "2"]
     folder.close()
     assert not folder.path.exists()
@@ -501,7 +502,7 @@ def test_a_spool_folder_that_cannot_be_made_means_rows_in_memory(tmp_path):
 
 
 def test_each_chunk_notes_its_rows_that_are_not_finite_after_the_cast():
-    from featpipe.video import _add_chunk
+    from featpipe.run.extract_video import _add_chunk
 
     sink, bad = MemorySink(), []
     sink.open("0", (3,), np.float16)

@@ -190,7 +190,7 @@ def test_field_tables_one_line_refusals(cache, tmp_path):
 
 
 def test_multi_axis_text_tables_survive_a_merge(tmp_path):
-    from featpipe.merge import merge_caches
+    from featpipe.cache.merge import merge_caches
 
     rows = {}
     for name, texts in (("a.h5", ["x", "y"]), ("b.h5", ["z"])):

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from featpipe import cli, open_cache
 from featpipe.contracts import ExtractOptions
 from featpipe.decode import DecodeParams
-from featpipe.timeline import (FALLBACK_S, Timeline, TimelineError, boundaries, parse_timeline, pool,
+from featpipe.run.beat_timeline import (FALLBACK_S, Timeline, TimelineError, boundaries, parse_timeline, pool,
                                valid_segments)
-from featpipe import video as video_mod
-from featpipe.video import VideoJob, process_video
+from featpipe.run import extract_video as video_mod
+from featpipe.run.extract_video import VideoJob, process_video
 
 R = 48000
 BEATS = np.arange(0.25, 5.0, 0.5)  # 120 BPM clicks from 0.25 s
@@ -179,7 +179,7 @@ def test_cli_refusals(clip, tmp_path) -> None:
 
 
 def test_merge_keeps_each_videos_bounds(clip, tmp_path) -> None:
-    from featpipe.merge import merge_caches
+    from featpipe.cache.merge import merge_caches
 
     a, b, merged = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "m.h5"
     other = tmp_path / "other"

@@ -31,7 +31,7 @@ from featpipe.extractors import ExtractOptions, WeightsError, build
 from featpipe.extractors.base import Chunk
 from featpipe.extractors.tome import preprocess_pil
 from featpipe.models.tome import bipartite_matching, merge_schedule, merge_weighted, token_counts, tome_tokens
-from featpipe.weights import sha256_file
+from featpipe.models.weights import sha256_file
 from media import write_clip
 
 TINY = {"model": "vit_large_patch16_384", "kwargs": {"img_size": 64, "embed_dim": 32, "depth": 3, "num_heads": 2}}

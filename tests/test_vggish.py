@@ -310,7 +310,7 @@ def test_decoded_video_equals_musicavqa_chain(tmp_path, weights):
     from scipy.io import wavfile
 
     from featpipe.decode import DecodeParams
-    from featpipe.worker import VideoJob, process_video
+    from featpipe.run.extract_video import VideoJob, process_video
 
     folder, state, _, _ = weights
     write_music_mp4(tmp_path / "v.mp4", 12.3)  # 12 s: four refills of moviepy's buffer

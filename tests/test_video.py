@@ -14,8 +14,8 @@ from featpipe.contracts import Chunk, ExtractOptions, MediaNeeds, OutputSpec
 from featpipe.decode import DecodeParams, count_segments, iter_chunks, merge_needs, probe
 from featpipe.extractors import build
 from featpipe.extractors.base import Extractor
-from featpipe.tries import TRIES, TryPolicy
-from featpipe.video import VideoJob, process_video
+from featpipe.run.retry import TRIES, TryPolicy
+from featpipe.run.extract_video import VideoJob, process_video
 from media import write_clip
 
 NO_DASK = """
@@ -24,7 +24,7 @@ import sys
 sys.modules["dask"] = sys.modules["distributed"] = None  # any import of Dask now raises ImportError
 from featpipe.contracts import ExtractOptions
 from featpipe.decode import DecodeParams
-from featpipe.video import VideoJob, process_video
+from featpipe.run.extract_video import VideoJob, process_video
 import numpy as np
 r = process_video(VideoJob("v", sys.argv[1], ("priors", "motion"), ExtractOptions(),
                            DecodeParams(max_seconds=4, chunk_segments=1)))

@@ -1,4 +1,4 @@
-"""Names and small helpers shared by the cache writer and reader (see docs/cache-format.md).
+"""Names, small helpers and the error shared by the cache writer and reader (see docs/cache-format.md).
 
 Layout of one cache file::
 
@@ -20,6 +20,10 @@ import json
 from typing import Any
 
 import numpy as np
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; the message says why in one line."""
 
 FORMAT = "featpipe-cache"
 SCHEMA_VERSION = 1

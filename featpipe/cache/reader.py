@@ -21,9 +21,8 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from ..rows import runs_mask
-from .layout import BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline, decode_records
-from .writer import CacheError
+from ..decode.rows import runs_mask
+from .layout import BOUNDS, CacheError, FEATURES, FORMAT, INDEX, RECORDS, TEXTS, VIDEOS, beat_timeline, decode_records
 
 
 @dataclass(frozen=True)

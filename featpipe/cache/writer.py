@@ -29,13 +29,11 @@ import numpy as np
 
 from .. import __version__
 from ..contracts import OutputSpec
+from .identity import feature_differences
+from .layout import CacheError
 from .layout import (BOUNDS, FEATURES, FORMAT, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VIDEOS, beat_timeline,
                      chunk_rows, decode_records, encode_json)
 from .recover import clear_write_flags, write_flags
-
-
-class CacheError(Exception):
-    """The cache cannot be used as asked; the message says why in one line."""
 
 
 class _Log:
@@ -147,13 +145,12 @@ class CacheWriter:
             raise CacheError("features must be declared before writing starts")
         group = self.f[FEATURES]
         if spec.name in group:
-            old = json.loads(group[spec.name].attrs["provenance"])
-            changed = [k for k in ("spec", "weights") if old.get(k) != provenance.get(k)]
+            changed = feature_differences(json.loads(group[spec.name].attrs["provenance"]), provenance)
             if changed:
                 raise CacheError(
                     f"feature {spec.name!r} in {self.path} was made with "
-                    + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
-                    + "; now " + ", ".join(f"{k}={provenance.get(k)!r}" for k in changed)
+                    + ", ".join(f"{k}={a!r}" for k, a, _ in changed)
+                    + "; now " + ", ".join(f"{k}={b!r}" for k, _, b in changed)
                     + ": use a new cache")
             return
         dt = np.dtype(dtype or spec.dtype)
@@ -223,7 +220,7 @@ class CacheWriter:
 
         Each value of ``arrays`` is an array or a *row source* that is never read whole: an object
         with ``shape`` (stored rows first), ``blocks()`` (``(lo, hi)`` row ranges) and ``read(lo, hi)``
-        (those rows), such as :class:`featpipe.spool.Spooled`; its rows are copied block by block.
+        (those rows), such as :class:`featpipe.run.spool.Spooled`; its rows are copied block by block.
         An exception while reading leaves no record, so the rows written so far are referenced by
         nothing and the next commit writes over them.
 

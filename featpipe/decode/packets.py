@@ -9,7 +9,6 @@ its own frames only; what each stream delivered is kept in a :class:`StreamTally
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,8 +17,6 @@ import av
 import numpy as np
 
 from .params import DecodeError
-
-log = logging.getLogger("featpipe.decode")
 
 DEMUX_RETRIES = 3
 """Consecutive demuxer errors (no packet in between) after which the stream is taken to end there."""
@@ -122,10 +119,12 @@ def ffmpeg_text(exc: BaseException) -> str:
 
 @contextmanager
 def media_errors(what: str) -> Iterator[None]:
-    """Turn anything a broken file makes PyAV raise into a one-sentence :class:`DecodeError`.
+    """Turn what a broken file makes PyAV raise into a one-sentence :class:`DecodeError`.
 
-    FFmpeg errors keep FFmpeg's own text; anything else (a PyAV object left ``None`` by a damaged
-    header, say) is logged with its traceback for developers and reported as a sentence.
+    Only the media's own errors become sentences about the file: FFmpeg's errors (with FFmpeg's
+    text) and failures to read the file. Anything else (an AttributeError, a TypeError) is a bug
+    in featpipe, or featpipe meeting a PyAV API it does not know: it passes through unchanged,
+    and the run reports it as featpipe's (:mod:`featpipe.run.failure`), never as damaged media.
     """
     try:
         yield
@@ -135,11 +134,6 @@ def media_errors(what: str) -> Iterator[None]:
         raise DecodeError(f"{what}: {ffmpeg_text(exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{what}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
-    except (MemoryError, KeyboardInterrupt, GeneratorExit):
-        raise
-    except Exception:  # noqa: BLE001 - damaged media reaches PyAV code paths that raise anything
-        log.warning("%s: unexpected error from PyAV", what, exc_info=True)
-        raise DecodeError(f"{what}: the file is damaged in a way the decoder cannot handle") from None
 
 
 def decoded_frames(container, stream, tally: StreamTally, before: Callable[[object], None] | None = None,

@@ -33,6 +33,11 @@ class DecodeParams:
     def seg_len(self) -> float:
         return 1.0 / self.fps
 
+    @property
+    def fixed_segments(self) -> int | None:
+        """Segments every video stores when ``max_seconds`` fixes them (at least one), else None."""
+        return max(1, round(self.max_seconds * self.fps)) if self.max_seconds else None
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["audio_rate"] = AUDIO_RATE

@@ -1,8 +1,9 @@
 """PyAV's API differences across the releases featpipe supports, handled in one place.
 
-featpipe allows ``av>=12`` (pyproject.toml); CI installs the newest release on every run, and
-``tests/test_pyav_compat.py`` checks each shim on the installed release and on the other
-side of the break, with stand-ins shaped like the older API. See docs/dependencies.md.
+featpipe allows ``av>=18.0`` (pyproject.toml); CI installs the newest release on every run, and
+``tests/test_dependencies.py`` checks each shim on the installed release, on the other side of
+the break with stand-ins shaped like the older API, and the floor release end to end. See
+docs/dependencies.md.
 """
 
 from __future__ import annotations

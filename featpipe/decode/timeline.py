@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..contracts import AUDIO_RATE, Chunk, MediaNeeds
-from ..rows import valid_end
+from .rows import valid_end
 from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
@@ -69,9 +69,9 @@ def count_segments(duration: float, params: DecodeParams) -> tuple[int, int]:
     unless ``max_seconds`` fixes it, in which case longer videos are cut and shorter ones padded.
     """
     valid = max(1, covered_segments(duration, params.fps))
-    if params.max_seconds is None:
+    stored = params.fixed_segments
+    if stored is None:
         return valid, valid
-    stored = max(1, round(params.max_seconds * params.fps))
     return stored, min(valid, stored)
 
 
@@ -185,8 +185,7 @@ class DecodeStats:
                 mask = mask[:self.segments]
             masks["visual" if t.kind == "video" else "audio"] = mask[:valid_end(mask)]
         ends = [m.shape[0] for m in masks.values()]
-        stored = round(params.max_seconds * params.fps) if params.max_seconds else max(ends, default=self.segments)
-        stored = max(1, stored)
+        stored = params.fixed_segments or max(1, max(ends, default=self.segments))
         masks = {k: np.pad(m[:stored], (0, max(0, stored - m.shape[0]))) for k, m in masks.items()}
         return Verdict(stored, {k: valid_end(m) for k, m in masks.items()},
                        {t.kind: t.as_dict() for t in self.tallies()}, masks, params.seg_len)
@@ -209,7 +208,7 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
         raise DecodeError(info.audio_note or "the file has no audio stream (an audio extractor needs one)")
     stats = stats if stats is not None else DecodeStats()
     seg, positions, ctx = params.seg_len, needs.frame_positions, needs.audio_context
-    limit = max(1, round(params.max_seconds * params.fps)) if params.max_seconds else None
+    limit = params.fixed_segments
     requests = needs.requests()  # frame request -> positions decoded at it
     wanted = {p: tuple(r for r, ps in requests.items() if p in ps) for p in positions}
     video = audio = None

@@ -1,9 +1,10 @@
 """Extractor registry: extractors are found by the name before the first ``:`` of a spec.
 
 Adding an extractor is one new module that subclasses :class:`Extractor` and decorates it
-with :func:`register`. Built-in modules are listed in ``_BUILTIN``; third-party ones register
-through the ``featpipe.extractors`` entry-point group or the ``FEATPIPE_PLUGINS`` environment
-variable (comma-separated module names, imported in the client and in every worker).
+with :func:`register`. Built-in modules are listed in :data:`BUILTIN` (spec name -> module, the one
+place that says where a built-in lives); third-party ones register through the
+``featpipe.extractors`` entry-point group or the ``FEATPIPE_PLUGINS`` environment variable
+(comma-separated module names, imported in the client and in every worker).
 """
 
 from __future__ import annotations
@@ -35,13 +36,21 @@ __all__ = [
     "OutputSpec",
     "WeightsError",
     "available",
+    "BUILTIN",
     "build",
+    "extractor_class",
     "register",
+    "resolve_device",
 ]
 
 _REGISTRY: dict[str, type[Extractor]] = {}
-_BUILTIN = ("priors", "motion", "clip", "openl3", "clap", "tome", "rhythm", "vggish", "resnet18_14x14",
-            "r2plus1d_18")
+BUILTIN: dict[str, str] = {
+    "priors": "priors", "motion": "motion", "clip": "clip", "openl3": "openl3", "clap": "clap", "tome": "tome",
+    "tome14": "tome", "rhythm": "rhythm", "vggish": "vggish", "resnet18-14x14": "resnet18_14x14",
+    "r2plus1d-18": "r2plus1d_18",
+}
+"""Spec name of each built-in extractor -> its module under ``featpipe/extractors/``, imported only when
+a run names it (workers need not import torch for ``priors``)."""
 _loaded = False
 _PLUGINS: set[str] = set()  # FEATPIPE_PLUGINS modules imported so far
 
@@ -54,9 +63,9 @@ def register(cls: type[Extractor]) -> type[Extractor]:
     return cls
 
 
-def _import_builtin(name: str) -> None:
+def _import_builtin(module: str) -> None:
     try:
-        importlib.import_module(f"{__name__}.{name}")
+        importlib.import_module(f"{__name__}.{module}")
     except ModuleNotFoundError as exc:  # a built-in whose optional dependency is absent
         if not (exc.name and exc.name.startswith(__name__)):
             raise
@@ -77,7 +86,7 @@ def _load_plugins() -> None:
 
 
 def _load_all() -> None:
-    for mod in _BUILTIN:
+    for mod in dict.fromkeys(BUILTIN.values()):
         _import_builtin(mod)
     _load_plugins()
 
@@ -94,16 +103,37 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name.strip().lower(), args.strip()
 
 
-def build(spec: str, options: ExtractOptions | None = None) -> Extractor:
-    """Build the extractor for ``spec`` (cheap: the model is loaded later by ``load``)."""
-    name, args = parse_spec(spec)
-    module = name.replace("-", "_")  # spec `resnet18-14x14` lives in module resnet18_14x14
-    if module in _BUILTIN:  # import only what is used: workers need not load torch for `priors`
-        _import_builtin(module)
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _find(name: str) -> type[Extractor] | None:
+    if name in BUILTIN:  # import only what is used
+        _import_builtin(BUILTIN[name])
     _load_plugins()
     if name not in _REGISTRY:
         _load_all()
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ExtractorError(f"unknown extractor {name!r} in spec {spec!r}; known: {known}")
-    return _REGISTRY[name](args, options or ExtractOptions())
+    return _REGISTRY.get(name)
+
+
+def extractor_class(name: str) -> type[Extractor]:
+    """The registered class of extractor ``name`` (a spec's name part), importing only its module when
+    it is a built-in; every module (built-in and plugin) only when the name is unknown to them."""
+    cls = _find(name.strip().lower())
+    if cls is None:
+        raise ExtractorError(f"unknown extractor {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return cls
+
+
+def build(spec: str, options: ExtractOptions | None = None) -> Extractor:
+    """Build the extractor for ``spec`` (cheap: the model is loaded later by ``load``)."""
+    name, args = parse_spec(spec)
+    cls = _find(name)
+    if cls is None:
+        raise ExtractorError(f"unknown extractor {name!r} in spec {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return cls(args, options or ExtractOptions())

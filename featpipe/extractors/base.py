@@ -21,18 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, MediaNeeds, OutputSpec
+from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
 
 __all__ = ["AUDIO_RATE", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
            "OutputSpec", "WeightsError"]  # the contracts are re-exported: extractor modules import them from here
-
-
-class ExtractorError(Exception):
-    """A problem with one extractor spec (bad syntax, unknown model)."""
-
-
-class WeightsError(ExtractorError):
-    """Model weights are missing or unreadable. The message is one line: what and how to get it."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +75,9 @@ class Extractor(ABC):
     """Changes whenever the stored values would change for the same input (part of the identity)."""
     option_specs: ClassVar[dict[str, Option]] = {}
     """The ``--set`` keys this extractor reads, typed, with defaults (read them with :meth:`opt`)."""
+    preload: ClassVar[tuple[str, ...]] = ()
+    """Third-party modules :meth:`load` imports (e.g. ``("torch", "open_clip")``): a warm fork server
+    imports them once before it forks local workers (:func:`featpipe.run.cluster.preload_modules`)."""
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         self.args = args

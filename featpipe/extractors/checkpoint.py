@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import weights as fw
+from ..models import weights as fw
 from .base import ExtractOptions, Extractor, ExtractorError, WeightsError
 
 
 class CheckpointExtractor(Extractor):
     """Base for an extractor built from ``build_network()`` and the state dict ``weights_file``."""
+
+    preload = ("torch", "torchvision")  # what load() imports
 
     weights_file: ClassVar[str] = ""
     weights_url: ClassVar[str] = ""

@@ -25,7 +25,7 @@ import numpy as np
 from . import register
 from .base import (AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec,
                    WeightsError)
-from ..weights import online as _online
+from ..models.weights import online as _online
 
 DEFAULT_WINDOW_S = 5.0
 """Default ``clap_window``: context around a 1 s segment without blurring its neighbours away."""
@@ -104,7 +104,7 @@ def _check_folder(folder: Path, spec: str) -> None:
 
 def weights_identity(folder: Path) -> str:
     """``sha256:<hex>`` of the weight file (of the shard digests, for a sharded checkpoint)."""
-    from ..weights import sha256_file
+    from ..models.weights import sha256_file
 
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
@@ -193,6 +193,8 @@ def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding:
 @register
 class ClapExtractor(Extractor):
     """CLAP audio embedding per segment (transformers' ClapModel)."""
+
+    preload = ("torch", "transformers")  # what load() imports
 
     name = "clap"
     summary = "CLAP audio embedding per segment (transformers), window centred on the segment"

@@ -30,6 +30,7 @@ TOKEN_LAYOUTS = ("patches", "cls+patches")
 @register
 class ClipExtractor(Extractor):
     name = "clip"
+    preload = ("torch", "open_clip")  # what load() imports
     summary = "CLIP image embedding per segment (any open_clip model); --tokens adds patch tokens (ViTs)"
     spec_help = "clip:<model>/<pretrained tag | checkpoint path | random>, clip:hf-hub:<org>/<name>, clip:local-dir:<dir>"
     examples = ("clip:ViT-B-32-quickgelu/openai", "clip:ViT-L-14-336-quickgelu/openai", "clip:ViT-B-16-SigLIP/webli",
@@ -111,7 +112,7 @@ class ClipExtractor(Extractor):
     def weights_identity(self) -> str:
         if self.source.is_random:
             return "random-init"
-        from ..weights import sha256_file
+        from ..models.weights import sha256_file
 
         if self._file is None:
             self._file = self.source.weights_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import weights as fw
+from ..models import weights as fw
 from . import register
 from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
@@ -27,6 +27,8 @@ _VARIANT = re.compile(r"openl3_audio_(linear|mel128|mel256)_(music|env)")
 @register
 class OpenL3(Extractor):
     """OpenL3 audio embedding, 512 or 6144 dimensions, pooled onto the segment timeline."""
+
+    preload = ("torch",)  # what load() imports
 
     name = "openl3"
     summary = "OpenL3 audio embeddings (torch port; official Keras weights), 10 frames/s pooled per segment"

@@ -14,8 +14,7 @@ import math
 
 import numpy as np
 
-from .. import dsp
-from . import register
+from . import dsp, register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, OutputSpec
 
 N_FFT = 2048  # 42.7 ms: the main STFT (levels, mel, flux, timbre, ILD)

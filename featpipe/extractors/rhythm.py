@@ -22,8 +22,8 @@ import json
 
 import numpy as np
 
-from .. import dsp
-from . import register
+from ..contracts import BEATS_OUTPUT
+from . import dsp, register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 from .priors import layout_string
 
@@ -52,7 +52,7 @@ _BEAT_FRAMES = round(BEAT_CTX_S * AUDIO_RATE / HOP)
 TG_STRIDE = 5  # the tempogram is taken at every 5th frame (50 ms) and averaged per segment
 MIN_SEG_S = TG_STRIDE * HOP / AUDIO_RATE  # each segment must own one of those frames (fps <= 20)
 CONTEXT_S = MAX_SEG_S + max(TEMPO_WIN_S / 2, BEAT_CTX_S) + 0.1  # >= 5.05 s: see _frame_range
-BEATS = "rhythm-beats"
+BEATS = BEATS_OUTPUT
 """The optional output (``--set beat_times=1``) of every beat time, as offsets into its segment."""
 MAX_BEATS = int(np.ceil(MAX_SEG_S * MAX_TEMPO / 60.0)) + 1  # 12: the most beats a segment can hold
 
@@ -80,6 +80,8 @@ def _need_librosa() -> None:
 @register
 class Rhythm(Extractor):
     """Beat, tempo and onset cues from the waveform alone: no weights, no randomness."""
+
+    preload = ("librosa",)  # what load() imports
 
     name = "rhythm"
     summary = (f"weight-free rhythm per segment ({DIM}-d: beats, local tempo and its change, "

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..weights import online
+from ..models.weights import online
 from . import register
 from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
@@ -87,6 +87,7 @@ def preprocess_pil(frames: np.ndarray, size: int, mean, std) -> np.ndarray:
 @register
 class ToMeExtractor(Extractor):
     name = "tome"
+    preload = ("torch", "timm")  # what load() imports
     summary = "ToMe-merged timm ViT tokens per segment (TSPM/QA-TIGER ToMe-14: ViT-L/16-384, 577 -> 14 tokens)"
     spec_help = "tome:<timm model>[/<pretrained tag | checkpoint path | random>]"
     examples = ("tome:vit_large_patch16_384", "tome:vit_large_patch16_384//data/vit_l16_384.safetensors",
@@ -230,7 +231,7 @@ class ToMeExtractor(Extractor):
     def weights_identity(self) -> str:
         if self.weights == "random":
             return "random-init"
-        from ..weights import sha256_file
+        from ..models.weights import sha256_file
 
         if self._file is None:
             self._file = self._resolve()

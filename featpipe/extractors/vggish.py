@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import weights as fw
+from ..models import weights as fw
 from . import register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
@@ -33,6 +33,7 @@ class VGGishExtractor(Extractor):
     """VGGish (AudioSet) 128-d embedding per segment, MUSIC-AVQA's audio protocol."""
 
     name = "vggish"
+    preload = ("torch",)  # what load() imports
     summary = ("VGGish 128-d audio embedding per segment (MUSIC-AVQA protocol; torchvggish weights);"
                " --set pca=1, --set resample=fir")
     spec_help = "vggish"

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..extractors.base import ExtractorError, WeightsError
-from ..weights import online
+from ..contracts import ExtractorError, WeightsError
+from .weights import online
 
 HF_CONFIG = "open_clip_config.json"
 HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's order

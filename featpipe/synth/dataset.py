@@ -83,7 +83,6 @@ def make_dataset(out_dir: str | Path, videos: int, seed: int, seconds: float = 1
     out = Path(out_dir)
     t0 = time.perf_counter()
     scenes = [sample_scene(seed, i, seconds) for i in range(videos)]
-    t1 = time.perf_counter()
     splits = split_videos(videos, seed)
     questions, next_id = {}, 1
     for k, split in enumerate(SPLITS):

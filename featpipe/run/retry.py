@@ -7,7 +7,7 @@
   start gives up before touching the file. Dask's own bound (``allowed-failures``, set to the
   same number for the clusters featpipe starts) is the scheduler's, which an external scheduler
   sets itself and which also blames videos that were only queued on a dying worker, so featpipe
-  counts tries itself: a counter per video on the scheduler (:class:`Tries`), added to by the
+  counts tries itself: a counter per video on the scheduler (:class:`TryCounter`), added to by the
   task when work starts (:func:`count_try`). When the scheduler gives up first
   (``KilledWorker``) while the video's own tries are under the bound, the client submits it
   again (:meth:`TryPolicy.resubmit`), at most :data:`KILLED_ANSWERS_PER_TRY` times per try.
@@ -92,7 +92,7 @@ class TryPolicy:
 
 
 @dataclass(frozen=True)
-class Tries:
+class TryCounter:
     """What the task of one video needs to count its tries: the scheduler-side counter's name,
     the bound, and the event topic on which it announces "start" and "probed" (None: silent)."""
 
@@ -187,7 +187,7 @@ class Watchdog:
         with self._lock:
             self._expected.add(key)
 
-    def forget(self, key: str) -> None:
+    def unwatch(self, key: str) -> None:
         with self._lock:
             self._expected.discard(key)
             self._running.pop(key, None)

@@ -16,11 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def prefix_mask(valid: int, rows: int) -> np.ndarray:
-    """The mask of a stream that decoded its first ``valid`` rows and nothing after."""
-    return np.arange(rows) < valid
-
-
 def fill_plan(mask: np.ndarray, available: int, pad: str) -> np.ndarray:
     """``take`` for ``len(mask)`` stored rows, of which ``available`` were computed.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .cache import open_cache
+from . import open_cache
 from .identity import describe_identity, fingerprint
 
 

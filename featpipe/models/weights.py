@@ -26,7 +26,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from .extractors.base import WeightsError
+from ..contracts import WeightsError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 The command line takes its defaults from here; the decode defaults are
 :class:`featpipe.decode.DecodeParams`'s, the extractor defaults :class:`featpipe.contracts.ExtractOptions`'s,
-and the tries and time limits :class:`featpipe.tries.TryPolicy`'s.
+and the tries and time limits :class:`featpipe.run.retry.TryPolicy`'s.
 """
 
 from __future__ import annotations
@@ -12,15 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contracts import ExtractOptions
-from .decode import DecodeParams
-from .timeline import Timeline
-from .tries import TryPolicy
+from ..contracts import ExtractOptions
+from ..decode import DecodeParams
+from .beat_timeline import Timeline
+from .retry import TryPolicy
 
 LOCAL_WORKERS = 2
 """Worker processes of the local cluster when no scheduler is given (``--workers``)."""
 WORKER_WAIT = 60.0
 """Seconds to wait for a first worker to join an external scheduler."""
+
+
+@dataclass(frozen=True)
+class FeatureNames:
+    """The name each output is stored under: its own, or the ``--name`` variant's (the one place
+    that applies the renaming; :func:`featpipe.run.plan.variant_names` builds it)."""
+
+    renamed: dict[str, str] = field(default_factory=dict)  # output name -> feature name
+
+    def __call__(self, output: str) -> str:
+        return self.renamed.get(output, output)
+
+    def keyed(self, by_output: dict) -> dict:
+        """``by_output`` with its keys (output names) as stored."""
+        return {self(k): v for k, v in by_output.items()}
 
 
 class PipelineError(Exception):
@@ -41,11 +56,11 @@ class ExtractConfig:
     scheduler: str | None = None
     dtype: str | None = None  # None: each output's own dtype (float16 for embeddings)
     max_in_flight: int | None = None  # None: two per worker thread
-    tries: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
+    try_policy: TryPolicy = field(default_factory=TryPolicy)  # worker deaths tolerated, per-video time limit
     worker_wait: float = WORKER_WAIT
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
-    timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.timeline)
-    stream: bool = True  # rows stream to <cache>.spool/ chunk by chunk (featpipe.spool); False: in memory
+    timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.run.beat_timeline)
+    stream: bool = True  # rows stream to <cache>.spool/ chunk by chunk (featpipe.run.spool); False: in memory
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.

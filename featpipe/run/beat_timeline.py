@@ -17,7 +17,7 @@ boundaries, and afterwards every output's rows are pooled into those segments:
   centres, so every feature of a beat cache has one row per beat segment;
 * a segment is valid when it starts before the end of what its stream covered and is not mostly
   fill: at least half of its base rows before that end are valid (a late start or a hole makes
-  its base rows fill, :mod:`featpipe.rows`; without those this is the first rule alone);
+  its base rows fill, :mod:`featpipe.decode.rows`; without those this is the first rule alone);
 * a video where fewer than two beats are found falls back to fixed :data:`FALLBACK_S` second
   segments (its record says so), so every video of the cache has boundaries.
 """
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-BEATS_OUTPUT = "rhythm-beats"  # the rhythm extractor's beat-time output (featpipe.extractors.rhythm.BEATS)
+from ..contracts import BEATS_OUTPUT
+
 FALLBACK_S = 1.0
 """Segment length (seconds) of a video in which fewer than two beats are found."""
 KINDS = ("seconds", "beats")

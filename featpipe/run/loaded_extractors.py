@@ -2,25 +2,16 @@
 
 A worker process keeps every extractor it has loaded, keyed by spec and options, for the rest of
 its life; a restarted worker starts empty and reloads on its next video, unless it was forked
-from a warm fork server that loaded the run's extractors already (:mod:`featpipe.warm`).
+from a warm fork server that loaded the run's extractors already (:mod:`featpipe.run.preload`).
 """
 
 from __future__ import annotations
 
-from . import extractors
-from .contracts import ExtractOptions
-from .extractors.base import Extractor
+from .. import extractors
+from ..contracts import ExtractOptions
+from ..extractors import Extractor, resolve_device
 
 _EXTRACTORS: dict[tuple[str, ExtractOptions], Extractor] = {}
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda`` where torch sees a GPU, else ``cpu``; other names pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def get_extractor(spec: str, options: ExtractOptions) -> Extractor:

@@ -1,12 +1,12 @@
 """Running the planned videos on Dask: submit with a bounded number in flight, commit results as
-they come, enforce the bounds of :mod:`featpipe.tries`.
+they come, enforce the bounds of :mod:`featpipe.run.retry`.
 
 The client process is the cache's only writer. At most ``max_in_flight`` videos are submitted and
 not yet committed at once, so memory stays bounded however many videos there are and however
 slow the writer is. Losing the scheduler ends the run with :class:`PipelineError`; what was
 committed stays, and a rerun resumes.
 
-Rows stream (:mod:`featpipe.spool`): workers write each video's rows to ``<cache>.spool/`` chunk
+Rows stream (:mod:`featpipe.run.spool`): workers write each video's rows to ``<cache>.spool/`` chunk
 by chunk and send references; the writer copies them in blocks and their files are deleted. The
 run's start removes what a killed run left there and its end removes the folder. When a worker
 cannot write where the client reads (another machine's disk), or with ``stream=False``, results
@@ -24,13 +24,14 @@ from typing import Callable
 from distributed import Future, KilledWorker, wait
 from distributed.client import FutureCancelledError
 
-from . import __version__
-from .cache import CacheWriter
+from .. import __version__
+from ..cache import CacheWriter
 from .cluster import ClusterError, connect, dashboard_link
-from .config import ExtractConfig, PipelineError, RunSummary
+from .config import ExtractConfig, FeatureNames, PipelineError, RunSummary
+from .failure import RepeatGuard, describe
 from .spool import SpoolError, SpoolFolder
-from .tries import Tries, Watchdog
-from .video import VideoJob, VideoResult
+from .retry import TryCounter, Watchdog
+from .extract_video import VideoJob, VideoResult, cache_record
 from .worker import run_video, worker_check
 
 
@@ -60,12 +61,12 @@ def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]],
         if isinstance(answer, BaseException):
             raise PipelineError(f"worker {addr} cannot run featpipe ({type(answer).__name__}: {answer}); "
                                 "install featpipe on every worker")
-        version, problem, *check = answer  # (an older featpipe answers without the check file)
+        version, problem, check = answer
         if problem:
             raise PipelineError(f"worker {addr}: {problem}")
         if version != __version__:
             warnings.warn(f"worker {addr} runs featpipe {version}, the client {__version__}", stacklevel=2)
-        if spool is not None and not (check and check[0] and spool.visible(check[0])):
+        if spool is not None and not (check and spool.visible(check)):
             blind.append(addr)
     if blind:
         warnings.warn(f"worker {blind[0]}{f' and {len(blind) - 1} more' if len(blind) > 1 else ''} cannot write "
@@ -75,17 +76,17 @@ def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]],
 
 def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob, dict]], summary: RunSummary,
              note: Callable[..., None], on_progress: Callable | None, on_start: Callable | None, total: int,
-             stored: dict[str, str] | None = None) -> None:
+             names: FeatureNames | None = None) -> None:
     """Connect to the cluster, check the workers, and run ``jobs`` (video job, source stat) to the end.
 
-    ``stored`` maps output names to the names they are committed under (``--name`` variants).
+    ``names`` gives the name each output is committed under (``--name`` variants).
     """
     if not jobs:
         if on_start:
             on_start(total, 0, None)
         return
     try:
-        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.tries)
+        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.try_policy)
         client = client_cm.__enter__()
     except ClusterError as exc:
         raise PipelineError(str(exc)) from None
@@ -97,7 +98,7 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
         summary.streamed = check_workers(client, cfg, jobs, spool)
         if on_start:
             on_start(total, len(jobs), summary.dashboard)
-        Dispatch(client, cfg, writer, summary, note, on_progress, stored,
+        Dispatch(client, cfg, writer, summary, note, on_progress, names,
                  spool if summary.streamed else None).run(jobs)
     except (OSError, TimeoutError) as exc:
         raise PipelineError(f"lost the Dask scheduler ({type(exc).__name__}: {exc}); rerun to resume") from None
@@ -123,33 +124,34 @@ class Dispatch:
     TICK = 0.5  # seconds between time-limit checks while waiting for results
 
     def __init__(self, client, cfg: ExtractConfig, writer: CacheWriter, summary: RunSummary, note, on_progress,
-                 stored: dict[str, str] | None = None, spool: SpoolFolder | None = None):
+                 names: FeatureNames | None = None, spool: SpoolFolder | None = None):
         self.client, self.cfg, self.writer, self.summary = client, cfg, writer, summary
         self.spool = spool  # None: results come in memory
-        self.stored = stored or {}
+        self.names = names or FeatureNames()
         self.note, self.on_progress = note, on_progress
         self.run_id = uuid.uuid4().hex[:12]
-        self.policy = cfg.tries
+        self.policy = cfg.try_policy
         self.watch = Watchdog(client, f"featpipe-{self.run_id}", self.policy)
         self.active: dict[str, tuple[Future, VideoJob, dict]] = {}
         self.prefixes: dict[str, str] = {}  # task key -> its spool files' prefix (run id, submission)
-        self.counters: dict[str, Tries] = {}  # video id -> its try counter
+        self.counters: dict[str, TryCounter] = {}  # video id -> its try counter
         self.finished: set[str] = set()
         self.submitted = 0
         self.killed: dict[str, int] = {}  # video id -> KilledWorker answers so far
+        self.repeats = RepeatGuard()  # the same featpipe bug failing videos in a row stops the run
 
     def submit(self, job: VideoJob, src: dict) -> None:
-        tries = self.counters.get(job.video_id)
-        if tries is None:  # a first submission (a resubmission after KilledWorker keeps the count)
-            tries = self.counters[job.video_id] = Tries(f"featpipe-{self.run_id}-tries-{job.video_id}",
+        counter = self.counters.get(job.video_id)
+        if counter is None:  # a first submission (a resubmission after KilledWorker keeps the count)
+            counter = self.counters[job.video_id] = TryCounter(f"featpipe-{self.run_id}-tries-{job.video_id}",
                                                         self.policy.allowed_failures,
                                                         self.watch.topic if self.watch.enabled else None)
-            tries.create(self.client)
+            counter.create(self.client)
         self.submitted += 1
         key = f"featpipe-{self.run_id}-{self.submitted}-{job.video_id}"
         self.prefixes[key] = prefix = f"{self.run_id}-{self.submitted}"  # spool names: never the video id
         self.watch.expect(key)  # before submitting, so its "start" event is never missed
-        fut = self.client.submit(run_video, job, tries, self.spool.target(prefix) if self.spool else None,
+        fut = self.client.submit(run_video, job, counter, self.spool.target(prefix) if self.spool else None,
                                  pure=False, key=key)
         self.active[key] = (fut, job, src)
         self.summary.peak_in_flight = max(self.summary.peak_in_flight, len(self.active))
@@ -184,7 +186,7 @@ class Dispatch:
 
     def collect(self, fut: Future) -> None:
         _, job, src = self.active.pop(fut.key)
-        self.watch.forget(fut.key)
+        self.watch.unwatch(fut.key)
         try:
             result: VideoResult = fut.result()
         except FutureCancelledError:
@@ -196,28 +198,30 @@ class Dispatch:
             self.killed[job.video_id] = n = self.killed.get(job.video_id, 0) + 1
             if self.policy.resubmit(tries, n):
                 fut.release()
-                self.forget(fut.key)  # what its dead tries wrote
+                self.delete_spool_files(fut.key)  # what its dead tries wrote
                 self.submit(job, src)
                 return
             result = VideoResult(job.video_id, job.path, ok=False, reason=self.policy.death_reason(max(tries, n)))
-        except Exception as exc:  # noqa: BLE001 - e.g. the job could not be unpickled there
-            result = VideoResult(job.video_id, job.path, ok=False, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - e.g. the job could not be unpickled there: featpipe's fault
+            failure = describe(exc)
+            result = VideoResult(job.video_id, job.path, ok=False, reason=failure.reason, internal=failure.internal,
+                                 detail=failure.detail)
         fut.release()
         self.finish(job, src, result, fut.key)
 
     def time_out(self, key: str, worker: str, elapsed: float, limit_s: float) -> None:
         fut, job, src = self.active.pop(key)
-        self.watch.forget(key)
+        self.watch.unwatch(key)
         fut.cancel()
         self.watch.restart(worker)  # frees the worker: the stuck thread cannot be stopped any other way
         self.finish(job, src, VideoResult(job.video_id, job.path, ok=False, seconds=elapsed,
                                           reason=self.policy.timeout_reason(elapsed, limit_s)), key)
 
-    def forget(self, key: str) -> None:
+    def delete_spool_files(self, key: str) -> None:
         """Delete every spool file of the submission ``key`` (committed, failed, or of a try that died)."""
         prefix = self.prefixes.pop(key, None)
         if self.spool is not None and prefix is not None:
-            self.spool.forget(prefix)
+            self.spool.delete_submission(prefix)
 
     def finish(self, job: VideoJob, src: dict, result: VideoResult, key: str) -> None:
         if job.video_id in self.finished:  # cannot happen: one submission per video and run
@@ -226,21 +230,25 @@ class Dispatch:
         self.counters.pop(job.video_id).delete(self.client)  # the try counter is no longer needed
         summary = self.summary
         if result.ok:
-            record = {"video_id": job.video_id, "source": src, "decode": self.cfg.params.as_dict(), **result.info}
-            name = self.stored.get
-            record["invalid"] = {name(k, k): r for k, r in result.invalid.items() if r}  # fill runs, names as stored
+            named = self.names.keyed
             try:  # spooled rows are copied in blocks; the record is written after them
-                self.writer.commit(record, {name(k, k): a for k, a in result.arrays.items()},
-                                   {name(k, k): n for k, n in result.valid.items()}, bounds=result.bounds)
+                self.writer.commit(cache_record(job, src, result, self.names), named(result.arrays),
+                                   named(result.valid), bounds=result.bounds)
             except SpoolError as exc:  # no record: the rows written so far are referenced by nothing
                 result.ok, result.reason = False, f"its rows could not be read back: {exc}"
-        self.forget(key)  # the submission's spool files: these rows, and what an earlier try of it left
+        self.delete_spool_files(key)  # the submission's spool files: these rows, and what an earlier try of it left
         if result.ok:
             summary.done.append(job.video_id)
             summary.segments += result.segments
             self.note("done", job.video_id, job.path, seconds=result.seconds)
         else:
             summary.failed.append((job.video_id, job.path, result.reason))
-            self.note("failed", job.video_id, job.path, result.reason, result.seconds)
+            self.note("failed", job.video_id, job.path, result.reason, result.seconds, detail=result.detail)
         if self.on_progress:
             self.on_progress("done" if result.ok else "failed", result)
+        if self.repeats.see(result.ok, result.internal, result.reason):
+            raise InternalErrorRepeated(self.repeats.message(f"{self.cfg.cache}.report.jsonl"))
+
+
+class InternalErrorRepeated(PipelineError):
+    """The same bug in featpipe failed several videos in a row: the run stops (exit 2), keeping what it committed."""

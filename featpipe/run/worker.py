@@ -1,11 +1,11 @@
 """What the client sends to Dask workers: the task of one video, and the pre-flight check.
 
-:func:`run_video` is :func:`featpipe.video.process_video` inside the run's fault bounds: it
-counts its try first (:mod:`featpipe.tries` says how a video is tried), then announces "start"
+:func:`run_video` is :func:`featpipe.run.extract_video.process_video` inside the run's fault bounds: it
+counts its try first (:mod:`featpipe.run.retry` says how a video is tried), then announces "start"
 and, once probed, the duration, which the client's watchdog turns into a time limit. Only a
 crash of the process itself escapes a task; Dask then runs the video again elsewhere, and the
 try counter stops it after the bound, whatever the scheduler's own setting. With a spool target the
-task streams the video's rows to files in the client's ``<cache>.spool/`` (:mod:`featpipe.spool`)
+task streams the video's rows to files in the client's ``<cache>.spool/`` (:mod:`featpipe.run.spool`)
 and returns references; the pre-flight check tells whether this worker can.
 """
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 import sys
 
-from . import __version__, extractors
-from .contracts import ExtractOptions
+from .. import __version__, extractors
+from ..contracts import ExtractOptions
 from .spool import SpoolSink, SpoolTarget, write_check
-from .tries import Tries
-from .video import VideoJob, VideoResult, one_line, process_video
+from .retry import TryCounter
+from .extract_video import VideoJob, VideoResult, one_line, process_video
 
 
-def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | None = None) -> VideoResult:
+def run_video(job: VideoJob, counter: TryCounter | None = None, spool: SpoolTarget | None = None) -> VideoResult:
     """The task the client submits for one video (``tries`` None: no counting, no announcements;
     ``spool`` None: the rows come back in memory).
 
@@ -36,15 +36,15 @@ def run_video(job: VideoJob, tries: Tries | None = None, spool: SpoolTarget | No
     except ValueError:  # not on a Dask worker
         return process_video(job, sink=sink)
     use_thread_budget()
-    if tries is None:
+    if counter is None:
         return process_video(job, sink=sink)
-    refused = tries.refused()
+    refused = counter.refused()
     if refused:  # the earlier tries all killed their worker: do not kill one more
         return VideoResult(job.video_id, job.path, ok=False, reason=refused)
 
     def announce(stage: str, **extra) -> None:
-        if tries.topic:
-            worker.log_event(tries.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
+        if counter.topic:
+            worker.log_event(counter.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
     return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration), sink=sink)

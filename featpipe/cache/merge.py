@@ -4,7 +4,7 @@ Rules, which are the single writer's own (:class:`featpipe.cache.CacheWriter`):
 
 * every input must have the same timeline (fps, segment length, max_seconds, pad);
 * a feature present in several inputs must have the same provenance (extractor spec, weights
-  identity, feature identity (:mod:`featpipe.identity`), row shape, dtype), else the merge stops
+  identity, feature identity (:mod:`featpipe.cache.identity`), row shape, dtype), else the merge stops
   with the reason;
 * every input's latest record of each video is committed to the new cache in the order the
   records were first committed (ties: argument order), so the later record wins. As in
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .cache import Cache, CacheError, CacheWriter, open_cache
-from .cache.layout import FEATURES, INDEX, RECORDS, TEXTS, decode_records
-from .contracts import OutputSpec
+from . import Cache, CacheError, CacheWriter, open_cache
+from .layout import FEATURES, INDEX, RECORDS, TEXTS, decode_records
+from ..contracts import OutputSpec
 from .identity import differences
 
 _COMPARED = ("spec", "weights")

@@ -6,8 +6,10 @@ the storage dtype, and the decode parameters (the timeline, the audio rate, and 
 extractor asks for). Versions of featpipe and PyAV are kept in the provenance but are not part of
 the identity: an extractor bumps its ``version`` when its output changes.
 
-Appending rows to a feature whose identity differs would mix meanings under one name, so a run
-refuses (:func:`mismatch`), and says what differs and the two ways out.
+The run builds a feature's identity from its extractor (:func:`featpipe.run.plan.identity`); this
+module, beside the cache that stores it, compares and describes identities. Appending rows to a
+feature whose identity differs would mix meanings under one name, so a run refuses
+(:func:`mismatch`), and says what differs and the two ways out.
 """
 
 from __future__ import annotations
@@ -16,45 +18,8 @@ import hashlib
 import json
 from typing import Any
 
-import numpy as np
-
-from .contracts import OutputSpec
-from .decode import DecodeParams
-from .extractors.base import Extractor
-
 DECODE_KEYS = ("fps", "max_seconds", "pad", "audio_rate")
 """Decode parameters that change stored values (chunking and seeking do not: tested per extractor)."""
-
-
-def identity(ext: Extractor, out: OutputSpec, params: DecodeParams, dtype: str | None,
-             timeline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The canonical identity of output ``out`` of ``ext``, as stored with the feature.
-
-    The frames part is the extractor's own request: the decoder serves every extractor frames at
-    its own size, so adding another extractor to a run never changes an existing feature.
-    ``timeline`` is :meth:`featpipe.timeline.Timeline.as_dict` (empty for fixed seconds, so their
-    identities stay as they were; a beat feature never equals a fixed-second one).
-    """
-    decode = params.as_dict()
-    needs = ext.needs()
-    media: dict[str, Any] = {k: decode[k] for k in DECODE_KEYS}
-    if needs.video:
-        media["frames"] = {"positions": list(needs.frame_positions), "short_side": needs.frame_short_side,
-                           "native": needs.native_frames}
-    if decode.get("extra"):
-        media["extra"] = decode["extra"]
-    if timeline:
-        media["timeline"] = dict(timeline)
-    return {
-        "extractor": ext.name,
-        "version": str(ext.version),
-        "spec": ext.spec,
-        "output": out.name,
-        "weights": ext.weights_identity(),
-        "options": {k: v for k, v in ext.resolved_options().items() if ext.option_specs[k].affects_output},
-        "dtype": np.dtype(dtype or out.dtype).name,
-        "decode": media,
-    }
 
 
 def fingerprint(ident: dict[str, Any]) -> str:
@@ -75,22 +40,28 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def mismatch(name: str, cache: str, stored: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The one-line refusal when feature ``name`` in ``cache`` has another identity, else None.
+def feature_differences(cached: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """What makes a cached feature and new rows for it different features (none: they may share it).
 
-    ``stored`` is the feature's provenance in the cache. A feature written before identities were
-    stored is compared by spec and weights, as then.
+    Both are provenances (``new`` may be an identity alone). The identities are compared where both
+    have one; a feature written before identities were kept is compared by spec and weights, as then.
+    The one rule for the run's check (:func:`mismatch`) and the writer's (``CacheWriter.ensure_feature``).
     """
-    old = stored.get("identity")
-    if old is None:
-        old = {k: stored.get(k) for k in ("spec", "weights")}
-        new = {k: new[k] for k in old}
-    diffs = differences(old, new)
+    old, ident = cached.get("identity"), new.get("identity", new)
+    if old is None or ident is None:
+        return differences(*({k: p.get(k) for k in ("spec", "weights")} for p in (cached, new)))
+    return differences(old, ident)
+
+
+def mismatch(name: str, cache: str, cached: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The one-line refusal when feature ``name`` in ``cache`` is another feature than the new
+    provenance ``new`` makes (:func:`feature_differences`), else None."""
+    diffs = feature_differences(cached, new)
     if not diffs:
         return None
     key, a, b = diffs[0]
     more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
-    variant = f"{name}-{fingerprint(new)[7:13]}"
+    variant = f"{name}-{fingerprint(new.get('identity', new))[7:13]}"
     return (f"feature {name!r} in {cache} was made with {key}={a!r}, this run gives {b!r}{more}; rows of another "
             f"meaning cannot share its name: write to a new cache (-o other.h5) or name this variant "
             f"(--name {variant})")

@@ -1,4 +1,4 @@
-"""The client's side of the cluster: getting a Dask client (how videos are tried: :mod:`featpipe.tries`).
+"""The client's side of the cluster: getting a Dask client (how videos are tried: :mod:`featpipe.run.retry`).
 
 ``connect`` gives a LocalCluster of CPU worker processes by default, one worker per visible
 GPU with ``device="cuda"`` (dask-cuda's LocalCUDACluster when installed, else one Nanny per
@@ -19,8 +19,8 @@ import dask
 from distributed import Client, LocalCluster
 
 from .config import LOCAL_WORKERS
-from .contracts import ExtractOptions
-from .tries import TryPolicy
+from ..contracts import ExtractOptions
+from .retry import TryPolicy
 
 
 class ClusterError(Exception):
@@ -69,10 +69,6 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
     return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
 
 
-# Third-party modules each built-in extractor imports only when it loads (seconds of CPU per
-# process: open_clip 6 s here). A plugin extractor may declare its own as a ``preload`` class attribute.
-HEAVY_MODULES = {"clip": ("torch", "open_clip"), "tome": ("torch", "timm"), "clap": ("torch", "transformers"),
-                 "openl3": ("torch",), "rhythm": ("librosa",)}
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -90,17 +86,20 @@ def thread_budget(workers: int, threads_per_worker: int = 1) -> int:
 
 
 def preload_modules(specs: tuple[str, ...]) -> list[str]:
-    """What a local worker should have imported before it starts: the run's extractors' heavy modules."""
-    from . import extractors
+    """What a local worker should have imported before it starts: the module of each of the run's
+    extractors (priors/motion import scipy.signal: seconds) and what its ``load()`` imports, as the
+    class declares in ``preload`` (open_clip: 6 s of CPU per process). Only the run's extractor
+    modules are imported here, through the registry; an unknown name is left for the client's build
+    to report."""
+    from .. import extractors
 
-    mods = ["distributed", "featpipe.worker"]
+    mods = ["distributed", "featpipe.run.worker"]
     for spec in specs:
-        name = extractors.parse_spec(spec)[0]
-        if name in extractors._BUILTIN:  # its module (priors/motion import scipy.signal: 3 s) + what load() imports
-            wanted = (f"{extractors.__name__}.{name}", *HEAVY_MODULES.get(name, ()))
-        else:
-            wanted = tuple(getattr(extractors.available().get(name), "preload", ()))
-        mods += [m for m in wanted if m not in mods]
+        try:
+            cls = extractors.extractor_class(extractors.parse_spec(spec)[0])
+        except extractors.ExtractorError:
+            continue
+        mods += [m for m in (cls.__module__, *cls.preload) if m not in mods]
     return mods
 
 
@@ -117,7 +116,7 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     Entered before the client builds its own extractors, so the server's imports run beside the
     client's, and every worker (and every restarted one) is forked with them done instead of
     importing torch and open_clip itself. With ``options`` (the jobs' own), the server also
-    builds and loads the built-in extractors (:mod:`featpipe.warm`), so workers start with the
+    builds and loads the built-in extractors (:mod:`featpipe.run.preload`), so workers start with the
     models, sharing their weights copy-on-write (a restarted worker too). The server takes the
     environment of this moment (as spawned workers would) plus the run's thread budget, and is
     stopped on exit, so the next run sees its own environment. Yields False (workers are spawned as before) where there is no
@@ -131,15 +130,15 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
     threads = str(thread_budget(workers))
     env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
     preload = preload_modules(specs)
-    from . import extractors
+    from .. import extractors
 
     # built-in extractors only: a plugin's load() might start threads, which a fork does not copy
-    builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors._BUILTIN)
+    builtin = tuple(s for s in specs if extractors.parse_spec(s)[0] in extractors.BUILTIN)
     if options is not None and builtin:
-        from .warm import WARM_VAR, warm_request
+        from .preload import WARM_VAR, warm_request
 
         env[WARM_VAR] = warm_request(builtin, options)
-        preload.append("featpipe.warm")  # last: after every import it needs
+        preload.append("featpipe.run.preload")  # last: after every import it needs
     saved = {k: os.environ.get(k) for k in env}
     forkserver.set_forkserver_preload(preload)
     try:

@@ -5,7 +5,7 @@ A worker computes a video's rows chunk by chunk (16 or more segments at a time).
 per output in the run's spool folder ``<cache>.spool/``, so a worker holds one chunk of a video,
 not the whole video (a 60 s video of ResNet-18 14x14 maps is 24 MiB float32). What the worker
 sends back is a :class:`Spooled` reference per output (path, dtype, computed shape and the
-*take* plan of :mod:`featpipe.rows`); the client's writer copies ``data[off + i] =
+*take* plan of :mod:`featpipe.decode.rows`); the client's writer copies ``data[off + i] =
 rows[take[i]]`` in blocks of about :data:`BLOCK_BYTES` (:meth:`Spooled.read`) and then the file
 is deleted. :class:`MemorySink` is the same interface in memory (tests, benchmarks and runs
 whose workers cannot see the client's disk).
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .rows import take_rows
+from ..decode.rows import take_rows
 
 BLOCK_BYTES = 4 << 20
 """About how many bytes of rows a reader holds at once (the writer's and the beat pooling's blocks)."""
@@ -110,7 +110,7 @@ def read_rows(src: np.ndarray | Spooled, lo: int, hi: int) -> np.ndarray:
 
 
 class MemorySink:
-    """Where :func:`featpipe.video.process_video` puts rows by default: in memory, the take applied
+    """Where :func:`featpipe.run.extract_video.process_video` puts rows by default: in memory, the take applied
     on return (what tests and benchmarks read)."""
 
     def __init__(self) -> None:
@@ -208,7 +208,7 @@ class SpoolFolder:
             return []
         return sorted(p for p in self.path.iterdir() if _FILE.fullmatch(p.name) and p.is_file())
 
-    def forget(self, prefix: str) -> None:
+    def delete_submission(self, prefix: str) -> None:
         """Delete every file of one submission (its tries that died, timed out or failed)."""
         for p in self.files():
             if p.name.startswith(prefix + "-"):
