@@ -47,8 +47,15 @@ class CacheBatches(Dataset):
     DataLoader worker opens the file itself (SWMR, read-only); nothing but the path is pickled.
     """
 
-    def __init__(self, path: str | Path, features: Sequence[str], video_ids: Sequence[str] | None = None,
-                 batch_size: int = 64, length: int | None = None, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        features: Sequence[str],
+        video_ids: Sequence[str] | None = None,
+        batch_size: int = 64,
+        length: int | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
         from .reader import open_cache
 
         if batch_size < 1:
@@ -67,7 +74,7 @@ class CacheBatches(Dataset):
     def regroup(self, seed: int | None) -> None:
         """Batches of neighbours in the file (``None``), or of a seeded random draw of the videos."""
         ids = self.video_ids if seed is None else list(np.random.default_rng(seed).permutation(self.video_ids))
-        self.batches = [ids[i:i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+        self.batches = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
 
     def __len__(self) -> int:
         return len(self.batches)
