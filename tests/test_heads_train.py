@@ -195,3 +195,22 @@ def test_avqa_net_fast_attention_equals_the_direct_forms():
     assert grads[0].keys() == grads[1].keys()
     for n in grads[1]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_masked_stats_equal_float64_over_the_used_rows(chunk):
+    """Training statistics: chunked float32 passes combined in float64 equal a float64 computation
+    over the valid rows of the used samples only (float16 tokens too), whatever the chunking."""
+    from featpipe.heads.batches import masked_stats
+
+    rng = np.random.default_rng(5)
+    for shape, dtype in (((20, 6, 8), np.float32), ((20, 6, 3, 8), np.float16), ((40, 8), np.float32)):
+        x = (rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[-1]) + 50).astype(dtype)
+        mask = rng.random(shape[:2]) > 0.3 if len(shape) > 2 else None
+        rows = np.array([1, 2, 3, 7, 11, 12, 19])
+        sel = x[rows].astype(np.float64)
+        valid = sel[mask[rows]] if mask is not None else sel
+        valid = valid.reshape(-1, shape[-1])
+        mean, std = masked_stats(x, mask, chunk=chunk, rows=rows)
+        np.testing.assert_allclose(mean, valid.mean(0), rtol=0, atol=1e-5 * valid.std(0).max())
+        np.testing.assert_allclose(std, valid.std(0), rtol=1e-5)
