@@ -154,7 +154,14 @@ def _extract_options(f):
         _into("workers", "--workers", type=_AT_LEAST_1, default=_X.workers, show_default=True,
               help="Local Dask worker processes (ignored with --scheduler; with --device cuda: one per GPU)."),
         _into("scheduler", "--scheduler", default=None, metavar="ADDRESS",
-              help="Use a running Dask scheduler, e.g. tcp://host:8786."),
+              help="Use a running Dask scheduler: tcp://host:8786 (trusted networks only: whoever can join it "
+                   "runs code in this process) or tls://host:8786 with --tls-* (docs/distributed.md)."),
+        _into("tls_ca_file", "--tls-ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: the CA certificate that signed the scheduler's and workers' certificates."),
+        _into("tls_cert", "--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's certificate (PEM; may hold the key too)."),
+        _into("tls_key", "--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="tls:// scheduler: this client's private key (PEM), when not in --tls-cert."),
         # "auto" is the command line's own choice: library callers get ExtractOptions' "cpu", reproducible anywhere
         _into("options.device", "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True),
@@ -215,7 +222,13 @@ def extract(quiet: bool, **options) -> None:
     from featpipe.run import PipelineError, run_extract
     from featpipe.run.inputs import InputError
 
+    from featpipe.run.cluster import ClusterError, security
+
     cfg = extract_config(options)
+    try:  # a bad address, or a tls:// scheduler without certificates: one line, before any work
+        security(cfg.scheduler, (cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key))
+    except ClusterError as exc:
+        raise Failure(str(exc)) from None
     progress = _ExtractProgress(quiet)
     try:
         summary = run_extract(cfg, on_progress=progress.step, on_start=progress.start)
@@ -395,11 +408,51 @@ def evaluate_cmd(head, cache, test_file, report, plot) -> None:
     except HeadError as exc:
         raise Failure(str(exc)) from None
     if result["task"] == "avqa":
+        ds = result["dataset"]
+        click.echo(f"{ds['dataset']}, {ds['split']} ({test_file})" if ds["dataset"] != "unknown" else f"test file {test_file}")
         click.echo(result["table_text"])
         click.echo(f"({result['average_definition']})")
     else:
         m = result["metrics"]
         click.echo(f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {100 * m['macro_f1']:.2f}%  ({m['n']} videos)")
+
+
+@main.command("study")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--train", "train_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--val", "val_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Validation questions: the early-stopping rule every arm shares.")
+@click.option("--test", "test_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Test questions; repeat for several (MUSIC-AVQA-R: head, tail and headtail files).")
+@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=FEAT[@K][,FEAT[@K]]",
+              help="An arm: a named feature set (FEAT@K: layer K of a layer-wise feature). Repeat.")
+@click.option("--baseline", default=None, metavar="NAME", help="The arm the others are compared with (default: the first).")
+@click.option("--seeds", default=3, show_default=True, type=int, help="Training seeds per arm (0..N-1); 5+ recommended.")
+@click.option("--head", type=click.Choice(["temporal", "spatial"]), default="temporal", show_default=True,
+              help="The one AVQA head every arm trains.")
+@click.option("--set", "hparams", type=Pair(), multiple=True, metavar="KEY=VALUE",
+              help="A head hyperparameter, fixed across arms (hidden, dropout, lr, weight_decay, batch_size, "
+                   "max_epochs, patience, schedule, pointers).")
+@click.option("--question", default="auto", show_default=True, help="Question embedding: auto, bow or a cached encoder.")
+@click.option("--workers", type=_AT_LEAST_1, default=None, help="Local Dask worker processes (default 2).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Study folder; the same command again resumes it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def study_cmd(cache, train_file, val_file, test_files, arms, baseline, seeds, head, hparams, question, workers,
+              scheduler, out, quiet) -> None:
+    """Compare feature sets (arms) on CACHE: one head, the same seeds and splits, intervals and paired tests."""
+    from featpipe.heads.data import HeadError
+    from featpipe.heads.study import RunsFailed, parse_hparams, run_study
+
+    try:
+        run_study(cache, train_file, val_file, test_files, arms, out, baseline=baseline, seeds=seeds, head=head,
+                  hparams=parse_hparams(dict(hparams)), question=question, scheduler=scheduler, workers=workers,
+                  progress=not quiet, echo=click.echo)
+    except RunsFailed as exc:  # the finished runs are kept: exit 1, as extract does for failed videos
+        raise Failure(str(exc), code=1) from None
+    except HeadError as exc:
+        raise Failure(str(exc)) from None
 
 
 @main.command("predict")

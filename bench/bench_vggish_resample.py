@@ -11,7 +11,8 @@ second k the 0.975 s VGGish example, five ways:
   resampy     what ``vggish_input.waveform_to_examples`` does to a WAV that is not 16 kHz: mono
               mean, ``resampy.resample(second_k, sr, 16000)`` per one-second slice
   ffmpeg16    a clean single resampling: swresample straight to 16 kHz (float), mono mean
-  fp-moviepy  featpipe's default: swresample to 48 kHz (its one decode), ``moviepy_16k``
+  fp-moviepy  featpipe's default: the decoder's 44.1 kHz 16-bit stereo copy by swresample from the
+              source (as moviepy's ffmpeg makes it), ``moviepy_16k``
   fp-fir      featpipe ``resample=fir``: 48 kHz decode, ``resample_to_16k``
 
 Per pair: SNR of the examples (dB, worst second), log-mel max / mean abs difference, and the
@@ -91,14 +92,14 @@ def examples(pcm: np.ndarray, src: int, secs: int) -> dict[str, np.ndarray]:
         wav = moviepy_wav(pcm, src, tmp)
     mono = pcm.astype(np.float64).mean(axis=0)
     x48 = swr(pcm, src, 48_000)
-    x48z = np.pad(x48, ((0, 0), (64, 0)))  # silence before the start, as featpipe's chunks read it
+    x44 = swr(pcm, src, 44_100, "s16")  # the decoder's AudioCopy(44100, "stereo", "s16")
     duration = pcm.shape[1] / src
     return {
         "musicavqa": per_second(wav, secs),
         "resampy": np.stack([resampy.resample(mono[k * src:(k + 1) * src], src, 16000)[:m.EXAMPLE_SAMPLES]
                              for k in range(secs)]).astype(np.float32),
         "ffmpeg16": per_second(swr(pcm, src, 16_000).mean(axis=0), secs),
-        "fp-moviepy": np.stack([m.moviepy_16k(x48z, -64, k * 16000, m.EXAMPLE_SAMPLES, duration) for k in range(secs)]),
+        "fp-moviepy": np.stack([m.moviepy_16k(x44, 0, k * 16000, m.EXAMPLE_SAMPLES, duration) for k in range(secs)]),
         "fp-fir": per_second(m.resample_to_16k(x48.mean(axis=0)), secs),
     }
 

@@ -129,8 +129,11 @@ def script_motion(files: list[str], out: Path | None) -> None:
 
 
 # -- audio ----------------------------------------------------------------------------------------
-def decode_audio48(path: str) -> tuple[np.ndarray, float]:
-    """``(channels, n)`` float32 48 kHz audio from time 0, and the longest stated stream duration."""
+def decode_audio48(path: str, rate: int = 48_000, moviepy: bool = False) -> tuple[np.ndarray, float]:
+    """``(channels, n)`` float32 audio at ``rate`` from time 0, and the longest stated stream duration.
+
+    ``moviepy``: 16-bit stereo, what moviepy's ``ffmpeg -ar R -ac 2 -f s16le`` reads (values / 32768).
+    """
     import av
 
     with av.open(path) as c:
@@ -138,14 +141,16 @@ def decode_audio48(path: str) -> tuple[np.ndarray, float]:
         stated = [float(s.duration * s.time_base) for s in (a, *c.streams.video[:1]) if s.duration]
         duration = max(stated) if stated else c.duration / 1e6
         start = c.start_time / 1e6 if c.start_time else 0.0
-        res = av.AudioResampler(format="fltp", layout="stereo" if a.channels >= 2 else "mono", rate=48_000)
+        layout = "stereo" if a.channels >= 2 or moviepy else "mono"
+        res = av.AudioResampler(format="s16" if moviepy else "fltp", layout=layout, rate=rate)
         blocks, first = [], None
         for frame in c.decode(a):
             if first is None:
-                first = round((frame.time - start) * 48_000)
+                first = round((frame.time - start) * rate)
             blocks += [r.to_ndarray() for r in res.resample(frame)]
         blocks += [r.to_ndarray() for r in res.resample(None)]
-    audio = np.concatenate(blocks, axis=1).astype(np.float32)
+    audio = np.concatenate(blocks, axis=1)
+    audio = (audio.reshape(-1, 2).T / 32768.0).astype(np.float32) if moviepy else audio.astype(np.float32)
     first = first or 0
     audio = np.pad(audio, ((0, 0), (first, 0))) if first > 0 else audio[:, -first:]
     return audio, duration
@@ -159,12 +164,12 @@ def script_vggish(files: list[str], threads: int, weights: str, device: str, out
 
     torch.set_num_threads(threads)
     model = m.load_model(weights).to(device)
-    pad = m.INTERP_MARGIN + 64
+    pad = 64
     with torch.inference_mode():
         for f in files:
-            audio, duration = decode_audio48(f)
+            audio, duration = decode_audio48(f, m.MOVIEPY_RATE, moviepy=True)  # moviepy's ffmpeg read
             n = int(duration)
-            audio = np.pad(audio, ((0, 0), (pad, 3 * m.SAMPLE_RATE + pad)))
+            audio = np.pad(audio, ((0, 0), (pad, 3 * m.MOVIEPY_RATE + pad)))
             examples = m.log_mel_examples(np.stack([  # example k: 0.975 s from second k
                 m.moviepy_16k(audio, -pad, k * m.SAMPLE_RATE, m.EXAMPLE_SAMPLES, duration) for k in range(n)]))
             rows = np.concatenate([model(torch.from_numpy(examples[i:i + BATCH]).to(device)).cpu().numpy()

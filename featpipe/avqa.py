@@ -12,13 +12,20 @@ The dataset stores each question as a JSON object with seven keys (GeWu-Lab/MUSI
 :func:`load_questions` turns such a file into :class:`Question` objects and
 :func:`write_questions` writes them back byte for byte in the same layout (2-space indent,
 ASCII escapes such as ``\\uff1f`` for the full-width question mark, no trailing newline).
+
+MUSIC-AVQA v2.0 (DragonLiu1995/MUSIC-AVQA-v2.0) files read too: entries without
+``question_id`` (or with ``null``) get :func:`derived_id`, a missing ``question_deleted`` counts as
+0, ``templ_values`` may be a plain list, and keys beyond the seven are kept in
+:attr:`Question.extra` (and written back). MUSIC-AVQA-R and the dataset/split names of known
+files: :mod:`featpipe.avqa_sets`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -43,6 +50,9 @@ SLOTS: tuple[str, ...] = ("<Object>", "<LR>", "<FL>", "<TH>", "<BA>", "<LL>", "<
 _SLOT_RE = re.compile("|".join(re.escape(s) for s in SLOTS))
 _KEYS = ("video_id", "question_id", "type", "question_content", "templ_values",
          "question_deleted", "anser")
+_REQUIRED = ("video_id", "type", "question_content", "templ_values")
+DERIVED_ID_BASE = 2 ** 40
+"""Derived question ids lie in ``[2**40, 2**41)``, above every id the real files use."""
 
 
 class AvqaFormatError(ValueError):
@@ -61,6 +71,8 @@ class Question:
     group: str
     qtype: str
     answer: str | None
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    """Keys of the entry beyond the seven (v2.0: ``unmatch_audio``, ``audio_instrument``, ...)."""
 
 
 def fill_template(template: str, values: Sequence[str]) -> str:
@@ -82,34 +94,65 @@ def template_slots(template: str) -> list[str]:
     return _SLOT_RE.findall(template)
 
 
-def _parse_entry(entry: Any, where: str) -> Question | None:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:120] if text else type(exc).__name__)
+
+
+def derived_id(video_id: str, content: str, values: Sequence[str], occurrence: int = 0) -> int:
+    """The stable id of a question the file gives none: ``2**40`` plus the first 40 bits of the
+    SHA-256 of ``video_id``, the question content (template as stored), the template values (as a
+    JSON list) and ``occurrence`` (0 for the first entry with these three in the file, 1 for the
+    next, ...), joined by newlines. It depends on nothing else (not the entry's position)."""
+    key = "\n".join([video_id, content, json.dumps(list(values)), str(occurrence)])
+    return DERIVED_ID_BASE + int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:10], 16)
+
+
+def parse_values(raw: Any, where: str) -> list[str]:
+    """``templ_values``: a JSON-encoded list of strings (MUSIC-AVQA) or the list itself (some v2.0 entries)."""
+    if isinstance(raw, list):
+        values = raw
+    else:
+        try:
+            values = json.loads(raw)
+        except (TypeError, ValueError, RecursionError):
+            raise AvqaFormatError(f"{where}: 'templ_values' is not a JSON-encoded list: {raw!r:.80}") from None
+    if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+        raise AvqaFormatError(f"{where}: 'templ_values' must encode a list of strings")
+    return values
+
+
+def _parse_entry(entry: Any, where: str, seen: dict | None = None) -> Question | None:
     if not isinstance(entry, dict):
         raise AvqaFormatError(f"{where}: expected a JSON object, got {type(entry).__name__}")
-    missing = [k for k in _KEYS if k not in entry and k != "anser"]
+    missing = [k for k in _REQUIRED if k not in entry]
     if missing:
         raise AvqaFormatError(f"{where}: missing key(s) {', '.join(missing)}")
-    qid = entry["question_id"]
-    if isinstance(qid, bool) or not isinstance(qid, int):
+    qid = entry.get("question_id")
+    if qid is not None and (isinstance(qid, bool) or not isinstance(qid, int)):
         raise AvqaFormatError(f"{where}: question_id must be an integer, got {qid!r}")
-    where = f"{where} (question_id {qid})"
-    if entry["question_deleted"]:
+    if qid is not None:
+        where = f"{where} (question_id {qid})"
+    deleted = entry.get("question_deleted")  # v2.0: often absent (or null), meaning a question
+    if deleted is None:
+        deleted = 0
+    if isinstance(deleted, str) and deleted.strip() in ("0", "1"):  # a re-serialised file may quote it
+        deleted = int(deleted)
+    if deleted not in (0, 1):
+        raise AvqaFormatError(f"{where}: question_deleted must be 0 or 1, got {deleted!r:.40}")
+    if deleted:
         return None  # the dataset marks removed questions this way; they are not questions
     video_id = entry["video_id"]
     if not isinstance(video_id, str) or not video_id:
         raise AvqaFormatError(f"{where}: video_id must be a non-empty string, got {video_id!r}")
     try:
         qtype = json.loads(entry["type"])
-    except (TypeError, json.JSONDecodeError):
-        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r}") from None
-    if not (isinstance(qtype, list) and len(qtype) == 2 and tuple(qtype) in QUESTION_TYPES):
-        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r}")
-    try:
-        values = json.loads(entry["templ_values"])
-    except (TypeError, json.JSONDecodeError):
-        raise AvqaFormatError(
-            f"{where}: 'templ_values' is not a JSON-encoded list: {entry['templ_values']!r}") from None
-    if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
-        raise AvqaFormatError(f"{where}: 'templ_values' must encode a list of strings")
+    except (TypeError, ValueError, RecursionError):
+        raise AvqaFormatError(f"{where}: 'type' is not a JSON-encoded list: {entry['type']!r:.80}") from None
+    if not (isinstance(qtype, list) and len(qtype) == 2 and all(isinstance(x, str) for x in qtype)
+            and tuple(qtype) in QUESTION_TYPES):
+        raise AvqaFormatError(f"{where}: unknown question type {entry['type']!r:.80}")
+    values = parse_values(entry["templ_values"], where)
     template = entry["question_content"]
     if not isinstance(template, str):
         raise AvqaFormatError(f"{where}: question_content must be a string")
@@ -120,35 +163,47 @@ def _parse_entry(entry: Any, where: str) -> Question | None:
     answer = entry.get("anser")
     if answer is not None and not isinstance(answer, str):
         raise AvqaFormatError(f"{where}: 'anser' must be a string or null, got {answer!r}")
+    if qid is None:
+        seen = {} if seen is None else seen
+        key = (video_id, template, tuple(values))
+        seen[key] = seen.get(key, -1) + 1
+        qid = derived_id(video_id, template, values, seen[key])
+    extra = {k: v for k, v in entry.items() if k not in _KEYS}
     return Question(question_id=qid, video_id=video_id, template=template, text=text,
-                    values=tuple(values), group=qtype[0], qtype=qtype[1], answer=answer)
+                    values=tuple(values), group=qtype[0], qtype=qtype[1], answer=answer, extra=extra)
 
 
-def load_questions(path: str | Path) -> list[Question]:
-    """Read a MUSIC-AVQA question file (a JSON list of seven-key objects).
-
-    Entries with a non-zero ``question_deleted`` are skipped. A missing ``anser`` gives
-    ``answer=None``. Malformed files raise :class:`AvqaFormatError` naming file and entry.
-    """
-    path = Path(path)
+def read_entries(path: Path) -> list:
+    """The JSON list a question file holds; a one-line :class:`AvqaFormatError` otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise AvqaFormatError(f"{path}: cannot read question file ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AvqaFormatError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, 4,300-digit numbers, nesting past the stack
+        raise AvqaFormatError(f"{path}: not valid JSON ({_first_line(exc)})") from None
     if not isinstance(data, list):
         raise AvqaFormatError(f"{path}: expected a JSON list of questions, got {type(data).__name__}")
-    out = []
+    return data
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read a MUSIC-AVQA (or v2.0) question file (a JSON list of objects with the seven keys).
+
+    Entries with a non-zero ``question_deleted`` are skipped; ids missing: :func:`derived_id`. A missing ``anser`` gives
+    ``answer=None``. Malformed files raise :class:`AvqaFormatError` naming file and entry.
+    """
+    path = Path(path)
+    data = read_entries(path)
+    out, seen = [], {}
     for i, entry in enumerate(data):
-        q = _parse_entry(entry, f"{path}: entry {i}")
+        q = _parse_entry(entry, f"{path}: entry {i}", seen)
         if q is not None:
             out.append(q)
     return out
 
 
 def question_to_json(q: Question) -> dict:
-    """``q`` in the dataset's seven-key form (key order as in the real files)."""
+    """``q`` in the dataset's seven-key form (key order as in the real files), then its extra keys."""
     return {
         "video_id": q.video_id,
         "question_id": q.question_id,
@@ -157,6 +212,7 @@ def question_to_json(q: Question) -> dict:
         "templ_values": json.dumps(list(q.values)),
         "question_deleted": 0,
         "anser": q.answer,
+        **q.extra,
     }
 
 

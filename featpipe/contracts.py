@@ -56,6 +56,24 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class AudioCopy:
+    """A copy of the audio as FFmpeg's own resampler (libswresample, what the ``ffmpeg`` command line
+    uses, downmix and upmix included) makes it from the source's decoded frames: ``rate`` Hz,
+    ``layout`` (``"stereo"``, ``"mono"``), ``sample_format`` (``"s16"``: 16-bit, as ``ffmpeg -f
+    s16le`` writes; delivered as float32 ``value / 32768``). For extractors that must reproduce a
+    tool reading audio through ffmpeg (moviepy: ``-ar 44100 -ac 2 -f s16le``), straight from the
+    source rate, not through featpipe's 48 kHz audio."""
+
+    rate: int
+    layout: str = "stereo"
+    sample_format: str = "s16"
+
+    @property
+    def channels(self) -> int:
+        return {"mono": 1, "stereo": 2}[self.layout]
+
+
+@dataclass(frozen=True)
 class MediaNeeds:
     """What an extractor needs from the decoder.
 
@@ -69,7 +87,8 @@ class MediaNeeds:
     receives frames at its own request (:attr:`frame_request`), whatever the others of a run ask:
     one decode converts each kept frame once per distinct request (:meth:`Chunk.for_needs`).
     ``frame_sizes`` is set only on merged needs (``featpipe.decode.merge_needs``): every distinct
-    request of the run with the positions asked at it.
+    request of the run with the positions asked at it. ``audio_copies``: further copies of the
+    audio made by FFmpeg's resampler from the source (:class:`AudioCopy`), each decoded once per run.
     """
 
     frame_positions: tuple[float, ...] = ()
@@ -78,6 +97,7 @@ class MediaNeeds:
     audio: bool = False
     audio_context: float = 0.0
     frame_sizes: tuple[tuple[int, tuple[float, ...]], ...] = ()
+    audio_copies: tuple[AudioCopy, ...] = ()
 
     @property
     def video(self) -> bool:
@@ -107,6 +127,8 @@ class Chunk:
     ``audio`` is ``(channels, samples)`` float32 at ``audio_rate`` Hz, channels kept (1 or 2),
     covering ``[t0 - audio_context, t1 + audio_context]`` where ``t0 = first * seg_len`` and
     ``t1 = (first + count) * seg_len``; samples outside the recording are zero.
+    ``audio_copies[copy]`` is ``(channels, samples)`` float32 at ``copy.rate`` over the same time
+    span (its first sample is absolute sample ``round((t0 - audio_context) * copy.rate)``).
     """
 
     video_id: str
@@ -119,6 +141,7 @@ class Chunk:
     audio_rate: int = AUDIO_RATE
     audio_context: float = 0.0
     sized: dict[int, dict[float, np.ndarray]] = field(default_factory=dict)
+    audio_copies: dict[AudioCopy, np.ndarray] = field(default_factory=dict)
 
     def for_needs(self, needs: MediaNeeds) -> Chunk:
         """This chunk as an extractor with ``needs`` receives it: ``frames`` at its own request."""

@@ -12,9 +12,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from featpipe.avqa import AvqaFormatError, load_questions
+from featpipe.avqa import AvqaFormatError
+from featpipe.avqa_sets import identify, load_any
 
-from . import checkpoint, classify, qa
+from . import classify, qa, restore
 from .data import HeadError, choose_rhythm, default_features, opened
 from .metrics import format_avqa_tables
 from .train import torch_threads
@@ -26,7 +27,7 @@ TASKS = ("avqa", "classify")
 
 def _questions(path: str | Path):
     try:
-        return load_questions(path)
+        return load_any(path)
     except AvqaFormatError as exc:
         raise HeadError(str(exc)) from None
 
@@ -95,7 +96,7 @@ def _train_head(cache_path, task, train_file, val_file, features, out, seed, mod
 
 
 def _task(head_path: str | Path) -> str:
-    return checkpoint.load(head_path)[0]["task"]
+    return restore.task(head_path)
 
 
 def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, report: str | Path | None = None,
@@ -117,7 +118,7 @@ def evaluate(head_path: str | Path, cache_path: Any, test_file: str | Path, repo
         else:
             result = classify.evaluate_classifier(head_path, cache, classify.read_labels(test_file))
     cache_name = None if cache_path is None else str(getattr(cache_path, "path", cache_path))
-    result.update(head=head_path, cache=cache_name, test_file=str(test_file))
+    result.update(head=head_path, cache=cache_name, test_file=str(test_file), dataset=identify(test_file))
     if report is not None:
         Path(report).write_text(json.dumps(result, indent=1))
     if plot is not None:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, restore
 from .batches import masked_mean
 from .data import HeadError, check_features, covered, describe, load_segments
 from .estimators import AttentionHead, LinearProbe, MLPHead
@@ -133,16 +133,13 @@ def train_classifier(cache: Any, train_rows, val_rows, features: Sequence[str], 
 
 def scores(path: str, cache: Any, video_ids: Sequence[str]) -> tuple[dict, list[str], np.ndarray]:
     """Class probabilities ``(N, C)`` of the cached videos among ``video_ids`` (kept order)."""
-    meta, tensors = checkpoint.load(path)
-    if meta.get("task") != "classify":
-        raise HeadError(f"{path} is a {meta.get('task')!r} head, not a classifier")
+    meta, head = restore.classifier(path)  # head.json checked against the weights before anything is built
     metas = check_features(cache, meta["features"], path)
     ok = covered(cache, video_ids, [m.name for m in metas])
     ids = [v for v in video_ids if v in ok]
     if not ids:
         raise HeadError(f"none of the {len(video_ids)} videos is in the cache with the head's features")
     feats, mask, _ = _inputs(cache, ids, metas, meta["model"], meta["dims"]["max_len"])
-    head = ESTIMATORS[meta["model"]].restore(meta["hparams"], meta["dims"], range(len(meta["labels"])), tensors)
     probs = head.predict_proba(feats, mask=mask) if meta["model"] == "attention" else head.predict_proba(feats)
     return meta, ids, probs
 

@@ -39,6 +39,7 @@ class FeatureMeta:
     shape: tuple[int, ...]
     provenance: dict
     layout: FeatureLayout | None = None  # what is inside a row (grid cells, stereo cues), from cache.info attrs
+    layers: tuple[int, ...] | None = None  # a layer-wise feature's layer numbers: rows (len(layers), D)
 
     def to_json(self) -> dict:
         return {"name": self.name, "role": self.role, "shape": list(self.shape), "provenance": self.provenance}
@@ -61,8 +62,19 @@ def opened(cache: Any) -> Iterator[Any]:
         yield cache
 
 
-def describe(cache: Any, names: Sequence[str]) -> list[FeatureMeta]:
-    """Look the features up; unknown names and unsupported shapes raise :class:`HeadError`."""
+def layer_numbers(info: Any) -> tuple[int, ...] | None:
+    """The layer numbers of a layer-wise feature (rows ``(L+1, D)``, attribute ``layers``), else None."""
+    layers = (getattr(info, "attrs", None) or {}).get("layers")
+    shape = tuple(info.shape)
+    if layers is None or len(shape) != 2 or len(layers) != shape[0]:
+        return None
+    return tuple(int(n) for n in layers)
+
+
+def describe(cache: Any, names: Sequence[str], layered: bool = False) -> list[FeatureMeta]:
+    """Look the features up; unknown names and unsupported shapes raise :class:`HeadError`.
+    ``layered``: accept layer-wise features (``(L+1, D)`` rows with a ``layers`` attribute; role
+    audio or visual, :attr:`FeatureMeta.layers` set), which only ``featpipe study`` mixes."""
     out = []
     for name in names:
         if name not in cache.features:
@@ -71,14 +83,19 @@ def describe(cache: Any, names: Sequence[str]) -> list[FeatureMeta]:
         shape = tuple(info.shape)
         if info.modality not in ("audio", "visual"):
             raise HeadError(f"feature {name!r} has modality {info.modality!r}; heads use audio or visual features")
-        if len(shape) == 1:
+        layers = layer_numbers(info)
+        if layers is not None and not layered:
+            raise HeadError(f"feature {name!r} is layer-wise ({len(layers)} layers): use `featpipe study` (a learned "
+                            f"mix of layers, or {name}@K for layer K)")
+        if len(shape) == 1 or layers is not None:
             role = info.modality
         elif len(shape) == 2 and info.modality == "visual":
             role = "tokens"
         else:
             raise HeadError(f"feature {name!r} has rows of shape {shape}; heads take vectors or visual "
                             "(tokens, dim) patch tokens")
-        out.append(FeatureMeta(info.name, role, shape, cache.provenance(name), read_layout(info)))
+        out.append(FeatureMeta(info.name, role, shape, cache.provenance(name),
+                               None if layers else read_layout(info), layers))
     return out
 
 
@@ -90,6 +107,8 @@ def default_features(cache: Any, tokens: bool) -> list[str]:
         if name == BEATS_OUTPUT:
             continue
         info = cache.info(name)
+        if layer_numbers(info) is not None:
+            continue
         if info.modality in ("audio", "visual") and (len(info.shape) == 1 or (tokens and len(info.shape) == 2)):
             names.append(name)
     if not names:

@@ -17,7 +17,7 @@ import torch
 
 from featpipe.avqa import Question
 
-from . import checkpoint
+from . import checkpoint, restore
 from .batches import AvqaArrays
 from .data import (FeatureMeta, HeadError, check_features, covered, describe, load_segments, question_embeddings,
                    text_encoders)
@@ -225,11 +225,7 @@ def _estimator(method: str, hparams: dict, **params: Any) -> AvqaHead | Question
 
 def load_head(path: str) -> tuple[dict, AvqaHead | QuestionOnlyHead]:
     """The head saved at ``path`` as a fitted estimator (classes: answer indices), and its meta."""
-    meta, tensors = checkpoint.load(path)
-    if meta.get("task") != "avqa":
-        raise HeadError(f"{path} is a {meta.get('task')!r} head, not an AVQA head")
-    cls = AvqaHead if meta["model"] == HEAD else QuestionOnlyHead
-    return meta, cls.restore(meta["hparams"], meta["dims"], range(len(meta["answers"])), tensors)
+    return restore.avqa(path)  # head.json checked against the weights before anything is built
 
 
 def run_questions(path: str, cache: Any, questions: Sequence[Question]) -> tuple[dict, Prepared, np.ndarray]:
@@ -241,6 +237,9 @@ def run_questions(path: str, cache: Any, questions: Sequence[Question]) -> tuple
     use_video = meta["model"] == HEAD
     prep, _ = prepare(cache, questions, metas, meta["answers"], meta["question"], meta["dims"]["max_len"],
                       video=use_video)
+    if prep.arrays.q.shape[1] != meta["dims"]["q"]:
+        raise HeadError(f"{path} takes {meta['dims']['q']}-dimensional questions; the cache's "
+                        f"{meta['question'].get('encoder')!r} embeddings have {prep.arrays.q.shape[1]}")
     return meta, prep, head.decision_function(prep.arrays)
 
 

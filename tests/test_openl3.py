@@ -266,6 +266,9 @@ def test_layers_matched_by_order_and_kind_not_name(mel128_file, tmp_path):
         ("narrow", r"layer 3 'conv2d_2' has shapes"),
         ("garbage", "not a readable HDF5 file"),
         ("not_keras", "not a Keras weights file"),
+        ("missing_group", r"layer 'conv2d_2' .* is missing or unreadable \(KeyError\)"),
+        ("missing_dataset", r"layer 'batch_normalization_3' .* is missing or unreadable \(KeyError\)"),
+        ("names_scalar", "layer_names is not a list of layer names"),
     ],
 )
 def test_bad_weight_file_is_one_line(mel128_file, tmp_path, offline, damage, match):
@@ -279,9 +282,18 @@ def test_bad_weight_file_is_one_line(mel128_file, tmp_path, offline, damage, mat
         write_keras_h5(bad, changed)
     elif damage == "garbage":
         bad.write_bytes(b"<html>404</html>")
-    else:
+    elif damage == "not_keras":
         with h5py.File(bad, "w") as f:
             f["x"] = np.zeros(3)
+    else:  # a Keras file with a layer listed but missing (an interrupted copy, a hand-edited file)
+        write_keras_h5(bad, layers)
+        with h5py.File(bad, "a") as f:
+            if damage == "missing_group":
+                del f["conv2d_2"]
+            elif damage == "missing_dataset":
+                del f["batch_normalization_3"]["batch_normalization_3/gamma:0"]
+            else:
+                f.attrs["layer_names"] = 7
     ext = build("openl3:mel128/music/512", ExtractOptions(weights=str(bad)))
     with pytest.raises(WeightsError, match=match) as err:
         ext.check()

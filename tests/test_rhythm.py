@@ -271,9 +271,9 @@ def test_one_decode_serves_priors_and_rhythm(videos, monkeypatch) -> None:
     opened = []
     real = timeline.audio_blocks
 
-    def counting(info, tally):
+    def counting(info, tally, *copies):
         opened.append(info.path)
-        return real(info, tally)
+        return real(info, tally, *copies)
 
     monkeypatch.setattr(timeline, "audio_blocks", counting)
     path = videos / "00000001.mp4"

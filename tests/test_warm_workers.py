@@ -109,3 +109,17 @@ def test_builtin_table_names_every_registered_extractor():
     assert set(extractors.available()) >= set(extractors.BUILTIN)
     for name, module in extractors.BUILTIN.items():
         assert extractors.extractor_class(name).__module__ == f"featpipe.extractors.{module}"
+
+
+def test_the_budget_beats_what_an_earlier_cluster_left_in_the_environment_and_nothing_stays(monkeypatch):
+    # Dask's nanny lets os.environ beat pre-spawn-environ and writes it into the client for good: a run
+    # with --workers 2 left OMP_NUM_THREADS=1 behind, and the next run's single worker got 1 thread
+    budget = str(thread_budget(1))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with connect(workers=1) as client:
+        assert list(client.run(_seen).values())[0][2] == budget
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with connect(workers=1) as client:
+        assert list(client.run(_seen).values())[0][2] == budget
+    assert "OMP_NUM_THREADS" not in os.environ

@@ -91,29 +91,53 @@ class Orientation:
         return np.ascontiguousarray(img)
 
 
+CACHED_MAP_PIXELS = 2_100_000
+"""Pictures up to this size (1080p) keep their rotation map between frames (about 66 MB at 1080p);
+larger ones are turned band by band, so memory never grows with the picture's size beyond the
+picture itself (a 4000x4000 frame cost 2.7 GB at once)."""
+BAND_PIXELS = 1 << 18
+"""Output pixels turned per band (about 40 MB of temporaries)."""
+
+
 def rotate(img: np.ndarray, angle: float) -> np.ndarray:
     """``img`` (H, W, C) uint8 turned ``angle`` degrees clockwise about its centre, same size.
 
     Each output pixel takes the bilinear mix (float32, rounded) of the four source pixels around
     its inverse-mapped position, pixel centres at integer coordinates and the centre of the
     picture at ``((W-1)/2, (H-1)/2)`` as in FFmpeg's ``rotate`` filter; positions outside the
-    source picture (more than half a pixel beyond its edge pixels) are black.
+    source picture (more than half a pixel beyond its edge pixels) are black. Large pictures are
+    turned in bands of rows (:data:`BAND_PIXELS`), with the same values.
     """
     h, w = img.shape[:2]
-    idx, weights, outside = _rotation_map(h, w, float(angle))
-    flat = img.reshape(h * w, -1).astype(np.float32)
-    out = sum(flat[i] * wt[:, None] for i, wt in zip(idx, weights))
+    flat = img.reshape(h * w, -1)
+    out = np.empty_like(img)
+    angle = float(angle)
+    rows = h if h * w <= CACHED_MAP_PIXELS else max(1, BAND_PIXELS // w)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        band = _rotation_map(h, w, angle) if rows == h else _band_map(h, w, angle, r0, r1)
+        out[r0:r1] = _mix(flat, *band).reshape(r1 - r0, w, -1)
+    return out
+
+
+def _mix(flat: np.ndarray, idx: tuple, weights: tuple, outside: np.ndarray) -> np.ndarray:
+    out = sum(flat[i].astype(np.float32) * wt[:, None] for i, wt in zip(idx, weights))
     out[outside] = 0
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(img.shape)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=2)  # ~66 MB for a 1080p picture
 def _rotation_map(h: int, w: int, angle: float) -> tuple[tuple, tuple, np.ndarray]:
-    """Flat source indices and weights of the four neighbours of every output pixel, and where
-    the source position lies outside the picture (one map per frame size of a video)."""
+    """The whole picture's map (one per frame size of a video), see :func:`_band_map`."""
+    return _band_map(h, w, angle, 0, h)
+
+
+def _band_map(h: int, w: int, angle: float, r0: int, r1: int) -> tuple[tuple, tuple, np.ndarray]:
+    """Flat source indices and weights of the four neighbours of every output pixel of rows
+    ``[r0, r1)``, and where the source position lies outside the picture."""
     t = math.radians(angle)
     cos, sin = math.cos(t), math.sin(t)
-    j, i = np.mgrid[0:h, 0:w].astype(np.float64)
+    j, i = np.mgrid[r0:r1, 0:w].astype(np.float64)
     u, v = i - (w - 1) / 2, j - (h - 1) / 2
     x = cos * u + sin * v + (w - 1) / 2  # the output pixel's source, turning back by -angle
     y = -sin * u + cos * v + (h - 1) / 2

@@ -27,7 +27,7 @@ from .audio import AudioWindow, audio_blocks, audio_channels
 from .packets import StreamTally
 from .params import DecodeError, DecodeParams
 from .streams import MediaInfo
-from .video import VideoSource, skip_window, use_seek
+from .video import MAX_JUMP, VideoSource, skip_window, use_seek
 
 TAIL_KEEP = 0.5
 """A last partial segment is kept when at least this fraction of it was recorded (its centre is)."""
@@ -99,6 +99,8 @@ def merge_needs(needs: list[MediaNeeds]) -> MediaNeeds:
         audio=any(n.audio for n in needs),
         audio_context=max((n.audio_context for n in needs), default=0.0),
         frame_sizes=tuple((r, tuple(sorted(sizes[r]))) for r in order),
+        audio_copies=tuple(sorted({c for n in needs for c in n.audio_copies},
+                                  key=lambda c: (c.rate, c.layout, c.sample_format))),
     )
 
 
@@ -191,6 +193,32 @@ class DecodeStats:
                        {t.kind: t.as_dict() for t in self.tallies()}, masks, params.seg_len)
 
 
+LATE_SLACK = 2 * MAX_JUMP
+"""Seconds past the stated end (or ``max_seconds``) a stream may still deliver: frames later than
+``MAX_JUMP`` past the stated duration are dropped as corrupt, and the last frame may run on."""
+
+
+def hopeless(tally: StreamTally, source: VideoSource | AudioWindow, params: DecodeParams, duration: float) -> None:
+    """Stop as soon as a stream can no longer decode ``min_decoded`` of what it states.
+
+    What it decoded so far plus all the time still ahead of where reading stands (up to the
+    stated end, or ``max_seconds``, plus :data:`LATE_SLACK`) is the most it can reach; under the
+    share, :meth:`DecodeStats.verdict` would fail it anyway, so the rest (an hour of nothing
+    between two frames) is never chunked through. Raises :class:`DecodeError` naming the share.
+    """
+    horizon = params.max_seconds
+    wanted = min(tally.stated, horizon) if horizon else tally.stated
+    if wanted <= 0 or not params.min_decoded:
+        return
+    read = source.read_to
+    end = min(duration, horizon) if horizon else duration
+    most = getattr(source, "upper_decoded", tally.decoded) + max(0.0, end + LATE_SLACK - read)
+    if most < params.min_decoded * wanted:
+        raise DecodeError(f"the {tally.kind} stream decoded {tally.decoded:.2f} s of the {tally.stated:.2f} s the "
+                          f"file states before reading reached {read:.2f} s: it can no longer reach "
+                          f"{params.min_decoded:.0%} (see --min-decoded); decoding stopped there")
+
+
 def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_id: str,
                 n_segments: int, stats: DecodeStats | None = None) -> Iterator[Chunk]:
     """Decode ``info.path`` once into chunks of consecutive segments from segment 0.
@@ -219,7 +247,8 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
                                 skip_window(info, needs, params, TAIL_KEEP), bridge=seg)
         if needs.audio:
             stats.audio = StreamTally("audio", info.audio_stated)
-            audio = AudioWindow(audio_blocks(info, stats.audio), audio_channels(info))
+            copies = needs.audio_copies
+            audio = AudioWindow(audio_blocks(info, stats.audio, copies), [audio_channels(info), *(c.channels for c in copies)])
         first = 0
         while True:
             count = min(params.chunk_segments, n_segments - first) if first < n_segments else params.chunk_segments
@@ -239,6 +268,9 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
                 start = round((first * seg - ctx) * AUDIO_RATE)
                 stop = round(((first + count) * seg + ctx) * AUDIO_RATE)
                 chunk.audio = audio.window(start, stop)
+                for i, cp in enumerate(needs.audio_copies, 1):
+                    chunk.audio_copies[cp] = audio.window(round((first * seg - ctx) * cp.rate),
+                                                          round(((first + count) * seg + ctx) * cp.rate), i)
             first += count
             stats.segments = first
             yield chunk
@@ -251,6 +283,9 @@ def iter_chunks(info: MediaInfo, needs: MediaNeeds, params: DecodeParams, video_
             edge = (first + TAIL_KEEP) * seg  # segment `first` is valid for a stream lasting to here
             if not ((video is not None and video.covers(edge, (first + positions[0]) * seg)) or (audio is not None and audio.covers(edge, stats.audio))):
                 break
+            for tally, source in ((stats.video, video), (stats.audio, audio)):
+                if source is not None:
+                    hopeless(tally, source, params, info.duration)
     finally:
         for s in (video, audio):
             if s is not None:

@@ -142,6 +142,7 @@ class VideoSource:
         tally.covered.join = JOIN_FRAMES * self.period
         self.skipped = Coverage(join=self.period / 4)  # packets the decoder was let skip (see _accepted)
         self.read_end: float | None = None  # end of the last frame decoded (where a seek leaves reading)
+        self.prev_start = 0.0  # start of the last frame decoded
         self.limit = max(info.duration, 0.0) + MAX_JUMP
         self.frames: Iterator | None = None
         self.prev = None  # (t, frame) on screen at the last target
@@ -216,7 +217,20 @@ class VideoSource:
             dur = (packet.duration or 0) * self.tb
             self.skipped.add(t, t + (dur if 0 < dur <= 1.0 else self.period))
 
+    @property
+    def read_to(self) -> float:
+        """Seconds of the timeline read so far in order: no frame decoded later lands before it
+        (0 in seek mode, where reads jump around)."""
+        return 0.0 if self.seek or self.read_end is None else self.prev_start
+
+    @property
+    def upper_decoded(self) -> float:
+        """The most the covered time can still grow to before :data:`read_to`: holes that
+        skipped packets may fill at :meth:`close`."""
+        return self.tally.decoded + self.skipped.total
+
     def _seen(self, t: float, dur: float) -> None:
+        self.prev_start = t
         tally = self.tally
         tally.start = t if tally.start is None else min(tally.start, t)
         tally.end = max(tally.end, t + dur)

@@ -47,7 +47,8 @@ _REGISTRY: dict[str, type[Extractor]] = {}
 BUILTIN: dict[str, str] = {
     "priors": "priors", "motion": "motion", "clip": "clip", "openl3": "openl3", "clap": "clap", "tome": "tome",
     "tome14": "tome", "rhythm": "rhythm", "vggish": "vggish", "resnet18-14x14": "resnet18_14x14",
-    "r2plus1d-18": "r2plus1d_18",
+    "r2plus1d-18": "r2plus1d_18", "ast": "ast", "mert": "mert", "hf-audio": "hf_audio",
+    "beats": "beats",
 }
 """Spec name of each built-in extractor -> its module under ``featpipe/extractors/``, imported only when
 a run names it (workers need not import torch for ``priors``)."""

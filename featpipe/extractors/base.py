@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..contracts import AUDIO_RATE, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
+from ..contracts import AUDIO_RATE, AudioCopy, Chunk, ExtractOptions, ExtractorError, MediaNeeds, OutputSpec, WeightsError
 
-__all__ = ["AUDIO_RATE", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
+__all__ = ["AUDIO_RATE", "AudioCopy", "Chunk", "ExtractOptions", "Extractor", "ExtractorError", "MediaNeeds", "Option",
            "OutputSpec", "WeightsError"]  # the contracts are re-exported: extractor modules import them from here
 
 
@@ -84,10 +84,17 @@ class Extractor(ABC):
         self.options = options
 
     def opt(self, key: str) -> Any:
-        """The typed value of declared option ``key`` (its default when not set)."""
+        """The typed value of declared option ``key`` (its default when not set).
+
+        ``--set NAME.key=value`` (e.g. ``mert.window=5``) sets it for this extractor only and wins
+        over a plain ``--set key=value``, which every extractor declaring ``key`` reads.
+        """
         if key not in self.option_specs:
             raise KeyError(f"{type(self).__name__} declares no option {key!r}")
-        return self.option_specs[key].parse(key, self.options.get(key))
+        scoped = f"{self.name}.{key}"
+        raw = self.options.get(scoped)
+        return self.option_specs[key].parse(scoped if raw is not None else key,
+                                            raw if raw is not None else self.options.get(key))
 
     def resolved_options(self) -> dict[str, Any]:
         """Every declared option with its typed value: what a feature's identity records."""

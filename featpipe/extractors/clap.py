@@ -14,107 +14,34 @@ is the optional extra ``featpipe[clap]`` and is imported only when a CLAP spec i
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import register
-from .base import (AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec,
-                   WeightsError)
-from ..models.weights import online as _online
+from . import hub, register
+from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 
 DEFAULT_WINDOW_S = 5.0
 """Default ``clap_window``: context around a 1 s segment without blurring its neighbours away."""
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-_SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_DOWNLOAD_PATTERNS = (["*.json", "*.txt", "model.safetensors*"], ["pytorch_model.bin*"])
 PADDINGS = ("repeatpad", "pad", "repeat")
+_REQUIRED = ("config.json", "preprocessor_config.json")
+_WRITER = "ClapModel.save_pretrained and ClapFeatureExtractor.save_pretrained"
 
 
 def require_transformers() -> None:
     """One-line error when the optional dependency is missing (checked without importing it)."""
-    if importlib.util.find_spec("transformers") is None:
-        raise ExtractorError("CLAP needs transformers, which is not installed: pip install 'featpipe[clap]'")
-
-
-def _is_folder_ref(ref: str) -> bool:
-    return ref.startswith(("/", ".", "~")) or Path(ref).expanduser().is_dir()
-
-
-def _has_weights(folder: Path) -> bool:
-    return any((folder / n).is_file() for n in WEIGHT_FILES + _SHARD_INDEXES)
+    hub.require_transformers("CLAP", "clap")
 
 
 def resolve_folder(ref: str, spec: str) -> Path:
-    """The local folder of a CLAP checkpoint: ``ref`` itself, or a repo id's snapshot in the HF cache.
-
-    A repo id missing from the cache is downloaded (config, tokenizer, one weight format) when the
-    network allows; otherwise :class:`WeightsError` says how to get it.
-    """
-    if _is_folder_ref(ref):
-        folder = Path(ref).expanduser()
-        if not folder.is_dir():
-            raise WeightsError(f"{spec}: folder {folder} does not exist")
-        _check_folder(folder, spec)
-        return folder
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(ref, local_files_only=True))
-        if _has_weights(folder) and (folder / "config.json").is_file():
-            _check_folder(folder, spec)
-            return folder
-        reason = "is only partly in the local Hugging Face cache"
-    except LocalEntryNotFoundError:
-        reason = "is not in the local Hugging Face cache"
-    except ValueError as exc:  # a malformed repo id
-        raise ExtractorError(f"{spec}: {ref!r} is neither a folder nor a Hugging Face repo id ({exc})") from None
-    if _online():
-        try:
-            for patterns in _DOWNLOAD_PATTERNS:  # safetensors first; the .bin only when there is none
-                folder = Path(snapshot_download(ref, allow_patterns=patterns))
-                if _has_weights(folder):
-                    break
-            _check_folder(folder, spec)
-            return folder
-        except WeightsError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - network and hub errors, reported in one line
-            reason = f"could not be downloaded ({type(exc).__name__})"
-    else:
-        reason += " and there is no network"
-    raise WeightsError(f"{spec}: {ref} {reason}; on a connected machine run `huggingface-cli download {ref}` "
-                       f"and copy ~/.cache/huggingface here, or give a local folder: clap:/path/to/folder")
+    """The local folder of a CLAP checkpoint: ``ref`` itself, or a repo id's snapshot in the HF cache
+    (downloaded when the network allows; see :func:`featpipe.extractors.hub.resolve_folder`)."""
+    return hub.resolve_folder(ref, spec, _REQUIRED, _WRITER, "clap")
 
 
-def _check_folder(folder: Path, spec: str) -> None:
-    missing = [n for n in ("config.json", "preprocessor_config.json") if not (folder / n).is_file()]
-    if not _has_weights(folder):
-        missing.append(" or ".join(WEIGHT_FILES))
-    if missing:
-        raise WeightsError(f"{spec}: {folder} lacks {', '.join(missing)} (write it with ClapModel.save_pretrained "
-                           "and ClapFeatureExtractor.save_pretrained)")
-
-
-def weights_identity(folder: Path) -> str:
-    """``sha256:<hex>`` of the weight file (of the shard digests, for a sharded checkpoint)."""
-    from ..models.weights import sha256_file
-
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return "sha256:" + sha256_file(folder / name)
-    for index in _SHARD_INDEXES:
-        if (folder / index).is_file():
-            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
-            joined = "".join(sha256_file(folder / s) for s in shards)
-            return "sha256:" + hashlib.sha256(joined.encode()).hexdigest()
-    raise WeightsError(f"{folder} has no weight file")
+weights_identity = hub.weights_identity
 
 
 def load_model(folder: Path, device: str) -> Any:
@@ -132,8 +59,9 @@ def pooled(out: Any) -> Any:
     return out if hasattr(out, "shape") else out.pooler_output
 
 
-def segment_windows(first: int, count: int, seg_len: float, duration: float, width: float,
-                    rate: int = AUDIO_RATE) -> list[tuple[int, int]]:
+def segment_windows(
+    first: int, count: int, seg_len: float, duration: float, width: float, rate: int = AUDIO_RATE
+) -> list[tuple[int, int]]:
     """Absolute ``[start, stop)`` sample ranges of the windows of segments ``first .. first+count-1``.
 
     Window k is ``width`` seconds centred on segment k, clipped to the recording ``[0, duration]``
@@ -164,7 +92,7 @@ def pad_window(w: np.ndarray, length: int, padding: str) -> np.ndarray:
     if padding == "repeat":
         return np.tile(w, length // len(w) + 1)[:length].astype(np.float64)
     reps = length // len(w) if padding == "repeatpad" else 1
-    out[:reps * len(w)] = np.tile(w, reps)
+    out[: reps * len(w)] = np.tile(w, reps)
     return out
 
 
@@ -181,8 +109,15 @@ def input_features(windows: list[np.ndarray], fe: Any, truncation: str, padding:
     n = fe.nb_max_samples
     x = torch.from_numpy(np.stack([pad_window(w, n, padding) for w in windows])).to(device)
     window = torch.hann_window(fe.fft_window_size, periodic=True, dtype=torch.float64, device=device)
-    spec = torch.stft(x, n_fft=fe.fft_window_size, hop_length=fe.hop_length, window=window, center=True,
-                      pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        x,
+        n_fft=fe.fft_window_size,
+        hop_length=fe.hop_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()  # (n, bins, frames)
     bank = fe.mel_filters if truncation == "fusion" else fe.mel_filters_slaney  # (bins, mels)
     mel = torch.from_numpy(np.asarray(bank, np.float64)).to(device).T @ power
@@ -202,10 +137,12 @@ class ClapExtractor(Extractor):
     examples = ("clap:laion/larger_clap_music", "clap:laion/clap-htsat-unfused", "clap:/data/my_clap_folder")
     version = "1"
     option_specs = {
-        "clap_window": Option(float, DEFAULT_WINDOW_S, "seconds of audio per embedding, centred on the segment "
-                                                       "(at most the model's 10 s)"),
-        "clap_padding": Option(str, "repeatpad", "how windows shorter than the model's input are filled",
-                               choices=PADDINGS),
+        "clap_window": Option(
+            float, DEFAULT_WINDOW_S, "seconds of audio per embedding, centred on the segment (at most the model's 10 s)"
+        ),
+        "clap_padding": Option(
+            str, "repeatpad", "how windows shorter than the model's input are filled", choices=PADDINGS
+        ),
     }
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
@@ -248,8 +185,10 @@ class ClapExtractor(Extractor):
 
             self._fe = ClapFeatureExtractor.from_pretrained(str(self.folder))
             if self._fe.sampling_rate != AUDIO_RATE:
-                raise ExtractorError(f"{self.spec}: the model wants {self._fe.sampling_rate} Hz audio; "
-                                     f"featpipe decodes at {AUDIO_RATE} Hz")
+                raise ExtractorError(
+                    f"{self.spec}: the model wants {self._fe.sampling_rate} Hz audio; "
+                    f"featpipe decodes at {AUDIO_RATE} Hz"
+                )
         return self._fe
 
     @property
@@ -273,13 +212,24 @@ class ClapExtractor(Extractor):
         return "fusion" if self.fusion else "rand_trunc"
 
     def outputs(self) -> list[OutputSpec]:
-        return [OutputSpec(
-            self.feature_name, (int(self.config().projection_dim),), "audio", window=self.window,
-            layout="CLAP audio embedding (projected, L2-normalised)",
-            attrs={"model": self.ref, "window_s": self.window, "padding": self.padding,
-                   "truncation": self.truncation, "fusion": self.fusion,
-                   "window_rule": "max(segment, window_s) centred on the segment, at most the model's "
-                                  f"{self.max_window:g} s, clipped to the recording"})]
+        return [
+            OutputSpec(
+                self.feature_name,
+                (int(self.config().projection_dim),),
+                "audio",
+                window=self.window,
+                layout="CLAP audio embedding (projected, L2-normalised)",
+                attrs={
+                    "model": self.ref,
+                    "window_s": self.window,
+                    "padding": self.padding,
+                    "truncation": self.truncation,
+                    "fusion": self.fusion,
+                    "window_rule": "max(segment, window_s) centred on the segment, at most the model's "
+                    f"{self.max_window:g} s, clipped to the recording",
+                },
+            )
+        ]
 
     def needs(self) -> MediaNeeds:
         # Half a window each side covers every segment length: a window never reaches further
@@ -310,7 +260,7 @@ class ClapExtractor(Extractor):
         width = min(max(self.window, chunk.seg_len), self.max_window)
         out = []
         for lo, hi in segment_windows(chunk.first, chunk.count, chunk.seg_len, chunk.duration, width):
-            w = mono[lo - base:hi - base]
+            w = mono[lo - base : hi - base]
             if len(w) < hi - lo:  # the decoder may round a chunk a few samples short: silence
                 w = np.pad(w, (0, hi - lo - len(w)))
             out.append(w)
@@ -325,14 +275,14 @@ class ClapExtractor(Extractor):
         out = np.empty((len(windows), int(self.config().projection_dim)), np.float32)
         bs = max(1, self.options.batch_size)
         for i in range(0, len(windows), bs):
-            part = windows[i:i + bs]
+            part = windows[i : i + bs]
             feats = input_features(part, self.feature_extractor(), self.truncation, self.padding, self._device)
             # Every input fits the model, so none is "longer" and fusion models use their global branch
             # only (ClapFeatureExtractor would mark a random one as longer; featpipe never does).
             is_longer = torch.zeros((len(part), 1), dtype=torch.bool, device=self._device)
             with torch.inference_mode():
                 res = self._model.get_audio_features(input_features=feats, is_longer=is_longer)
-            out[i:i + len(part)] = pooled(res).float().cpu().numpy()
+            out[i : i + len(part)] = pooled(res).float().cpu().numpy()
         return out
 
     def extract(self, chunk: Chunk) -> dict[str, np.ndarray]:

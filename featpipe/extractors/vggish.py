@@ -3,9 +3,10 @@
 Spec ``vggish`` (no arguments). Options: ``--set pca=1`` stores AudioSet's released form
 instead (PCA with whitening and 8-bit quantisation, levels 0..255); ``--set resample=fir`` uses
 an anti-aliased 48 -> 16 kHz filter instead of the default ``moviepy``, which reproduces the
-16 kHz WAVs MUSIC-AVQA's scripts feed VGGish (moviepy 1.0.3 picks the nearest 44.1 kHz frame,
-with no anti-alias filter, through a buffer that slips one frame per refill; see
-:func:`featpipe.models.vggish.moviepy_16k`). Weights: the torch
+16 kHz WAVs MUSIC-AVQA's scripts feed VGGish for any source rate and layout (moviepy 1.0.3 reads
+ffmpeg's 44.1 kHz 16-bit stereo -- the decoder makes that copy with FFmpeg's own resampler and
+downmix -- and picks the nearest 44.1 kHz frame, with no anti-alias filter, through a buffer
+that slips one frame per refill; see :func:`featpipe.models.vggish.moviepy_16k`). Weights: the torch
 port's state-dict files (harritaylor/torchvggish v0.1), see :mod:`featpipe.models.vggish`.
 
 Segment k's example starts 0.5 s before the segment centre (at fps 1: at second k, as
@@ -25,7 +26,8 @@ from ..models import weights as fw
 from . import register
 from .base import AUDIO_RATE, Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec, WeightsError
 
-_MARGIN_S = 0.01  # audio beyond the examples, >= the resampling filter's half length (3 ms)
+_MARGIN_S = 0.08  # audio beyond the examples: the FIR's half length (3 ms), and moviepy's buffer
+# slips (one 44.1 kHz frame late per 2.37 s: 0.07 s after two hours)
 
 
 @register
@@ -38,7 +40,7 @@ class VGGishExtractor(Extractor):
                " --set pca=1, --set resample=fir")
     spec_help = "vggish"
     examples = ("vggish",)
-    version = "1"
+    version = "2"  # 2: the 44.1 kHz step by FFmpeg's resampler from the source (was: interpolated from 48 kHz)
     option_specs = {
         "pca": Option(bool, False, "apply AudioSet's released PCA + 8-bit quantisation (levels 0..255)"),
         "resample": Option(str, "moviepy", "16 kHz audio as MUSIC-AVQA's WAVs hold it (moviepy: nearest "
@@ -61,8 +63,8 @@ class VGGishExtractor(Extractor):
     def outputs(self) -> list[OutputSpec]:
         from ..models import vggish as m
 
-        resampler = {"moviepy": "moviepy 1.0.3: nearest 44.1 kHz frame through its slipping buffer "
-                                "(interpolated from 48 kHz), 16-bit, clip 0.99",
+        resampler = {"moviepy": "moviepy 1.0.3: ffmpeg's 44.1 kHz 16-bit stereo (FFmpeg's resampler and "
+                                "downmix, from the source rate), nearest frame through its slipping buffer, clip 0.99",
                      "fir": "48 kHz -> 16 kHz Kaiser FIR (289 taps, 90 dB)"}[self.resample]
         attrs = {"sample_rate": m.SAMPLE_RATE, "example_s": m.EXAMPLE_SAMPLES / m.SAMPLE_RATE,
                  "example_start": "segment centre - 0.5 s", "mono": "mean of channels", "resampler": resampler}
@@ -73,9 +75,12 @@ class VGGishExtractor(Extractor):
                            layout=layout, attrs=attrs)]
 
     def needs(self) -> MediaNeeds:
+        from ..models import vggish as m
+
         # The segment length is not known here: ask for what the shortest segments need (the
         # 1 s window around a segment centre reaches 0.5 s past it), plus the filter margin.
-        return MediaNeeds(audio=True, audio_context=0.5 + _MARGIN_S)
+        copies = (m.MOVIEPY_COPY,) if self.resample == "moviepy" else ()
+        return MediaNeeds(audio=True, audio_context=0.5 + _MARGIN_S, audio_copies=copies)
 
     # ------------------------------------------------------------------ weights
     def check(self) -> None:
@@ -142,14 +147,18 @@ class VGGishExtractor(Extractor):
         out = np.zeros((chunk.count, m.EXAMPLE_SAMPLES), np.float32)
         if not starts:
             return out
+        if self.resample == "moviepy":
+            copy = chunk.audio_copies.get(m.MOVIEPY_COPY)
+            if copy is None:
+                raise RuntimeError("featpipe bug: vggish asked the decoder for moviepy's 44.1 kHz copy and got none")
+            b0 = round((chunk.t0 - chunk.audio_context) * m.MOVIEPY_RATE)  # absolute 44.1 kHz index of copy[:, 0]
+            for k, s in enumerate(starts):
+                out[k] = m.moviepy_16k(copy, b0, s, m.EXAMPLE_SAMPLES, chunk.duration)
+            return out
         audio = chunk.audio
         need = 3 * (starts[-1] + m.EXAMPLE_SAMPLES) + 3 * m.RESAMPLE_MARGIN - a0
         if need > audio.shape[1]:  # the decoder may round a chunk a few samples short
             audio = np.pad(audio, ((0, 0), (0, need - audio.shape[1])))
-        if self.resample == "moviepy":
-            for k, s in enumerate(starts):
-                out[k] = m.moviepy_16k(audio, a0, s, m.EXAMPLE_SAMPLES, chunk.duration)
-            return out
         n0 = -(-a0 // 3)  # first 16 kHz sample on the absolute grid (16 kHz sample n = 48 kHz sample 3n)
         y = m.resample_to_16k(audio.mean(axis=0)[3 * n0 - a0:])
         for k, s in enumerate(starts):

@@ -235,15 +235,23 @@ def read_keras_layers(path: str | Path, load_arrays: bool = True) -> list[KerasL
         root = f["model_weights"] if "model_weights" in f else f  # full-model files nest weights
         if "layer_names" not in root.attrs:
             raise KerasWeightsError(f"{path} is HDF5 but not a Keras weights file (no layer_names attribute)")
+        listed = root.attrs["layer_names"]
+        if not isinstance(listed, (np.ndarray, list, tuple)) or np.ndim(listed) != 1:
+            raise KerasWeightsError(f"{path}: layer_names is not a list of layer names")
         layers = []
-        for raw in root.attrs["layer_names"]:
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
-            group = root[name]
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
-            if not names:
-                continue  # activations, pooling, input: no weights
-            arrays = [group[n] for n in names]
-            data = [np.asarray(a, dtype=np.float32) if load_arrays else np.empty(a.shape, np.float32) for a in arrays]
+        for raw in listed:
+            name = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            try:  # a layer listed but absent or damaged (an interrupted copy, a hand-edited file)
+                group = root[name]
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+                if not names:
+                    continue  # activations, pooling, input: no weights
+                arrays = [group[n] for n in names]
+                data = [np.asarray(a, dtype=np.float32) if load_arrays else np.empty(a.shape, np.float32)
+                        for a in arrays]
+            except (KeyError, OSError, ValueError, TypeError, AttributeError) as exc:
+                raise KerasWeightsError(f"{path}: layer {name!r:.60} listed in layer_names is missing or unreadable "
+                                        f"({type(exc).__name__})") from None
             layers.append(_classify(name, names, data))
         return layers
 

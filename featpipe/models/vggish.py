@@ -1,8 +1,9 @@
 """VGGish (AudioSet) in torch: 16 kHz audio, the log-mel examples, the network, PCA.
 
-16 kHz audio from featpipe's 48 kHz decode, two ways: :func:`moviepy_16k` reproduces the WAVs
-MUSIC-AVQA's scripts write (moviepy 1.x: nearest 44.1 kHz sample, no anti-aliasing, 16-bit);
-:func:`resample_to_16k` is an anti-aliased FIR (what resampy or a careful pipeline would give).
+16 kHz audio, two ways: :func:`moviepy_16k` reproduces the WAVs MUSIC-AVQA's scripts write
+(moviepy 1.x: ffmpeg's 44.1 kHz 16-bit stereo, nearest sample, no anti-aliasing), from the
+decoder's 44.1 kHz copy made by FFmpeg's resampler; :func:`resample_to_16k` is an anti-aliased
+FIR from featpipe's 48 kHz decode (what resampy or a careful pipeline would give).
 
 Written from the published definitions (tensorflow/models ``research/audioset/vggish``:
 ``mel_features.py``, ``vggish_params.py``, ``vggish_slim.py``) and loading the torch port's
@@ -32,6 +33,7 @@ from scipy.fft import rfft
 from scipy.signal import firwin, resample_poly
 from torch import nn
 
+from ..contracts import AudioCopy
 from . import state_dict as sd
 
 SAMPLE_RATE = 16_000
@@ -77,29 +79,18 @@ def resample_to_16k(x: np.ndarray) -> np.ndarray:
 
 
 # MUSIC-AVQA's WAVs come from moviepy 1.0.3 (``feat_script/extract_audio_cues/extract_audio.py``):
-# ffmpeg decodes to 44.1 kHz 16-bit stereo, then ``write_audiofile(fps=16000)`` takes, for 16 kHz
-# sample n, the 44.1 kHz sample round(44100 * n / 16000) (nearest sample, no anti-alias filter),
-# clipped to +-0.99 -- as read through moviepy's buffer, which slips one 44.1 kHz sample each
-# time it refills (:func:`moviepy_frame_map`). The 44.1 kHz values are interpolated from the
-# 48 kHz decode.
+# moviepy reads every source through ffmpeg as 44.1 kHz 16-bit stereo (``-ar 44100 -ac 2 -f s16le``:
+# FFmpeg's resampler and its down- or upmix, straight from the source rate), then
+# ``write_audiofile(fps=16000)`` takes, for 16 kHz sample n, the 44.1 kHz frame
+# round(44100 * n / 16000) (nearest frame, no anti-alias filter), clipped to +-0.99 -- as read
+# through moviepy's buffer, which slips one frame each time it refills (:func:`moviepy_frame_map`).
+# The 44.1 kHz frames come from the decoder (:data:`MOVIEPY_COPY`), made by the same resampler.
 MOVIEPY_RATE = 44_100
+MOVIEPY_COPY = AudioCopy(MOVIEPY_RATE, "stereo", "s16")
+"""What moviepy's reader gets from ffmpeg; the decoder makes this copy with FFmpeg's resampler."""
 _MOVIEPY_BUFFER = 200_000  # VideoFileClip's audio_buffersize (44.1 kHz frames)
 _MOVIEPY_CHUNK = 2_000  # write_audiofile's buffersize (16 kHz samples per get_frame call)
-_INTERP_TAPS, _INTERP_BETA, _INTERP_CUTOFF = 64, 8.0, 22_050.0
-INTERP_MARGIN = _INTERP_TAPS // 2  # 48 kHz samples each interpolated value reads on either side
 _S16_CLIP = 32440  # int16(0.99 * 32768): moviepy's clip, truncated as its astype does
-
-
-@functools.lru_cache(maxsize=1)
-def _interp_table() -> np.ndarray:
-    """(147, 64) windowed-sinc taps: the value at 48 kHz position i0 + phase/147 from x[i0-31 .. i0+32]."""
-    phases = np.arange(147)[:, None] / 147.0
-    k = np.arange(-_INTERP_TAPS // 2 + 1, _INTERP_TAPS // 2 + 1)[None, :]
-    t = k - phases  # tap offset in 48 kHz samples
-    fc = _INTERP_CUTOFF / SOURCE_RATE
-    half = _INTERP_TAPS / 2
-    h = 2 * fc * np.sinc(2 * fc * t) * np.i0(_INTERP_BETA * np.sqrt(np.clip(1 - (t / half) ** 2, 0, None)))
-    return h / h.sum(axis=1, keepdims=True)  # unity gain at DC in every phase
 
 
 @functools.lru_cache(maxsize=8)
@@ -164,35 +155,28 @@ def moviepy_frame_map(duration: float) -> np.ndarray:
     return out
 
 
-def moviepy_16k(audio48: np.ndarray, a0: int, first: int, count: int, duration: float) -> np.ndarray:
+def moviepy_16k(audio44: np.ndarray, a0: int, first: int, count: int, duration: float) -> np.ndarray:
     """16 kHz mono samples ``first .. first+count-1`` (absolute) as MUSIC-AVQA's WAVs hold them.
 
-    ``audio48`` is ``(channels, n)`` at 48 kHz whose column 0 is absolute sample ``a0``; it must
-    cover :data:`INTERP_MARGIN` samples beyond the picked positions. ``duration``: the media's,
-    as ffmpeg reports it. Per channel: the 44.1 kHz frame moviepy reads for each 16 kHz sample
-    (:func:`moviepy_frame_map`), rounded to 16 bits and clipped as moviepy does; then the mean
-    of the channels. Samples moviepy would not write (past the duration) are 0.
+    ``audio44`` is the ``(2, n)`` 44.1 kHz 16-bit stereo copy (:data:`MOVIEPY_COPY`, values / 32768)
+    whose column 0 is absolute frame ``a0``. ``duration``: the media's, as ffmpeg reports it. Per
+    channel: the 44.1 kHz frame moviepy reads for each 16 kHz sample (:func:`moviepy_frame_map`),
+    clipped as moviepy does; then the mean of the two channels. Samples moviepy would not write
+    (past the duration) are 0.
     """
     table_map = moviepy_frame_map(round(duration + 1e-9, 2))
     n = np.arange(first, first + count)
     m44 = np.full(count, -1, np.int64)
     ok = (n >= 0) & (n < len(table_map))
     m44[ok] = table_map[n[ok]]
-    silent = m44 < 0  # not written by moviepy: read somewhere inside the chunk, then zeroed
-    m44[silent] = np.round(MOVIEPY_RATE * ((1.0 / SAMPLE_RATE) * n[silent])).astype(np.int64)
-    pos = m44 * 160  # 48 kHz position * 147: 44.1 kHz sample m sits at 48 kHz position 160 m / 147
-    i0, phase = pos // 147, pos % 147
-    idx = i0[:, None] + np.arange(-_INTERP_TAPS // 2 + 1, _INTERP_TAPS // 2 + 1)[None, :] - a0
-    if len(n) and (idx.min() < 0 or idx.max() >= audio48.shape[-1]):
-        raise ValueError("moviepy_16k: audio does not cover the interpolation margin")
-    table = _interp_table()[phase].astype(np.float32)
+    written = m44 >= 0
+    idx = m44[written] - a0
+    if idx.size and (idx.min() < 0 or idx.max() >= audio44.shape[-1]):
+        raise ValueError("moviepy_16k: the 44.1 kHz audio does not cover the frames moviepy reads")
     out = np.zeros(count, np.float64)
-    for ch in np.asarray(audio48, np.float32):
-        v = np.einsum("nk,nk->n", ch[idx], table)
-        s16 = np.clip(np.round(v.astype(np.float64) * 32768), -32768, 32767)
-        out += np.clip(s16, -_S16_CLIP, _S16_CLIP) / 32768.0
-    out[silent] = 0.0
-    return (out / max(1, len(audio48))).astype(np.float32)
+    s16 = np.round(np.asarray(audio44)[:, idx].astype(np.float64) * 32768)  # pick first, then convert
+    out[written] = (np.clip(s16, -_S16_CLIP, _S16_CLIP) / 32768.0).mean(axis=0)
+    return out.astype(np.float32)
 
 
 def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -287,5 +271,5 @@ def postprocess(emb: torch.Tensor, vectors: torch.Tensor, means: torch.Tensor) -
 
 __all__ = [
     "EXAMPLE_SAMPLES", "MODEL_FILE", "PCA_FILE", "RELEASE", "VGGish", "check_model_file", "load_model",
-    "load_pca", "log_mel_examples", "mel_matrix", "moviepy_16k", "postprocess", "resample_to_16k",
+    "MOVIEPY_COPY", "load_pca", "log_mel_examples", "mel_matrix", "moviepy_16k", "postprocess", "resample_to_16k",
 ]

@@ -139,17 +139,9 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
 
         env[WARM_VAR] = warm_request(builtin, options)
         preload.append("featpipe.run.preload")  # last: after every import it needs
-    saved = {k: os.environ.get(k) for k in env}
     forkserver.set_forkserver_preload(preload)
-    try:
-        os.environ.update(env)
+    with _environ(env):
         forkserver.ensure_running()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
             yield True
@@ -165,9 +157,76 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
 
 
 @contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment for the block; every variable it names as before afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        os.environ.update(env)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+SCHEMES = ("tcp", "tls")
+"""The transports ``--scheduler`` takes: plain TCP (trusted networks only) and TLS."""
+TLS_HELP = "--tls-ca-file, --tls-cert and --tls-key (or distributed.comm.tls.* in the Dask config)"
+
+
+def check_address(address: str) -> str:
+    """``address`` as ``scheme://host:port`` (a bare ``host:port`` is tcp); a :class:`ClusterError`
+    line for anything else (``foo``, ``inproc://``, ``ucx://``, a port that is no number)."""
+    scheme, sep, rest = address.strip().partition("://")
+    if not sep:
+        scheme, rest = "tcp", address.strip()
+    if scheme not in SCHEMES:
+        why = {"inproc": "inproc:// reaches a scheduler inside this one process only",
+               "ucx": "ucx:// needs Dask's UCX transport, which featpipe does not support"}.get(
+                   scheme, f"{scheme}:// is not a transport featpipe supports")
+        raise ClusterError(f"--scheduler {address}: {why}; give tcp://HOST:PORT or tls://HOST:PORT")
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"--scheduler {address}: not an address; give tcp://HOST:PORT or tls://HOST:PORT "
+                           "(e.g. tcp://head:8786)")
+    return f"{scheme}://{host}:{port}"
+
+
+def security(address: str | None, tls: tuple[str | None, str | None, str | None] = (None, None, None)):
+    """Dask's ``Security`` for a ``tls://`` scheduler: the files given (CA, certificate, key), else
+    those of the Dask config (``distributed.comm.tls.*``); None for ``tcp://`` and local clusters.
+
+    Raises :class:`ClusterError` (one line) for certificates without a ``tls://`` scheduler, a
+    ``tls://`` scheduler without them, or a file that cannot be read.
+    """
+    given = any(tls)
+    if not address or not check_address(address).startswith("tls://"):
+        if given:
+            raise ClusterError("--tls-ca-file/--tls-cert/--tls-key go with --scheduler tls://HOST:PORT")
+        return None
+    from distributed.security import Security
+
+    for name, path in zip(("--tls-ca-file", "--tls-cert", "--tls-key"), tls):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ClusterError(f"{name} {path}: cannot read the file")
+    ca, cert, key = tls
+    sec = Security(tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key, require_encryption=True) if given \
+        else Security(require_encryption=True)
+    if not sec.tls_ca_file or not sec.tls_client_cert:
+        raise ClusterError(f"--scheduler {address}: a tls:// scheduler needs {TLS_HELP}")
+    return sec
+
+
+@contextmanager
 def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_per_worker: int = 1,
-            timeout: float = 30.0, device: str = "cpu", policy: TryPolicy | None = None) -> Iterator[Client]:
+            timeout: float = 30.0, device: str = "cpu", policy: TryPolicy | None = None,
+            tls: tuple[str | None, str | None, str | None] = (None, None, None)) -> Iterator[Client]:
     """Yield a client; a cluster it starts is closed on exit, an external one is left alone.
+
+    ``scheduler``: ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (:func:`check_address`); ``tls``
+    the CA, certificate and key files for ``tls://`` (:func:`security`).
 
     Local workers are separate processes (decoders and models are not thread-safe enough to
     share one interpreter, and a crashing decoder takes only its worker down).
@@ -178,7 +237,13 @@ def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_
                           "distributed.scheduler.worker-saturation": 1.0,
                           "distributed.worker.daemon": False}):
         if scheduler:
-            client = Client(scheduler, timeout=timeout)
+            sec = security(scheduler, tls)
+            try:
+                client = Client(check_address(scheduler), timeout=timeout, security=sec)
+            except (OSError, TimeoutError) as exc:  # refused, timed out, a TLS handshake that failed
+                raise ClusterError(f"cannot reach the Dask scheduler {scheduler}: {str(exc).splitlines()[0]}") from None
+            except (ValueError, TypeError) as exc:  # what Dask says of an address or TLS setup it cannot use
+                raise ClusterError(f"cannot connect to the Dask scheduler {scheduler}: {exc}") from None
             try:
                 yield client
             finally:
@@ -189,7 +254,11 @@ def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_
             cluster = gpu_cluster(devices, threads_per_worker)
         else:
             threads = str(thread_budget(workers, threads_per_worker))
-            with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": threads for k in THREAD_VARS}):
+            budget = {k: threads for k in THREAD_VARS}
+            # Dask's nanny lets os.environ beat pre-spawn-environ and writes that environment into this
+            # process for good: set the budget here for the start, and put back what was there after
+            with _environ(budget), dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
+                                                    for k, v in budget.items()}):
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                                        dashboard_address=_dashboard_address(), host="127.0.0.1")
         client = Client(cluster)

@@ -61,6 +61,9 @@ class ExtractConfig:
     names: tuple[tuple[str, str], ...] = ()  # (spec or extractor name, or "" for the only one; feature name)
     timeline: Timeline = field(default_factory=Timeline)  # fixed seconds, or beats[:N] (featpipe.run.beat_timeline)
     stream: bool = True  # rows stream to <cache>.spool/ chunk by chunk (featpipe.run.spool); False: in memory
+    tls_ca_file: str | None = None  # tls:// scheduler: CA, certificate, key (run.cluster.security)
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         # The command line checks these with click's types; library callers get the same bounds.

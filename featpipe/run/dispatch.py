@@ -31,8 +31,8 @@ from .config import ExtractConfig, FeatureNames, PipelineError, RunSummary
 from .failure import RepeatGuard, describe
 from .spool import SpoolError, SpoolFolder
 from .retry import TryCounter, Watchdog
-from .extract_video import VideoJob, VideoResult, cache_record
-from .worker import run_video, worker_check
+from .extract_video import VideoJob, VideoResult, cache_record, one_line
+from .worker import load_check, run_video, worker_check
 
 
 def _limit(client, cfg: ExtractConfig) -> int:
@@ -68,6 +68,18 @@ def check_workers(client, cfg: ExtractConfig, jobs: list[tuple[VideoJob, dict]],
             warnings.warn(f"worker {addr} runs featpipe {version}, the client {__version__}", stacklevel=2)
         if spool is not None and not (check and spool.visible(check)):
             blind.append(addr)
+    options = jobs[0][0].options  # the jobs' own (the beat timeline adds one): the models the videos use
+    loads = {addr: client.submit(load_check, specs, options, workers=[addr], allow_other_workers=False, pure=False,
+                                 key=f"featpipe-load-{uuid.uuid4().hex}") for addr in sorted(answers)}
+    for addr, fut in loads.items():
+        try:
+            problem = fut.result()
+        except Exception as exc:  # noqa: BLE001 - its worker died loading (out of memory, a crash)
+            problem = f"could not load the extractors ({type(exc).__name__}: {one_line(exc)})"
+        finally:
+            fut.release()
+        if problem:
+            raise PipelineError(f"worker {addr}: {problem}")
     if blind:
         warnings.warn(f"worker {blind[0]}{f' and {len(blind) - 1} more' if len(blind) > 1 else ''} cannot write "
                       f"to {spool.path}, which this client reads: results come in memory", stacklevel=2)
@@ -86,7 +98,8 @@ def run_jobs(cfg: ExtractConfig, writer: CacheWriter, jobs: list[tuple[VideoJob,
             on_start(total, 0, None)
         return
     try:
-        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.try_policy)
+        client_cm = connect(cfg.scheduler, cfg.workers, device=cfg.options.device, policy=cfg.try_policy,
+                            tls=(cfg.tls_ca_file, cfg.tls_cert, cfg.tls_key))
         client = client_cm.__enter__()
     except ClusterError as exc:
         raise PipelineError(str(exc)) from None

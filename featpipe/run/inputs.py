@@ -21,7 +21,14 @@ class InputError(Exception):
 
 def _from_list(path: Path) -> list[Path]:
     out = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line} is not UTF-8 text (a list holds one path per line, in UTF-8)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line)
@@ -57,8 +64,19 @@ def discover(inputs: list[str], extensions: tuple[str, ...] = VIDEO_EXTENSIONS) 
                 rejects.append((str(p), f"video id {vid!r} already used by {seen[vid]}"))
             continue
         seen[vid] = str(p.resolve())
+        if not _utf8(str(p)):  # a name of bytes that are no UTF-8: it could not be stored as a video id
+            rejects.append((str(p).encode("utf-8", "backslashreplace").decode(), "its name is not UTF-8; rename it"))
+            continue
         if not p.is_file():
             rejects.append((str(p), "listed file does not exist"))
             continue
         videos.append(VideoInput(vid, str(p)))
     return videos, rejects
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

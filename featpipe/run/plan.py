@@ -60,7 +60,7 @@ def build_extractors(visual: tuple[str, ...], audio: tuple[str, ...], options: E
 def check_options(exts: list[Extractor], options: ExtractOptions) -> None:
     """Every ``--set`` key must be declared by an extractor of the run, every value must parse, and every
     ``--weights NAME=PATH`` must name an extractor of the run."""
-    declared = {key for e in exts for key in e.option_specs}
+    declared = {key for e in exts for key in e.option_specs} | {f"{e.name}.{key}" for e in exts for key in e.option_specs}
     for key, _ in options.extra:
         if key not in declared:
             reads = "; ".join(f"{e.name} reads {', '.join(sorted(e.option_specs)) or 'none'}" for e in exts)

@@ -12,8 +12,8 @@
   (``KilledWorker``) while the video's own tries are under the bound, the client submits it
   again (:meth:`TryPolicy.resubmit`), at most :data:`KILLED_ANSWERS_PER_TRY` times per try.
 - **Time limit.** Each try has ``VIDEO_TIMEOUT + TIMEOUT_PER_SECOND * duration`` seconds
-  (60 s + 10 x the duration), counted from the moment a worker starts it; until the duration is
-  probed, the base alone. A video past its limit is failed, not retried, and its worker is
+  (60 s + 10 x the duration, the duration cut at ``--max-seconds``; at most :data:`MAX_LIMIT`),
+  counted from the moment a worker starts it; until the duration is probed, the base alone. A video past its limit is failed, not retried, and its worker is
   restarted (:class:`Watchdog`): a decode stuck in C cannot be interrupted any other way.
 
 Nothing here imports Dask at module level: the policy is plain data, readable without a cluster.
@@ -36,6 +36,9 @@ VIDEO_TIMEOUT = 60.0
 """Base of the per-try time limit, in seconds (``--video-timeout``)."""
 TIMEOUT_PER_SECOND = 10.0
 """Seconds added to the time limit per second of video (``--video-timeout-scale``)."""
+MAX_LIMIT = 6 * 3600.0
+"""The most one try may take, whatever duration a file states (a few KB can state ten hours);
+a larger ``--video-timeout`` raises it to that."""
 COUNTER_WAIT = 5.0
 """Seconds to wait for the scheduler when reading a try counter."""
 
@@ -65,9 +68,12 @@ class TryPolicy:
     def timed(self) -> bool:
         return bool(self.video_timeout)
 
-    def limit(self, duration: float | None) -> float:
-        """Seconds one try of a video of ``duration`` seconds may take (the base while unknown)."""
-        return float(self.video_timeout or 0.0) + self.timeout_per_second * (duration or 0.0)
+    def limit(self, duration: float | None, max_seconds: float | None = None) -> float:
+        """Seconds one try of a video of ``duration`` seconds may take (the base while unknown):
+        only the part up to ``max_seconds`` is decoded, and never more than :data:`MAX_LIMIT`."""
+        seconds = min(duration or 0.0, max_seconds) if max_seconds else (duration or 0.0)
+        base = float(self.video_timeout or 0.0)
+        return min(base + self.timeout_per_second * seconds, max(MAX_LIMIT, base))
 
     def gives_up(self, earlier_tries: int) -> bool:
         """Whether a try that finds ``earlier_tries`` before it (each ended by a death) must not start."""
@@ -199,7 +205,17 @@ class Watchdog:
         now = time.monotonic()
         limit = self.policy.limit
         with self._lock:
-            return [(key, w, now - t, limit(d)) for key, (w, t, d) in self._running.items() if now - t > limit(d)]
+            over = [(key, w, now - t, limit(d)) for key, (w, t, d) in self._running.items() if now - t > limit(d)]
+        if not over:
+            return []
+        # A try whose worker died is not running: its video waits for a worker (queueing does not
+        # count) and its clock restarts with the next try's "start". Asked only when a limit is passed.
+        alive = set(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        with self._lock:
+            for key, w, _, _ in over:
+                if w not in alive and self._running.get(key, [None])[0] == w:
+                    del self._running[key]
+        return [o for o in over if o[1] in alive]
 
     def restart(self, worker: str | None) -> None:
         """Restart a worker (through its nanny; one without a nanny is shut down)."""

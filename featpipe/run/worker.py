@@ -16,6 +16,7 @@ import sys
 
 from .. import __version__, extractors
 from ..contracts import ExtractOptions
+from .loaded_extractors import get_extractor
 from .spool import SpoolSink, SpoolTarget, write_check
 from .retry import TryCounter
 from .extract_video import VideoJob, VideoResult, one_line, process_video
@@ -47,7 +48,9 @@ def run_video(job: VideoJob, counter: TryCounter | None = None, spool: SpoolTarg
             worker.log_event(counter.topic, {"key": key, "stage": stage, "worker": worker.address, **extra})
 
     announce("start")
-    return process_video(job, on_probe=lambda info: announce("probed", duration=info.duration), sink=sink)
+    horizon = job.params.max_seconds  # the decode never goes past it, so neither does the time limit
+    return process_video(job, on_probe=lambda info: announce(
+        "probed", duration=min(info.duration, horizon) if horizon else info.duration), sink=sink)
 
 
 def use_thread_budget() -> None:
@@ -60,6 +63,21 @@ def use_thread_budget() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and threads.isdigit() and int(threads) > 0 and torch.get_num_threads() != int(threads):
         torch.set_num_threads(int(threads))
+
+
+def load_check(specs: tuple[str, ...], options: ExtractOptions) -> str | None:
+    """Run as a task on each worker before any video: load every extractor as its videos will
+    (kept by :mod:`featpipe.loaded`, so the first video does not load them again). None, or why
+    one cannot be loaded (a checkpoint that exists but is damaged): the run stops once, not
+    video by video. A task, not ``Client.run``: loading a model takes seconds, which would
+    block the worker's event loop."""
+    use_thread_budget()
+    for spec in specs:
+        try:
+            get_extractor(spec, options)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as one line
+            return f"cannot load {spec}: {one_line(exc)}"
+    return None
 
 
 def worker_check(specs: tuple[str, ...], options: ExtractOptions, sample: str | None,

@@ -66,6 +66,10 @@ def _write_video_job(args: tuple) -> None:
     write_video(Scene.from_json(scene_json), path, fps, size)
 
 
+MAX_SECONDS = 3600.0
+"""The longest synthetic video (an hour; longer ones only cost time and disk)."""
+
+
 def make_dataset(out_dir: str | Path, videos: int, seed: int, seconds: float = 10.0, *, fps: int = 15,
                  size: tuple[int, int] = (224, 128), workers: int = 1,
                  write_videos: bool = True) -> SynthReport:
@@ -76,8 +80,9 @@ def make_dataset(out_dir: str | Path, videos: int, seed: int, seconds: float = 1
     """
     if videos < 1:
         raise SynthError(f"videos must be >= 1, got {videos}")
-    if seconds < 2.0:
-        raise SynthError(f"seconds must be >= 2 (instruments need room to enter and leave), got {seconds}")
+    if not (2.0 <= seconds <= MAX_SECONDS):  # so NaN fails too (it passes every "<"), and inf
+        raise SynthError(f"seconds must be a number from 2 (instruments need room to enter and leave) to "
+                         f"{MAX_SECONDS:g}, got {seconds}")
     if size[0] % 2 or size[1] % 2 or min(size) < 32:
         raise SynthError(f"size must be even and at least 32x32 (H.264 4:2:0), got {size[0]}x{size[1]}")
     out = Path(out_dir)
