@@ -56,7 +56,7 @@ def available_specs(specs: tuple[str, ...], echo: Callable[[str], Any]) -> tuple
 def run_demo(cfg: DemoConfig, echo: Callable[[str], Any] = print) -> dict:
     """Run the demo; returns the evaluation report (head and baseline tables)."""
     from featpipe.heads.api import run_avqa_experiment
-    from featpipe.run.plan import ExtractConfig, run_extract
+    from featpipe.run import ExtractConfig, run_extract
     from featpipe.synth import make_dataset
     from featpipe.synth.report import format_report
 
