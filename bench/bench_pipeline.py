@@ -3,7 +3,8 @@
 Clips (bench/realistic_clips.py): 60 s, 30 fps, x264 medium with B-frames, a keyframe every 5 s,
 stereo AAC 44.1 kHz, at 640x360 (1280x720 with --sizes). Each measurement is a fresh process
 timed from start to exit (imports, model build, cluster start-up and shutdown included), and
-the two sides alternate (script, featpipe, script, featpipe, ...) so a busy machine moves both.
+the two sides alternate, the first of each round switching (script, featpipe | featpipe, script
+| ...), so a busy machine moves both and neither always runs first.
 The clips are read once before the first measurement, so no side pays a cold page cache.
 
   script     bench/oneoff_scripts.py: one process, PyAV decoding with its own threads, the
@@ -20,7 +21,9 @@ The clips are read once before the first measurement, so no side pays a cold pag
 
 Round 1 of every suite checks that the script and featpipe computed the same features
 (cosine and largest difference over every row of every video; featpipe stores float16).
-Ratios are script seconds / featpipe seconds summed over rounds (above 1: featpipe is faster).
+Each round gives a ratio, script seconds / featpipe seconds of that round's pair (above 1:
+featpipe is faster); the verdict is the median over the rounds, printed with its spread (min-max)
+and against the goal (--goal, 1.1x), so one pair disturbed by another job does not decide it.
 The load average (1 min) is sampled at every start and end of a run; it includes the bench's own
 processes (about 2 on 2 cores), so only values well above the core count mean other jobs.
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,7 +226,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["640x360"])
     ap.add_argument("--suites", nargs="+", default=DEFAULT_SUITES, choices=sorted(SUITES))
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (odd: the median is a round)")
+    ap.add_argument("--goal", type=float, default=1.1, help="the ratio featpipe should reach (median)")
     ap.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "featpipe-bench-clips",
                     help="where clip sets (and the random weight files) are made once and reused")
     ap.add_argument("--script-224", action="store_true", help="CLIP: also time the script on 224 px decoder frames")
@@ -255,7 +260,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     featpipe = [sys.executable, "-c", "import sys; from featpipe.cli import main; sys.argv[0] = 'featpipe'; main()"]
     print(f"{threads} cores; {a.workers} featpipe workers; {a.rounds} rounds, interleaved; "
-          "ratio = script s / featpipe s (sum over rounds)", flush=True)
+          "ratio = script s / featpipe s per round, median and spread", flush=True)
     table = []
     for size in a.sizes:
         w, h = (int(v) for v in size.split("x"))
@@ -288,7 +293,7 @@ def main() -> None:
             loads: list[float] = []
             with tempfile.TemporaryDirectory() as keep:
                 for r in range(a.rounds):
-                    for v in runs:
+                    for v in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
                         loads.append(os.getloadavg()[0])
                         first = r == 0
                         if v == "featpipe":
@@ -305,23 +310,30 @@ def main() -> None:
                         loads.append(os.getloadavg()[0])
                         print(f"  ({suite} {v}: {runs[v][-1]:.1f} s, load {loads[-1]:.1f})", flush=True)
                 check = agreement(f"{keep}/c.h5", Path(keep, variants[0]))
-            fp = sum(runs["featpipe"])
+            fps = runs["featpipe"]
             load = f"{min(loads):.1f}-{max(loads):.1f}"
             print(f"\n{size}, {a.videos} videos, {suite} ({' '.join(args)}); load average {load}")
             print(f"  script vs featpipe features: {check}")
             mark = "" if check.startswith("same") else " (DIFFERENT FEATURES)"
-            print(f"  {'run':12s} {'seconds per round':>28s} {'s/video':>8s} {'ratio':>6s}")
+            print(f"  {'run':12s} {'seconds per round':>28s} {'s/video':>8s} {'ratio: median (min-max)':>24s}")
             for v, ts in runs.items():
                 per = " ".join(f"{t:6.1f}" for t in ts)
-                print(f"  {v:12s} {per:>28s} {sum(ts) / len(ts) / a.videos:8.2f} {sum(ts) / fp:6.2f}", flush=True)
+                ratios = [t / f for t, f in zip(ts, fps)]
+                med = statistics.median(ratios)
+                spread = f"{med:.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+                print(f"  {v:12s} {per:>28s} {statistics.median(ts) / a.videos:8.2f} {spread:>24s}", flush=True)
                 if v != "featpipe":
+                    verdict = "meets" if med >= a.goal else "below"
+                    print(f"  {v}: median ratio {med:.2f}x {verdict} the goal {a.goal:.2f}x "
+                          f"(worst round {min(ratios):.2f}x, best {max(ratios):.2f}x)")
                     table.append(f"| {suite}{'' if v == 'script' else ' (' + v + ')'}{mark} | {size} | {a.videos} | "
-                                 f"{sum(ts) / len(ts):.1f} | {fp / len(ts):.1f} | **{sum(ts) / fp:.2f}x** | {load} |")
+                                 f"{statistics.median(ts):.1f} | {statistics.median(fps):.1f} | **{med:.2f}x** | "
+                                 f"{min(ratios):.2f}-{max(ratios):.2f} | {load} |")
     if table:
-        print(f"\nMarkdown (mean seconds per run over {a.rounds} rounds; ratio = script / featpipe, "
-              f"{a.workers} workers):\n")
-        print("| suite | size | videos | script s | featpipe s | ratio | load average |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(f"\nMarkdown (median seconds per run over {a.rounds} interleaved rounds; ratio = script / featpipe "
+              f"per round, median and min-max; {a.workers} workers):\n")
+        print("| suite | size | videos | script s | featpipe s | ratio (median) | ratio min-max | load average |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         print("\n".join(table))
 
 

@@ -16,28 +16,42 @@ import torch
 Batch = tuple[np.ndarray, dict, torch.Tensor]
 
 
-def masked_stats(x: np.ndarray, mask: np.ndarray | None = None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def masked_stats(x: np.ndarray, mask: np.ndarray | None = None, chunk: int | None = None,
+                 rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over the last axis of ``x`` (``(N, ..., D)``), counting rows where ``mask``
-    (``(N, T)`` for ``(N, T, ..., D)``) is true. Accumulates in float64, ``chunk`` samples at a
-    time, so float16 token arrays are never copied whole."""
+    (``(N, T)`` for ``(N, T, ..., D)``) is true; ``rows``: only these samples of ``x`` (the
+    rest is never copied). ``chunk`` samples at a time (default: about a million values, 2,048
+    question rows or 22 videos of 60 x 768): each chunk's mean and variance in one
+    float32 pass (float16 token arrays are converted a chunk at a time, never whole), the chunks
+    combined in float64 (Chan et al.'s pairwise update). Equal to a float64 computation within
+    about 1e-7 of the std (1e-4 for a mean a million stds from zero)."""
     d = x.shape[-1]
-    s = np.zeros(d)
-    ss = np.zeros(d)
+    if chunk is None:
+        chunk = max(1, (1 << 20) // max(1, int(np.prod(x.shape[1:]))))
+    index = None if rows is None else np.asarray(rows)
+    n_samples = x.shape[0] if index is None else len(index)
     n = 0
-    for i in range(0, x.shape[0], chunk):
-        xb = np.asarray(x[i:i + chunk], dtype=np.float64)
+    mean = torch.zeros(d, dtype=torch.float64)
+    m2 = torch.zeros(d, dtype=torch.float64)
+    for i in range(0, n_samples, chunk):
+        sel = slice(i, i + chunk) if index is None else index[i:i + chunk]
+        xb = torch.from_numpy(np.ascontiguousarray(x[sel])).float()
         if mask is not None:
-            m = mask[i:i + chunk]
-            xb = xb[m]  # (rows, ..., D)
-        xb = xb.reshape(-1, d)
-        s += xb.sum(0)
-        ss += (xb * xb).sum(0)
-        n += xb.shape[0]
+            keep = torch.from_numpy(np.ascontiguousarray(mask[sel], dtype=bool))
+            xb = xb if bool(keep.all()) else xb[keep]
+        flat = xb.reshape(-1, d)
+        nb = flat.shape[0]
+        if nb == 0:
+            continue
+        var_b, mean_b = torch.var_mean(flat, dim=0, correction=0)
+        delta = mean_b.double() - mean
+        total = n + nb
+        mean += delta * (nb / total)
+        m2 += var_b.double() * nb + delta * delta * (n * nb / total)
+        n = total
     if n == 0:
         raise ValueError("no valid rows to compute training statistics from")
-    mean = s / n
-    var = np.maximum(ss / n - mean * mean, 0.0)
-    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+    return mean.numpy().astype(np.float32), (m2 / n).sqrt().numpy().astype(np.float32)
 
 
 def masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -48,7 +62,8 @@ def masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    # torch's cast: numpy converts float16 (token arrays) element by element, 4 to 10x slower
+    return torch.from_numpy(np.ascontiguousarray(x)).float()
 
 
 @dataclass

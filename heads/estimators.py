@@ -160,7 +160,7 @@ class _AvqaBase(_TorchHead):
         if self.use_video:
             for key, arr, mask in (("a", d.a, d.mask_a), ("v", d.v, d.mask_v), ("t", d.tok, d.mask_v)):
                 if arr is not None:
-                    out[key] = masked_stats(arr[used], mask[used])
+                    out[key] = masked_stats(arr, mask, rows=used)
         return out
 
     def _dims(self, d: AvqaArrays) -> dict:

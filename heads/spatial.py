@@ -38,7 +38,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import Stats, Standardise, masked_softmax
+from .models import Stats, Standardise, masked_softmax, question_pool
 
 
 class AvqaSpatialNet(nn.Module):
@@ -130,9 +130,7 @@ class AvqaSpatialNet(nn.Module):
         B = q.shape[0]
         pooled = []
         for name, x, mk in (("a", xa, mask_a), ("v", xv, mask_v), ("f", xf, mask_a & mask_v)):
-            xb = x[vid]
-            s = torch.einsum("bth,bh->bt", xb, self.t_queries[name](qh)) / math.sqrt(H)
-            pooled.append(torch.einsum("bt,bth->bh", masked_softmax(s, mk[vid], dim=1), xb))
+            pooled.append(question_pool(x, mk, vid, self.t_queries[name](qh)))
         ob = obj[vid]  # (B, C, H)
         scores = torch.einsum("bkh,bch->bkc", self.ptr(qs).view(B, K, H), ob) / math.sqrt(H)
         alpha = torch.softmax(scores, dim=-1)

@@ -172,3 +172,118 @@ def test_bulk_load_matches_per_video_reads(tmp_path):
             np.testing.assert_array_equal(got, arrays[vid])
         ds = c.dataset(["feat"], ids[:3])
         assert len(ds) == 3 and ds[0]["feat"].shape[1] == 8
+
+
+@pytest.mark.parametrize("with_torch", [True, False])
+def test_bulk_batch_matches_per_video_reads(tmp_path, monkeypatch, with_torch):
+    """batch() reads ranges in bulk and converts runs of back-to-back videos in one call; every
+    order, subset, cut and range split must give what per-video get()/mask() give."""
+    import featpipe.cache.reader as reader
+
+    if with_torch:
+        import torch  # noqa: F401  (the torch cast is used only when torch is imported)
+    else:
+        monkeypatch.setitem(sys.modules, "torch", None)
+    path = tmp_path / "c.h5"
+    rng = np.random.default_rng(2)
+    # mostly whole 6-row videos (the fused run path), some shorter, one longer, 300 rows each
+    # side so the float16 -> float32 cast crosses the torch size threshold
+    spec = OutputSpec("feat", (300,), "audio")
+    rows = [6] * 30 + [3, 7, 6, 0, 6, 6, 2] + [6] * 20
+    arrays = {f"v{i:03d}": rng.normal(size=(r, 300)).astype(np.float16) for i, r in enumerate(rows)}
+    with CacheWriter(path, TIMELINE) as w:
+        w.ensure_feature(spec, PROV)
+        w.start()
+        for vid, a in arrays.items():
+            # the last row past the recording, and every third video a fill-row run
+            runs = {"feat": [[1, 2]]} if int(vid[1:]) % 3 == 0 else {}
+            w.commit({"video_id": vid, "source": {}, "invalid": runs}, {"feat": a},
+                     valid={"feat": max(0, len(a) - 1)})
+    ids = sorted(arrays)
+    orders = [ids, ids[::-1], ids[5:45], ids[::7], list(rng.permutation(ids))]
+    with open_cache(path) as c:
+        for gap in (reader._GAP_ROWS, 0):
+            monkeypatch.setattr(reader, "_GAP_ROWS", gap)  # 0: every sparse slot its own read
+            for order in orders:
+                for length in (None, 4, 9):
+                    x, m = c.batch(order, "feat", length=length)
+                    T = length if length is not None else max(len(arrays[v]) for v in order)
+                    assert x.shape == (len(order), T, 300) and x.dtype == np.float32 and m.shape == (len(order), T)
+                    for i, v in enumerate(order):
+                        want = np.zeros((T, 300), np.float32)
+                        n = min(T, len(arrays[v]))
+                        want[:n] = arrays[v][:n]
+                        np.testing.assert_array_equal(x[i], want)
+                        want_m = np.zeros(T, bool)
+                        want_m[:n] = c.mask(v, "feat")[:n]
+                        np.testing.assert_array_equal(m[i], want_m)
+                for got, v in zip(c.load("feat", order), order):
+                    assert got.dtype == np.float32
+                    np.testing.assert_array_equal(got, arrays[v].astype(np.float32))
+            x16, _ = c.batch(ids, "feat", dtype=None)
+            assert x16.dtype == np.float16
+
+
+def test_cache_batches_reads_each_batch_in_bulk(tmp_path):
+    """The DataLoader recipe: batches of file neighbours, every video once per epoch, the same
+    rows as batch(), and a pickled copy (a spawned worker) opens the file itself."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    from featpipe.cache.dataset import CacheBatches
+
+    path = tmp_path / "c.h5"
+    rng = np.random.default_rng(3)
+    arrays = {f"v{i:02d}": rng.normal(size=(int(rng.integers(2, 6)), 8)).astype(np.float16) for i in range(23)}
+    order = list(rng.permutation(sorted(arrays)))  # commit order differs from sorted ids
+    with CacheWriter(path, TIMELINE) as w:
+        w.ensure_feature(SPEC, PROV)
+        w.start()
+        for vid in order:
+            w.commit({"video_id": vid, "source": {}}, {"feat": arrays[vid]})
+    ds = CacheBatches(path, ["feat"], batch_size=5, length=4)
+    assert len(ds) == 5 and ds.video_ids == order
+    seen = []
+    with open_cache(path) as c:
+        for item in DataLoader(ds, batch_size=None, shuffle=True):
+            x, m = c.batch(item["video_id"], "feat", 4)
+            np.testing.assert_array_equal(item["feat"].numpy(), x)
+            np.testing.assert_array_equal(item["feat_mask"].numpy(), m)
+            assert item["feat"].shape[1:] == (4, 8)
+            seen += item["video_id"]
+    assert sorted(seen) == sorted(arrays)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._cache is None
+    np.testing.assert_array_equal(clone[1]["feat"].numpy(), ds[1]["feat"].numpy())
+    ds.regroup(0)
+    assert sorted(v for b in ds.batches for v in b) == sorted(arrays) and ds.batches[0] != order[:5]
+    clone.close()
+    ds.close()
+
+
+def test_two_readers_of_one_cache_in_a_process(tmp_path):
+    """Readers keep one handle per feature dataset; two of them on one file share it. (HDF5 2.0
+    fails every later read of a dataset once H5Drefresh ran on one of two open handles and a
+    read spans chunks: "can't insert duplicate key".)"""
+    path = tmp_path / "c.h5"
+    spec = OutputSpec("feat", (512,), "visual")  # 512 float16 rows per 512 KiB chunk
+    rng = np.random.default_rng(4)
+    arrays = {f"v{i}": rng.normal(size=(400, 512)).astype(np.float16) for i in range(3)}
+    with CacheWriter(path, TIMELINE) as w:
+        w.ensure_feature(spec, PROV)
+        w.start()
+        for vid, a in arrays.items():
+            w.commit({"video_id": vid, "source": {}}, {"feat": a})
+    ids = sorted(arrays)
+    first = open_cache(path)
+    first.get("v0", "feat")  # holds its handle
+    with open_cache(path) as second:
+        second.refresh()
+        for c in (second, first, second):
+            for got, v in zip(c.load("feat", ids, dtype=None), ids):
+                np.testing.assert_array_equal(got, arrays[v])
+    np.testing.assert_array_equal(first.batch(ids, "feat")[0][2], arrays["v2"].astype(np.float32))
+    first.close()
+    with CacheWriter(path, TIMELINE) as w:  # every reader closed: the file is free again
+        w.start()

@@ -100,3 +100,23 @@ def test_packets_taken_without_a_frame_stay_a_hole() -> None:
         skipped.add(t, t + 0.08)
     frames.fill(skipped)
     assert [[round(a, 2), round(b, 2)] for a, b in frames.spans] == [[0.0, 1.0], [2.0, 3.0]]
+
+
+def test_decoder_threads_follow_a_one_thread_budget(bframes, monkeypatch) -> None:
+    """A worker with one compute thread (OMP_NUM_THREADS=1) decodes on one thread, with the same
+    frames; elsewhere FFmpeg's frame threads."""
+    params = DecodeParams()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    info = probe(bframes, params)
+    v = VideoSource(info, [0], False, StreamTally("video", info.video_stated))
+    assert v.stream.codec_context.thread_count == 0 and "AUTO" in str(v.stream.thread_type)
+    v.close()
+    many = _sample(bframes, params, False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    v = VideoSource(info, [0], False, StreamTally("video", info.video_stated))
+    assert v.stream.codec_context.thread_count == 1
+    v.close()
+    one = _sample(bframes, params, False)
+    for a, b in zip(many[0], one[0]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(many[1], one[1])

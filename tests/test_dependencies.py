@@ -25,6 +25,7 @@ from packaging.version import Version
 from featpipe import open_cache
 from featpipe.decode import probe
 from featpipe.decode.pyav_compat import display_matrix_side_data
+import side_envs
 from media import corrupt_packet, truncate, write_clip
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -41,6 +42,15 @@ def floors() -> dict[str, str]:
     if "dask" in found:  # dask[distributed] pins distributed to the same release
         found.setdefault("distributed", found["dask"])
     return found
+
+
+def extra_floor(package: str, extra: str) -> str:
+    """The lower bound an extra of pyproject.toml gives ``package``."""
+    for req in requires("featpipe") or []:
+        m = re.match(rf"{package}\s*>=\s*([0-9.]+)\s*;.*extra\s*==\s*[\"']{extra}[\"']", req)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"no floor for {package} in the {extra!r} extra")
 
 
 # --- the shims, on each side of their break --------------------------------------------------------
@@ -207,3 +217,39 @@ def test_the_floor_releases_extract_what_the_newest_do(floor_site, tmp_path, tin
         assert data_floor[key][1] == valid, key
         if not key[1].startswith("clip"):  # weight-free features: the same media give the same rows
             np.testing.assert_allclose(data_floor[key][0], rows, atol=1e-3, err_msg=str(key))
+
+
+def test_the_transformers_floor_runs_the_transformers_extractors():
+    """clap:, ast: and hf-audio: (the extras `clap` and `audio`) under their floor release of transformers:
+    their own test files, references included, in a subprocess with the floor first on PYTHONPATH."""
+    floor = extra_floor("transformers", "audio")
+    assert floor == extra_floor("transformers", "clap")
+    site = side_envs.transformers(floor, "transformers floor")
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import transformers; print(transformers.__version__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert Version(probe.stdout.strip()) == Version(floor), probe.stderr
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            *(str(here / f) for f in ("test_clap.py", "test_ast.py", "test_hf_audio.py")),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=here.parent,
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert " passed" in res.stdout.strip().splitlines()[-1] and "skipped" not in res.stdout.strip().splitlines()[-1]

@@ -139,3 +139,78 @@ def test_bad_requests_fail_with_one_line(tmp_path, avqa):
         api.evaluate(tmp_path, files["cache"], files["test"])
     with pytest.raises(HeadError, match="give questions, not videos"):
         api.predict(head, files["cache"], files["test"], tmp_path / "p.jsonl", kind="videos")
+
+
+def test_avqa_net_fast_attention_equals_the_direct_forms():
+    """AvqaNet pools segments per question against all of a batch's videos at once and attends
+    over patch tokens without projecting each token; both must give the direct forms' outputs and
+    gradients (gather x[vid], batched products; project every token, then attend)."""
+    import math
+
+    import torch
+
+    from featpipe.heads.models import AvqaNet, masked_softmax
+
+    torch.manual_seed(0)
+    V, T, P, D, B = 7, 5, 4, 32, 16
+    a, v = torch.randn(V, T, 12), torch.randn(V, T, 20)
+    tok = torch.randn(V, T, P, D).half()
+    ma, mv = torch.rand(V, T) > 0.2, torch.rand(V, T) > 0.2
+    q, vid = torch.randn(B, 24), torch.randint(0, V, (B,))
+    net = AvqaNet(24, 9, T, a_dim=12, v_dim=20, t_dim=D, t_patches=P, hidden=16, dropout=0.0)
+    with torch.no_grad():  # non-trivial statistics and positions, so every term counts
+        net.t_std.mean.copy_(torch.randn(D) * 0.3)
+        net.t_std.std.copy_(torch.rand(D) + 0.5)
+        net.patch_pos.copy_(torch.randn(P, 16))
+        net.pos.copy_(torch.randn(T, 16))
+
+    def direct(tok, guide):
+        k = net.t_proj(net.t_std(tok)) + net.patch_pos
+        s = torch.einsum("vth,vtph->vtp", net.t_query(guide), k) / math.sqrt(net.hidden)
+        return torch.einsum("vtp,vtph->vth", torch.softmax(s, dim=-1), k)
+
+    def reference():
+        qh = net.q_proj(net.q_std(q))
+        pooled = [qh]
+        fast, net._spatial = net._spatial, direct
+        try:
+            streams = net.video_streams(a, v, tok, ma, mv)
+        finally:
+            net._spatial = fast
+        for name, (x, m) in streams.items():
+            xb = x[vid]
+            s = torch.einsum("bth,bh->bt", xb, net.t_queries[name](qh)) / math.sqrt(net.hidden)
+            pooled.append(torch.einsum("bt,bth->bh", masked_softmax(s, m[vid], dim=1), xb))
+        return net.out(torch.cat(pooled, dim=-1))
+
+    grads = []
+    outs = []
+    for f in (lambda: net(q, vid, a, v, tok, ma, mv), reference):
+        net.zero_grad()
+        out = f()
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[1]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_masked_stats_equal_float64_over_the_used_rows(chunk):
+    """Training statistics: chunked float32 passes combined in float64 equal a float64 computation
+    over the valid rows of the used samples only (float16 tokens too), whatever the chunking."""
+    from featpipe.heads.batches import masked_stats
+
+    rng = np.random.default_rng(5)
+    for shape, dtype in (((20, 6, 8), np.float32), ((20, 6, 3, 8), np.float16), ((40, 8), np.float32)):
+        x = (rng.standard_normal(shape) * rng.uniform(0.1, 3, shape[-1]) + 50).astype(dtype)
+        mask = rng.random(shape[:2]) > 0.3 if len(shape) > 2 else None
+        rows = np.array([1, 2, 3, 7, 11, 12, 19])
+        sel = x[rows].astype(np.float64)
+        valid = sel[mask[rows]] if mask is not None else sel
+        valid = valid.reshape(-1, shape[-1])
+        mean, std = masked_stats(x, mask, chunk=chunk, rows=rows)
+        np.testing.assert_allclose(mean, valid.mean(0), rtol=0, atol=1e-5 * valid.std(0).max())
+        np.testing.assert_allclose(std, valid.std(0), rtol=1e-5)

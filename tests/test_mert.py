@@ -17,13 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import side_envs
 from audio_refs import cosines, extract, music, pool, read_mono, windows, write_wave
 from featpipe import open_cache
 from featpipe.extractors import ExtractOptions, WeightsError, build
@@ -159,34 +159,8 @@ np.savez(out, **res)
 
 @pytest.fixture(scope="session")
 def side_env() -> Path:
-    """transformers 4.47.1 installed with ``pip install --target`` (reused by later runs)."""
-    target = Path(tempfile.gettempdir()) / f"featpipe-test-transformers-{SIDE_VERSION}"
-    if (target / ".complete").is_file():
-        return target
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "--no-deps",
-        "--target",
-        str(target),
-        f"transformers=={SIDE_VERSION}",
-        "tokenizers>=0.21,<0.22",
-        "huggingface_hub>=0.24,<1.0",
-    ]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"MERT reference: could not install transformers=={SIDE_VERSION} ({type(exc).__name__})")
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["?"])[-1]
-        pytest.skip(
-            f"MERT reference: transformers=={SIDE_VERSION} did not install from the package registry ({last[:200]})"
-        )
-    (target / ".complete").write_text("ok")
-    return target
+    """transformers 4.47.1 installed with ``pip install --target`` (tests/side_envs.py; reused by later runs)."""
+    return side_envs.transformers(SIDE_VERSION, "MERT reference")
 
 
 def side_states(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -150,13 +150,22 @@ def _ints(value: Any, n: tuple[int, ...]) -> bool:
     )
 
 
-def check_records(records: list[Any], f: h5py.File, path: Path | str, new_features_possible: bool = False) -> None:
+def check_records(
+    records: list[Any],
+    f: h5py.File,
+    path: Path | str,
+    new_features_possible: bool = False,
+    data: Callable[[h5py.Group], h5py.Dataset] | None = None,
+) -> None:
     """Each video record a JSON object with a string id, pointing only inside its datasets.
 
     ``new_features_possible``: a reader refreshing after it opened, where a later writer may have
     added a feature group its SWMR view does not show yet; entries of such features are not checked
-    (nothing reads them through this view)."""
+    (nothing reads them through this view). ``data``: the reader's own handle on a feature's
+    ``data`` (refreshed here to see rows committed since; HDF5 wants one handle per dataset in a
+    process); without it the writer's view is read as it is."""
     sizes: dict[str, int] = {}
+    bounds_rows: int | None = None
     for rec in records:
         vid = rec.get("video_id") if isinstance(rec, dict) else None
         if not isinstance(vid, str) or not isinstance(rec.get("features", {}), dict):
@@ -168,8 +177,12 @@ def check_records(records: list[Any], f: h5py.File, path: Path | str, new_featur
                     continue
                 if ds is None:
                     raise damaged(path, f"video {vid!r} has rows of feature {name!r}, which the file lacks")
-                ds["data"].refresh()
-                sizes[name] = ds["data"].shape[0]
+                if data is None:
+                    sizes[name] = ds["data"].shape[0]
+                else:
+                    handle = data(ds)
+                    handle.refresh()
+                    sizes[name] = handle.shape[0]
             if not _ints(entry, (2, 3)) or entry[0] + entry[1] > sizes[name] or entry[-1] > entry[1]:
                 raise damaged(
                     path, f"video {vid!r} feature {name!r} points at rows {entry!r}, outside its {sizes[name]} rows"
@@ -180,10 +193,12 @@ def check_records(records: list[Any], f: h5py.File, path: Path | str, new_featur
         ):
             raise damaged(path, f"video {vid!r} has invalid runs {str(invalid)[:60]}")
         if "bounds" in rec:
-            b = f[VIDEOS].get(BOUNDS)
-            if b is not None:
-                b.refresh()
-            if b is None or not _ints(rec["bounds"], (2,)) or sum(rec["bounds"]) > b.shape[0]:
+            if bounds_rows is None:  # once: rows of /videos/bounds (-1: none)
+                b = f[VIDEOS].get(BOUNDS)
+                if b is not None and data is not None:
+                    b.refresh()
+                bounds_rows = -1 if b is None else b.shape[0]
+            if not _ints(rec["bounds"], (2,)) or sum(rec["bounds"]) > bounds_rows:
                 raise damaged(path, f"video {vid!r} points at beat bounds {rec['bounds']!r} the file does not hold")
 
 

@@ -9,7 +9,11 @@ The file is opened in SWMR read mode, so it can be read while ``featpipe extract
 
 from __future__ import annotations
 
+import bisect
 import json
+import os
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -85,13 +89,14 @@ class Cache:
                 cut += ("; or its writer died while the disk was full: rerun `featpipe extract` (or import) "
                         "on it, which recovers it when nothing committed was lost")
             raise CacheError(cut)
-        try:
-            self.f = h5py.File(self.path, "r", swmr=True, locking=False, rdcc_nbytes=0)
-        except OSError as exc:
-            if "already open for write" in str(exc):
-                raise CacheError(f"{self.path} is being restructured by a writer (or one died there); "
-                                 "retry, or rerun `featpipe extract` to recover it") from None
-            raise CacheError(f"{self.path} is not a readable HDF5 file: {exc}") from None
+        self._shared: _SharedFile | None = _SharedFile.acquire(self.path)
+        self.f = self._shared.f
+        # One (info, data handle) per feature, looked up once: parsing the attributes' JSON and
+        # opening the dataset cost more than reading a video's rows. The handle is the process's
+        # one handle on that dataset (_SharedFile); it is refreshed once after each records load.
+        self._feats: dict[str, tuple[FeatureInfo, h5py.Dataset]] = {}
+        self._fresh: set[str] = set()
+        self._tables: dict[str, tuple[dict[str, int], np.ndarray]] = {}
         try:
             if self.f.attrs.get("format") != FORMAT:
                 raise CacheError(f"{self.path} is not a featpipe cache")
@@ -103,7 +108,7 @@ class Cache:
             self._texts: dict[str, tuple[dict[str, int], dict[int, int], dict[int, str]]] = {}
             self.refresh()
         except BaseException:
-            self.f.close()
+            self.close()
             raise
 
     # -- discovery -----------------------------------------------------------------------
@@ -118,11 +123,15 @@ class Cache:
             lo, hi = max(0, int(idx[:, 0].min())), int((idx[:, 0] + idx[:, 1]).max())
             blob = g[RECORDS][lo:hi]
             records = decode_log(idx - np.array([lo, 0]), blob, self.path, f"/{VIDEOS}")
-            check_records(records, self.f, self.path, new_features_possible=self._seen > 0)
+            check_records(records, self.f, self.path, new_features_possible=self._seen > 0,
+                          data=lambda g: self._shared.dataset(g, "data"))
             for rec in records:
                 self._records[rec["video_id"]] = rec
             self._seen = n
         self._texts.clear()
+        self._feats.clear()
+        self._fresh.clear()
+        self._tables.clear()
 
     @property
     def videos(self) -> list[str]:
@@ -154,7 +163,26 @@ class Cache:
         raise KeyError(f"feature {feature!r} is not in {self.path}; it has: {', '.join(self.features)}")
 
     def info(self, feature: str) -> FeatureInfo:
-        g = self._group(feature)
+        return self._feature(feature)[0]
+
+    def _feature(self, feature: str) -> tuple[FeatureInfo, h5py.Dataset]:
+        """The feature's description and its ``data`` dataset, looked up once (name or spec)."""
+        hit = self._feats.get(feature)
+        if hit is None:
+            g = self._group(feature)
+            hit = self._feats[feature] = (self._describe(g), self._shared.dataset(g, "data"))
+        return hit
+
+    def _refreshed(self, info: FeatureInfo, ds: h5py.Dataset) -> h5py.Dataset:
+        """``ds`` refreshed once since this reader last loaded records (SWMR: rows committed
+        since are then visible; the writer writes rows before the record that names them)."""
+        if info.name not in self._fresh:
+            ds.refresh()
+            self._fresh.add(info.name)
+        return ds
+
+    @staticmethod
+    def _describe(g: h5py.Group) -> FeatureInfo:
         prov = _attr(g, "provenance", {})
         return FeatureInfo(
             name=g.name.rsplit("/", 1)[-1], spec=prov.get("spec", ""), shape=tuple(_attr(g, "shape")),
@@ -187,12 +215,10 @@ class Cache:
 
     def get(self, video_id: str, feature: str, dtype: Any = None) -> FeatureArray:
         """One video's rows of one feature with their timestamps."""
-        name = self.info(feature).name
+        info, ds = self._feature(feature)
+        name = info.name
         off, rows, valid = self._slot(video_id, name)
-        ds = self._group(name)["data"]
-        ds.refresh()
-        data = ds[off:off + rows]
-        info = self.info(name)
+        data = self._refreshed(info, ds)[off:off + rows]
         if self.beats:
             bounds = self.bounds(video_id)[:rows]
             times = bounds.mean(axis=1)
@@ -218,25 +244,75 @@ class Cache:
         ds.refresh()
         return ds[entry[0]:entry[0] + entry[1]]
 
-    def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
-        """Every requested video's rows, read in bulk (one read when they are most of the file)."""
-        name = self.info(feature).name
-        ids = list(self.videos if video_ids is None else video_ids)
-        slots = [self._slot(v, name) for v in ids]
-        ds = self._group(name)["data"]
-        ds.refresh()
-        if not slots:
+    def _slots(self, ids: Sequence[str], name: str) -> np.ndarray:
+        """``(N, 3)`` int64: each video's (offset, rows, valid) in the feature's data."""
+        table = self._tables.get(name)
+        if table is None:  # once per records load: every video holding the feature
+            have = [(v, e) for v, r in self._records.items() if (e := r.get("features", {}).get(name)) is not None]
+            pos = {v: i for i, (v, _) in enumerate(have)}
+            arr = np.array([(e[0], e[1], e[2] if len(e) > 2 else e[1]) for _, e in have], np.int64).reshape(-1, 3)
+            table = self._tables[name] = (pos, arr)
+        pos, arr = table
+        try:
+            return arr[[pos[v] for v in ids]].reshape(-1, 3)
+        except KeyError:
+            for v in ids:
+                self._slot(v, name)  # raises the helpful KeyError
+            raise
+
+    @staticmethod
+    def _ranges(slots: np.ndarray) -> list[tuple[int, int]]:
+        """Row ranges ``[lo, hi)`` covering every slot, read one HDF5 call each: one range when
+        the videos are most of their span (a whole-cache or a split's load), else the slots sorted
+        and merged across gaps of up to a few chunks (reading a gap is cheaper than another call)."""
+        if not len(slots):
             return []
-        lo = min(s[0] for s in slots)
-        hi = max(s[0] + s[1] for s in slots)
-        total = sum(s[1] for s in slots)
-        if total * 4 >= hi - lo:  # dense enough: one contiguous read (and one conversion) beats many
-            block = ds[lo:hi]
-            if dtype is not None:
-                block = block.astype(dtype, copy=False)
-            return [block[o - lo:o - lo + r] for o, r, _ in slots]
-        out = [ds[o:o + r] for o, r, _ in slots]
-        return [a.astype(dtype, copy=False) if dtype is not None else a for a in out]
+        lo, hi = int(slots[:, 0].min()), int((slots[:, 0] + slots[:, 1]).max())
+        if int(slots[:, 1].sum()) * 4 >= hi - lo:
+            return [(lo, hi)]
+        ranges: list[list[int]] = []
+        for o, r in sorted(zip(slots[:, 0].tolist(), slots[:, 1].tolist())):
+            if ranges and o - ranges[-1][1] <= _GAP_ROWS:
+                ranges[-1][1] = max(ranges[-1][1], o + r)
+            else:
+                ranges.append([o, o + r])
+        return [(a, b) for a, b in ranges]
+
+    def _read(self, info: FeatureInfo, ds: h5py.Dataset, slots: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """The rows of every slot as ``(first row, block)`` pairs, each block read straight into a
+        fresh array of the stored dtype (no intermediate copy)."""
+        self._refreshed(info, ds)
+        blocks = []
+        for lo, hi in self._ranges(slots):
+            block = np.empty((hi - lo, *ds.shape[1:]), ds.dtype)
+            if hi > lo:
+                ds.read_direct(block, np.s_[lo:hi])
+            blocks.append((lo, block))
+        return blocks
+
+    @staticmethod
+    def _locate(starts: list[int], blocks: list[tuple[int, np.ndarray]], off: int) -> tuple[int, np.ndarray]:
+        """The block holding row ``off`` (blocks are sorted by ``starts`` and cover every slot)."""
+        return blocks[max(0, bisect.bisect_right(starts, off) - 1)]
+
+    def load(self, feature: str, video_ids: Sequence[str] | None = None, dtype: Any = np.float32) -> list[np.ndarray]:
+        """Every requested video's rows, read in bulk (one read when they are most of the file).
+        With ``dtype=None`` the arrays are views of the stored rows (no conversion, no copy)."""
+        info, ds = self._feature(feature)
+        ids = list(self.videos if video_ids is None else video_ids)
+        slots = self._slots(ids, info.name)
+        blocks = self._read(info, ds, slots)
+        if dtype is not None and np.dtype(dtype) != ds.dtype:
+            blocks = [(lo, _cast(b, np.dtype(dtype))) for lo, b in blocks]
+        if len(blocks) == 1:
+            lo, block = blocks[0]
+            return [block[o - lo:o - lo + r] for o, r in zip(slots[:, 0].tolist(), slots[:, 1].tolist())]
+        out = []
+        starts = [lo for lo, _ in blocks]
+        for o, r in zip(slots[:, 0].tolist(), slots[:, 1].tolist()):
+            lo, block = self._locate(starts, blocks, o)
+            out.append(block[o - lo:o - lo + r])
+        return out
 
     def batch(self, video_ids: Sequence[str], feature: str, length: int | None = None,
               dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -244,18 +320,33 @@ class Cache:
         (:meth:`mask`: padding and fill rows are False).
 
         ``T`` is ``length`` or the longest video; longer videos are cut, shorter ones zero-padded.
+        The stored rows are read in bulk and converted once, straight into the padded array.
         """
-        name = self.info(feature).name
-        arrays = self.load(name, video_ids, dtype=dtype)
-        masks = [self._mask(v, name) for v in video_ids]
-        shape = self.info(name).shape
-        T = length if length is not None else max((a.shape[0] for a in arrays), default=0)
-        out = np.zeros((len(arrays), T, *shape), dtype=dtype or (arrays[0].dtype if arrays else np.float32))
-        mask = np.zeros((len(arrays), T), bool)
-        for i, (a, m) in enumerate(zip(arrays, masks)):
-            n = min(T, a.shape[0])
-            out[i, :n] = a[:n]
-            mask[i, :n] = m[:n]
+        info, ds = self._feature(feature)
+        ids = list(video_ids)
+        slots = self._slots(ids, info.name)
+        T = length if length is not None else int(slots[:, 1].max(initial=0))
+        out = np.zeros((len(ids), T, *info.shape), np.dtype(dtype) if dtype is not None else ds.dtype)
+        n = np.minimum(slots[:, 1], T)
+        mask = np.arange(T) < np.minimum(n, slots[:, 2])[:, None]
+        for i, v in enumerate(ids):  # fill rows inside the valid prefix (rare): the record's runs
+            runs = self._records[v].get("invalid", {}).get(info.name)
+            if runs:
+                mask[i] &= runs_mask(T, T, runs)
+        blocks = self._read(info, ds, slots)
+        flat = out.reshape(len(ids) * T, *info.shape)
+        offs, rows = slots[:, 0].tolist(), slots[:, 1].tolist()
+        starts = [lo for lo, _ in blocks]
+        i = 0
+        while i < len(ids):
+            lo, block = self._locate(starts, blocks, offs[i])
+            j, end = i + 1, offs[i] + min(rows[i], T)
+            if rows[i] == T:  # whole videos stored back to back: one conversion for the run
+                while j < len(ids) and rows[j] == T and offs[j] == end and end + T <= lo + len(block):
+                    end += T
+                    j += 1
+            _copy_into(flat[i * T:i * T + end - offs[i]], block[offs[i] - lo:end - lo])
+            i = j
         return out, mask
 
     def dataset(self, features: Sequence[str], video_ids: Sequence[str] | None = None,
@@ -338,7 +429,10 @@ class Cache:
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
-        self.f.close()
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
+            self._feats.clear()
 
     def __enter__(self) -> "Cache":
         return self
@@ -348,6 +442,81 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, videos={len(self._records)}, features={self.features})"
+
+
+class _SharedFile:
+    """One h5py File per cache file and process, shared by every :class:`Cache` open on it, with
+    one handle per feature dataset. HDF5 2.0 shares an open file's state between opens anyway,
+    and once ``H5Drefresh`` ran on one of two handles open on a dataset, every later bulk read of
+    it in the process fails ("can't insert duplicate key"); two readers of one cache in a
+    process (a script and its DataLoader's dataset) must not hold two handles."""
+
+    _open: dict[tuple[int, int, int], "_SharedFile"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, key: tuple[int, int, int], f: h5py.File) -> None:
+        self.key, self.f, self.users = key, f, 0
+        self.handles: dict[str, h5py.Dataset] = {}
+
+    @classmethod
+    def acquire(cls, path: Path) -> "_SharedFile":
+        st = path.stat()
+        key = (os.getpid(), st.st_dev, st.st_ino)  # a forked child opens its own
+        with cls._lock:
+            for other in [k for k in cls._open if k[0] != key[0]]:
+                # inherited through fork: the parent's handles would be second handles here
+                inherited = cls._open.pop(other)
+                inherited.handles.clear()
+                inherited.f.close()
+            shared = cls._open.get(key)
+            if shared is None or not shared.f.id.valid:
+                try:
+                    f = h5py.File(path, "r", swmr=True, locking=False, rdcc_nbytes=0)
+                except OSError as exc:
+                    if "already open for write" in str(exc):
+                        raise CacheError(f"{path} is being restructured by a writer (or one died there); "
+                                         "retry, or rerun `featpipe extract` to recover it") from None
+                    raise CacheError(f"{path} is not a readable HDF5 file: {exc}") from None
+                shared = cls._open[key] = cls(key, f)
+            shared.users += 1
+            return shared
+
+    def dataset(self, group: h5py.Group, name: str) -> h5py.Dataset:
+        path = f"{group.name}/{name}"
+        ds = self.handles.get(path)
+        if ds is None or not ds.id.valid:
+            ds = self.handles[path] = group[name]
+        return ds
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users <= 0:
+                self._open.pop(self.key, None)
+                self.handles.clear()
+                self.f.close()
+
+
+_GAP_ROWS = 256  # rows worth reading through to save an HDF5 call (a few 512 KiB chunks)
+
+
+def _copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[...] = src`` with the dtype conversion. float16 -> float32 goes through torch's
+    vectorised cast when torch is already imported (any training script): numpy converts
+    float16 element by element, 4 to 10 times slower (bench/bench_read.py); torch is never
+    imported just for this."""
+    torch = sys.modules.get("torch")
+    if (torch is not None and src.dtype == np.float16 and dst.dtype == np.float32 and src.size >= 1 << 16
+            and dst.flags.c_contiguous and src.flags.c_contiguous):
+        torch.from_numpy(dst).copy_(torch.from_numpy(src))
+    else:
+        dst[...] = src
+
+
+def _cast(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    out = np.empty(block.shape, dtype)
+    _copy_into(out, block)
+    return out
 
 
 def open_cache(path: str | Path) -> Cache:

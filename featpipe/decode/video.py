@@ -18,6 +18,7 @@ sampled frame. ``bench/bench_decode.py`` measures the strategies (docs/performan
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +40,16 @@ TAIL_FRAMES = 3
 JOIN_FRAMES = 2
 """Frame periods a gap between two decoded frames may last and still be no hole in the covered time
 (a dropped frame, a variable frame rate, a frame without a stated duration)."""
+
+
+def decoder_threads() -> int:
+    """FFmpeg threads for a video decoder: 0 (FFmpeg's choice, frame threads on every core) unless
+    this process's compute budget is one thread (``OMP_NUM_THREADS=1``: a local featpipe worker per
+    core, whose decoding runs beside its model in the prefetch thread). There the frame threads
+    only compete with the other workers for the same cores: decoding a 60 s 640x360 x264 clip
+    costs 0.84 CPU-s with them and 0.70 on one thread (bench/results/2026-12-07-speed.md)."""
+    return 1 if os.environ.get("OMP_NUM_THREADS", "").strip() == "1" else 0
+
 
 INTERPOLATION = "BILINEAR"
 """swscale's filter for every size change (PyAV's default, so stored values are unchanged). When
@@ -122,7 +133,10 @@ class VideoSource:
         self.sizes = {r: self._stored_size(r) for r in requests}
         self.c = open_media(info.path)
         self.stream = self.c.streams[info.video_index]
-        self.stream.thread_type = "AUTO"
+        if decoder_threads() == 1:
+            self.stream.codec_context.thread_count = 1
+        else:
+            self.stream.thread_type = "AUTO"
         self.tb = float(self.stream.time_base or 0)
         self.period = 1.0 / info.frame_rate if info.frame_rate > 0 else 0.04
         tally.covered.join = JOIN_FRAMES * self.period

@@ -9,7 +9,6 @@ the pooled output (the mean of the CLS and distillation tokens: 768-d for the Au
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,11 @@ from . import hub, register
 from .base import Chunk, ExtractOptions, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 from .rates import audio_at, margin_s
 
-_REQUIRED = ("config.json", "preprocessor_config.json")
-_WRITER = "ASTModel.save_pretrained and ASTFeatureExtractor.save_pretrained"
 _FRAME, _HOP = 400, 160  # the feature extractor's 25 ms / 10 ms frames at 16 kHz
 
 
 @register
-class AstExtractor(Extractor):
+class AstExtractor(hub.HubCheckpoint, Extractor):
     """AST pooled embedding per segment (transformers' ASTFeatureExtractor + ASTModel)."""
 
     name = "ast"
@@ -32,6 +29,7 @@ class AstExtractor(Extractor):
     spec_help = "ast:<Hugging Face repo id | local folder>"
     examples = ("ast:MIT/ast-finetuned-audioset-10-10-0.4593", "ast:/data/my_ast_folder")
     version = "1"
+    hub_writer = "ASTModel.save_pretrained and ASTFeatureExtractor.save_pretrained"
     option_specs = {
         "window": Option(
             float,
@@ -43,28 +41,14 @@ class AstExtractor(Extractor):
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
-        self.ref = args.strip().rstrip("/")
-        if not self.ref:
-            raise ExtractorError(f"ast spec {self.spec!r} must be {self.spec_help}")
-        hub.require_transformers("ast", "audio")
+        self._init_ref(args, "ast")
         self.window_s = float(self.opt("window"))
         if self.window_s <= 0:
             raise ExtractorError(f"ast: window={self.window_s:g} must be positive")
-        self._folder: Path | None = None
         self._config: Any = None
         self._fe: Any = None
         self._model: Any = None
         self._device = "cpu"
-
-    @property
-    def folder(self) -> Path:
-        if self._folder is None:
-            self._folder = hub.resolve_folder(self.ref, self.spec, _REQUIRED, _WRITER, "ast")
-        return self._folder
-
-    @property
-    def feature_name(self) -> str:
-        return "ast-" + Path(self.ref).name
 
     def config(self) -> Any:
         if self._config is None:
@@ -124,9 +108,6 @@ class AstExtractor(Extractor):
                 f"{self.spec}: preprocessor_config.json ({fe.num_mel_bins} mel bins, {fe.max_length} "
                 f"frames) disagrees with config.json ({cfg.num_mel_bins}, {cfg.max_length})"
             )
-
-    def weights_identity(self) -> str:
-        return hub.weights_identity(self.folder)
 
     def load(self, device: str) -> None:
         from transformers import ASTModel

@@ -20,7 +20,6 @@ final LayerNorm, 4.x after it; ``last_hidden_state`` is after it in both).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,6 @@ from . import hub, register
 from .base import ExtractOptions, ExtractorError
 from .frames import FrameGeometry, FramewiseExtractor, conv_geometry
 
-_REQUIRED = ("config.json", "preprocessor_config.json")
-_WRITER = "the model's and its feature extractor's save_pretrained"
 _ALTERNATIVES = {
     "mert_model": "mert:",
     "music_hubert": "mert:",
@@ -40,7 +37,7 @@ _ALTERNATIVES = {
 
 
 @register
-class HfAudioExtractor(FramewiseExtractor):
+class HfAudioExtractor(hub.HubCheckpoint, FramewiseExtractor):
     """Hidden states of a transformers audio encoder per segment (wav2vec2 family, Whisper's encoder)."""
 
     name = "hf-audio"
@@ -51,29 +48,16 @@ class HfAudioExtractor(FramewiseExtractor):
     spec_help = "hf-audio:<Hugging Face repo id | local folder>"
     examples = ("hf-audio:facebook/wav2vec2-base", "hf-audio:microsoft/wavlm-base-plus", "hf-audio:openai/whisper-base")
     version = "1"
+    hub_writer = "the model's and its feature extractor's save_pretrained"
     option_specs = FramewiseExtractor.frame_options(window=10.0, context=2.0, layers="last")
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
-        self.ref = args.strip().rstrip("/")
-        if not self.ref:
-            raise ExtractorError(f"hf-audio spec {self.spec!r} must be {self.spec_help}")
-        hub.require_transformers("hf-audio", "audio")
-        self._folder: Path | None = None
+        self._init_ref(args, "hf-audio")
         self._config: Any = None
         self._fe: Any = None
         self._model: Any = None
         self._device = "cpu"
-
-    @property
-    def folder(self) -> Path:
-        if self._folder is None:
-            self._folder = hub.resolve_folder(self.ref, self.spec, _REQUIRED, _WRITER, "hf-audio")
-        return self._folder
-
-    @property
-    def feature_name(self) -> str:
-        return "hf-audio-" + Path(self.ref).name
 
     @property
     def whisper(self) -> bool:
@@ -140,9 +124,6 @@ class HfAudioExtractor(FramewiseExtractor):
         self.config()
         if self.max_window_s is not None and self.window_s > self.max_window_s + 1e-9:
             raise ExtractorError(f"{self.spec}: window={self.window_s:g} exceeds the model's {self.max_window_s:g} s")
-
-    def weights_identity(self) -> str:
-        return hub.weights_identity(self.folder)
 
     def load(self, device: str) -> None:
         from transformers import AutoModel

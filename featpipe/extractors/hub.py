@@ -109,3 +109,37 @@ def read_config(folder: Path, spec: str) -> dict:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{spec}: {folder / 'config.json'} is not readable JSON ({exc})") from None
+
+
+class HubCheckpoint:
+    """Mixin for extractors whose spec argument is a Hugging Face repo id or folder (``NAME:<ref>``).
+
+    The class sets ``name``, ``spec_help``, ``hub_writer`` (what writes the folder, for messages) and
+    optionally ``hub_required`` (files beside the weights); :meth:`_init_ref` parses the argument.
+    """
+
+    hub_required: tuple[str, ...] = ("config.json", "preprocessor_config.json")
+    hub_writer: str = "save_pretrained"
+
+    def _init_ref(self, args: str, needs: str) -> None:
+        """Parse ``args`` into ``self.ref``; one-line errors for an empty spec or a missing transformers."""
+        self.ref = args.strip().rstrip("/")
+        if not self.ref:
+            raise ExtractorError(f"{self.name} spec {self.spec!r} must be {self.spec_help}")
+        require_transformers(needs, "audio")
+        self._folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The checkpoint's local folder (resolved once; see :func:`resolve_folder`)."""
+        if self._folder is None:
+            self._folder = resolve_folder(self.ref, self.spec, self.hub_required, self.hub_writer, self.name)
+        return self._folder
+
+    @property
+    def feature_name(self) -> str:
+        """``<name>-<last part of the repo id or folder>``."""
+        return f"{self.name}-{Path(self.ref).name}"
+
+    def weights_identity(self) -> str:
+        return weights_identity(self.folder)

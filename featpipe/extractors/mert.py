@@ -14,21 +14,17 @@ frame-level rule (:mod:`featpipe.extractors.frames`); ``--set layers=all`` (the 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import hub, register
-from .base import ExtractOptions, ExtractorError, WeightsError
+from .base import ExtractOptions, WeightsError
 from .frames import FrameGeometry, FramewiseExtractor, conv_geometry
-
-_REQUIRED = ("config.json", "preprocessor_config.json")
-_WRITER = "featpipe.models.mert.write_random, or download the hub folder"
 
 
 @register
-class MertExtractor(FramewiseExtractor):
+class MertExtractor(hub.HubCheckpoint, FramewiseExtractor):
     """MERT-v1 hidden states per segment (featpipe's port of MusicHubert, no remote code)."""
 
     name = "mert"
@@ -36,30 +32,17 @@ class MertExtractor(FramewiseExtractor):
     spec_help = "mert:<Hugging Face repo id | local folder>"
     examples = ("mert:m-a-p/MERT-v1-95M", "mert:m-a-p/MERT-v1-330M", "mert:/data/MERT-v1-95M")
     version = "1"
+    hub_writer = "featpipe.models.mert.write_random, or download the hub folder"
     option_specs = FramewiseExtractor.frame_options(window=10.0, context=2.0, layers="all")
 
     def __init__(self, args: str, options: ExtractOptions) -> None:
         super().__init__(args, options)
-        self.ref = args.strip().rstrip("/")
-        if not self.ref:
-            raise ExtractorError(f"mert spec {self.spec!r} must be {self.spec_help}")
-        hub.require_transformers("mert (its Wav2Vec2FeatureExtractor)", "audio")
-        self._folder: Path | None = None
+        self._init_ref(args, "mert (its Wav2Vec2FeatureExtractor)")
         self._cfg: dict | None = None
         self._raw: dict = {}
         self._fe: Any = None
         self._model: Any = None
         self._device = "cpu"
-
-    @property
-    def folder(self) -> Path:
-        if self._folder is None:
-            self._folder = hub.resolve_folder(self.ref, self.spec, _REQUIRED, _WRITER, "mert")
-        return self._folder
-
-    @property
-    def feature_name(self) -> str:
-        return "mert-" + Path(self.ref).name
 
     def config(self) -> dict:
         if self._cfg is None:
@@ -118,9 +101,6 @@ class MertExtractor(FramewiseExtractor):
             m.check(self.folder, self.raw_config())
         except StateDictError as exc:
             raise WeightsError(f"{self.spec}: {exc}") from None
-
-    def weights_identity(self) -> str:
-        return hub.weights_identity(self.folder)
 
     def load(self, device: str) -> None:
         from ..models import mert as m
