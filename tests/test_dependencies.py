@@ -106,32 +106,9 @@ def test_pyproject_names_a_floor_for_each_fast_moving_dependency():
 
 
 @pytest.fixture(scope="module")
-def floor_site(tmp_path_factory) -> Path:
-    site = tmp_path_factory.mktemp("floor-site")
+def floor_site() -> Path:
     pins = [f"{name}=={version}" for name, version in sorted(floors().items())]
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--target",
-            str(site),
-            *pins,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if res.returncode != 0:
-        pytest.skip(
-            f"cannot install the floor releases {' '.join(pins)} (no package index here?): "
-            f"{res.stderr.strip().splitlines()[-1:]}"
-        )
-    return site
+    return side_envs.install("floor-" + "-".join(p.replace("==", "") for p in pins), pins, "the floor releases")
 
 
 def _featpipe(args: list, site: Path | None) -> subprocess.CompletedProcess:
