@@ -92,4 +92,4 @@ def test_a_file_name_that_is_not_utf8_is_rejected_alone(tmp_path):
 @pytest.mark.parametrize("seconds", ["nan", "inf", "-inf", "1e12"])
 def test_synth_seconds_must_be_a_real_length(tmp_path, seconds):
     r = CliRunner().invoke(main, ["synth", str(tmp_path / "s"), "--videos", "1", "--seconds", seconds])
-    assert "seconds must be a number from 2" in _one_line(r)
+    assert "seconds must be >= 2 (instruments need room to enter and leave) and <= 3600" in _one_line(r)

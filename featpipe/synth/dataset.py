@@ -81,7 +81,7 @@ def make_dataset(out_dir: str | Path, videos: int, seed: int, seconds: float = 1
     if videos < 1:
         raise SynthError(f"videos must be >= 1, got {videos}")
     if not (2.0 <= seconds <= MAX_SECONDS):  # so NaN fails too (it passes every "<"), and inf
-        raise SynthError(f"seconds must be a number from 2 (instruments need room to enter and leave) to "
+        raise SynthError(f"seconds must be >= 2 (instruments need room to enter and leave) and <= "
                          f"{MAX_SECONDS:g}, got {seconds}")
     if size[0] % 2 or size[1] % 2 or min(size) < 32:
         raise SynthError(f"size must be even and at least 32x32 (H.264 4:2:0), got {size[0]}x{size[1]}")
