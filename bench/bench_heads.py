@@ -20,7 +20,7 @@ of one free core, which a shared machine moves less than wall time. The load ave
 printed with every number.
 
     python bench/bench_heads.py                                   # 30 epochs, both heads
-    python bench/bench_heads.py --epochs 2 --compare /work/main --rounds 2
+    python bench/bench_heads.py --epochs 2 --compare ../featpipe-baseline --rounds 2
     python bench/bench_heads.py --tokens 14x1024 --epochs 2
 """
 
