@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from ..models.clip_config import ClipSource, normalise_preprocess, size_2d
+from ..models.clip_facts import tower_from_config
 from . import register
 from .base import Chunk, Extractor, ExtractorError, MediaNeeds, Option, OutputSpec
 
@@ -65,12 +66,21 @@ class ClipExtractor(Extractor):
             self._tower = describe_tower(self.source.model_cfg)
         return self._tower
 
+    def _declared_tower(self) -> tuple[str, int]:
+        """(family, embedding width): from the config where it says them, so planning a run without
+        --tokens builds nothing and never imports open_clip; each worker checks them in :meth:`load`."""
+        if not self.options.tokens:
+            known = tower_from_config(self.source.model_cfg)
+            if known is not None:
+                return known
+        return self.tower.family, self.tower.embed_dim
+
     def outputs(self) -> list[OutputSpec]:
         base = self.source.feature_base
         pre = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.preprocess_cfg.items()}
-        attrs = {"model": self.source.model, "pretrained": self.source.pretrained, "family": self.tower.family,
+        family, dim = self._declared_tower()
+        attrs = {"model": self.source.model, "pretrained": self.source.pretrained, "family": family,
                  "preprocess": pre, "image_size": list(self.preprocess_cfg["size"])}
-        dim = self.tower.embed_dim
         outs = [OutputSpec(base, (dim,), "visual", window=None,
                            layout="CLIP image embedding (encode_image: projected, not normalised)", attrs=attrs)]
         if self.options.tokens:
@@ -135,6 +145,10 @@ class ClipExtractor(Extractor):
         if got != self.preprocess_cfg:
             raise ExtractorError(f"{self.spec}: the built model's preprocessing {got} differs from the resolved "
                                  f"{self.preprocess_cfg}")
+        built = (self.tower.family, self.tower.embed_dim)  # open_clip's own tower (on meta) vs the client's plan
+        if built != self._declared_tower():
+            raise ExtractorError(f"{self.spec}: open_clip builds a {built[0]} tower of width {built[1]}; the plan "
+                                 f"said {self._declared_tower()} (a featpipe bug: please report it)")
         self._model, self._device = model, device
         self._encoder = VisualEncoder(model.visual, lambda x: model.encode_image(x, normalize=False))
         self._dtype = input_dtype(model.visual)

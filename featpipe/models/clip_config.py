@@ -12,7 +12,8 @@ For each, :class:`ClipSource` gives the model config, the preprocessing configur
 ``open_clip.create_model_and_transforms`` would attach to the model (``model.visual.preprocess_cfg``:
 defaults, overlaid by the tag's or the JSON's ``preprocess_cfg``; a bare checkpoint path gets
 the defaults, exactly as in open_clip) and the weight file, raising :class:`WeightsError` with one
-line when something is not on this machine.
+line when something is not on this machine. It reads open_clip's configs and tables as data
+(:mod:`featpipe.models.clip_facts`), so the client never imports the ``open_clip`` package.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contracts import ExtractorError, WeightsError
+from . import clip_facts
 from .weights import online
 
 HF_CONFIG = "open_clip_config.json"
@@ -34,7 +36,8 @@ _registered: set[str] = set()
 
 
 def register_configs() -> None:
-    """Register the config folders/files in ``FEATPIPE_OPENCLIP_CONFIGS`` with open_clip (once each)."""
+    """Register the config folders/files in ``FEATPIPE_OPENCLIP_CONFIGS`` with open_clip (once each;
+    where a model is built; the client reads them as data)."""
     import open_clip
 
     for item in filter(None, os.environ.get("FEATPIPE_OPENCLIP_CONFIGS", "").split(os.pathsep)):
@@ -115,9 +118,6 @@ class ClipSource:
     @classmethod
     def parse(cls, spec: str, args: str) -> "ClipSource":
         """``args`` is what follows ``clip:``; raises ExtractorError / WeightsError (one line)."""
-        register_configs()
-        import open_clip
-
         if args.startswith(("hf-hub:", "local-dir:")):
             schema, _, ident = args.partition(":")
             if not ident.strip("/"):
@@ -134,7 +134,7 @@ class ClipSource:
         if not model or not sep or not pretrained:
             raise ExtractorError(f"clip spec {spec!r} must be clip:<model>/<pretrained tag, checkpoint path or "
                                  "random>, clip:hf-hub:<org>/<name> or clip:local-dir:<folder>")
-        cfg = open_clip.get_model_config(model)
+        cfg = clip_facts.model_config(model)
         if cfg is None:
             raise ExtractorError(f"{spec}: open_clip has no model {model!r} (see open_clip.list_models(), "
                                  "or register a config folder in FEATPIPE_OPENCLIP_CONFIGS)")
@@ -168,19 +168,13 @@ class ClipSource:
         """open_clip's pretrained config of the tag ({} for paths, random and schemas)."""
         if self.schema is not None or self.is_path or self.is_random:
             return {}
-        import open_clip
-
-        return open_clip.get_pretrained_cfg(self.model, self.pretrained) or {}
+        return clip_facts.pretrained().get_pretrained_cfg(self.model, self.pretrained) or {}
 
     # -- preprocessing -----------------------------------------------------------------------
     def preprocess_cfg(self) -> dict:
         """What ``create_model_and_transforms`` sets as ``model.visual.preprocess_cfg`` (size as (h, w))."""
-        from dataclasses import asdict
-
-        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
         overlay = self.json_preprocess if self.schema is not None else self.tag_cfg
-        cfg = merge_preprocess_dict(asdict(PreprocessCfg()), overlay)
+        cfg = clip_facts.merge_preprocess(clip_facts.preprocess_defaults(), overlay)
         cfg["size"] = self.model_cfg.get("vision_cfg", {}).get("image_size", 224)
         return normalise_preprocess(cfg)
 
@@ -212,11 +206,10 @@ class ClipSource:
             if not path.is_file():
                 raise WeightsError(f"{self.spec}: checkpoint {path} does not exist")
             return str(path)
-        import open_clip
-
+        table = clip_facts.pretrained()
         cfg = self.tag_cfg
         if not cfg:
-            tags = ", ".join(open_clip.list_pretrained_tags_by_model(self.model)) or "none"
+            tags = ", ".join(table.list_pretrained_tags_by_model(self.model)) or "none"
             raise WeightsError(f"{self.spec}: open_clip has no pretrained tag {self.pretrained!r} for "
                                f"{self.model} (tags: {tags}; or give a checkpoint path, or 'random')")
         hit = _cached_tag_file(cfg)
@@ -224,7 +217,7 @@ class ClipSource:
             return hit
         if online():
             try:
-                return open_clip.download_pretrained(cfg)
+                return table.download_pretrained(cfg)
             except Exception as exc:  # noqa: BLE001 - reported as one line below
                 reason = f"download failed ({type(exc).__name__})"
         else:

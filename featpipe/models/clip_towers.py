@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .clip_config import register_configs
+
 log = logging.getLogger("featpipe.clip")
 _REPORTED: set[str] = set()
 # open_clip messages that describe our own build steps, not the user's model: the weights are
@@ -155,6 +157,7 @@ def build_model(model: str, pretrained_file: str | None, device: str, precision:
     """
     import open_clip
 
+    register_configs()  # FEATPIPE_OPENCLIP_CONFIGS, which the client read as data
     with torch.random.fork_rng(devices=[]), library_messages():
         torch.manual_seed(seed)
         m = open_clip.create_model(model, pretrained=None, load_weights=False, precision=precision, device=device,
