@@ -16,6 +16,12 @@ The clips are read once before the first measurement, so no side pays a cold pag
              one example per second. openl3: 1 s windows every 0.1 s, averaged per second.
              motion: every frame decoded, 5 a second kept at motion's size, all audio, and the
              features computed by the extractors' own arithmetic on one whole-video chunk.
+             ast, beats, mert (not in the default run): PyAV's 48 kHz audio, mono, resampled once
+             per video; AST a 10.24 s window centred on each segment (transformers' feature
+             extractor and ASTModel), BEATs and MERT the frame-level rule of docs/features.md
+             (10 s windows, 2 s context, frames pooled per segment; BEATs's last layer, MERT's 13
+             hidden states), each model's own preprocessing. Random weights at real size in the
+             published layouts (AST base, BEATs base, MERT-v1-95M), written once under --clips.
   featpipe   `featpipe extract ... --workers W` into a new cache (W x cores/W torch threads:
              the same thread budget).
 
@@ -31,7 +37,14 @@ processes (about 2 on 2 cores), so only values well above the core count mean ot
     python bench/bench_pipeline.py --videos 24                       # the issue's criterion
     python bench/bench_pipeline.py --videos 24 --sizes 1280x720 --suites clip motion
     python bench/bench_pipeline.py --videos 4 --suites openl3        # ~100 CPU-s per video
+    python bench/bench_pipeline.py --suites ast beats mert           # CPU: 2 videos of 10 s (see below)
+    python bench/bench_pipeline.py --suites ast beats mert --videos 24 --seconds 60 --device cuda  # the issue's size
     python bench/bench_pipeline.py --profile --videos 6              # featpipe's time line, per phase
+
+The audio encoders are slow on a CPU (docs/performance.md, "Audio encoders per 60 s video": AST
+about 8 CPU-minutes per 60 s video, 60 windows of 10.24 s), so when every suite asked for is one of
+them and the device is the CPU, --videos and --seconds default to 2 and 10 (the models keep their
+real size); the issue's criterion (24 videos of 60 s) is for a GPU: add --device cuda.
     python bench/bench_pipeline.py --stages --videos 3 --unique 3    # per-stage CPU costs (GPU plan)
 """
 
@@ -50,14 +63,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-# name -> (featpipe extract arguments ({vggish}, {openl3}: the random weight files), script variants)
+# name -> (featpipe extract arguments ({vggish}, {openl3}, ...: the random weight files), script variants)
 SUITES = {
     "clip": (["--visual", "clip:ViT-B-32/random"], ["script", "script-224"]),
     "motion": (["--visual", "motion", "--audio", "priors"], ["script"]),
     "vggish": (["--audio", "vggish", "--weights", "vggish={vggish}"], ["script"]),
     "openl3": (["--audio", "openl3", "--weights", "openl3={openl3}"], ["script"]),
+    "ast": (["--audio", "ast:{ast}"], ["script"]),
+    "beats": (["--audio", "beats:{beats}"], ["script"]),
+    "mert": (["--audio", "mert:{mert}"], ["script"]),
 }
 DEFAULT_SUITES = ["clip", "motion", "vggish"]
+ENCODER_SUITES = {"ast", "beats", "mert"}  # minutes per video on a CPU: smaller defaults there
+ENCODER_CPU_DEFAULTS = {"videos": 2, "seconds": 10.0}
 
 
 # -- per-stage CPU costs (for the GPU plan in docs/performance.md) ---------------------------------
@@ -210,7 +228,7 @@ def agreement(cache_path: str, script_out: Path) -> str:
                 fp = np.asarray(cache.get(vid, name, np.float32).data, np.float64)
                 sc = np.load(saved / f"{vid}.npy").astype(np.float64)
                 n = min(len(fp), len(sc))
-                a, b = fp[:n], sc[:n]
+                a, b = fp[:n].reshape(n, -1), sc[:n].reshape(n, -1)  # a row may be (layers, D)
                 c = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
                 cos = min(cos, float(c.min()))
                 diff = max(diff, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)))
@@ -222,7 +240,9 @@ def agreement(cache_path: str, script_out: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=6)
+    ap.add_argument("--videos", type=int, help="videos per run (default 6; 2 for audio encoder suites on the CPU)")
+    ap.add_argument("--seconds", type=float,
+                    help="length of each clip (default 60; 10 for audio encoder suites on the CPU)")
     ap.add_argument("--sizes", nargs="+", default=["640x360"])
     ap.add_argument("--suites", nargs="+", default=DEFAULT_SUITES, choices=sorted(SUITES))
     ap.add_argument("--workers", type=int, default=2)
@@ -242,6 +262,10 @@ def main() -> None:
     ap.add_argument("--weights", help=argparse.SUPPRESS)  # the script's weight file
     ap.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    light = a.device == "cpu" and set(a.suites) <= ENCODER_SUITES
+    for key, value in ENCODER_CPU_DEFAULTS.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value if light else {"videos": 6, "seconds": 60.0}[key])
     threads = len(os.sched_getaffinity(0))
     if a.script in ("profile", "profile-cold"):  # before anything is imported here: the time line starts at 0
         profile(a.files[0], a.files[2:], float(a.files[1]), a.script == "profile")
@@ -253,18 +277,18 @@ def main() -> None:
         return
     from oneoff_scripts import random_weights
 
-    weights = {k: str(v) for k, v in random_weights(a.clips / "weights").items()}
+    weights = {k: str(v) for k, v in random_weights(a.clips / "weights", a.suites).items()}
     from realistic_clips import clip_set
 
     env = dict(os.environ, FEATPIPE_NO_DOWNLOAD="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     featpipe = [sys.executable, "-c", "import sys; from featpipe.cli import main; sys.argv[0] = 'featpipe'; main()"]
-    print(f"{threads} cores; {a.workers} featpipe workers; {a.rounds} rounds, interleaved; "
-          "ratio = script s / featpipe s per round, median and spread", flush=True)
+    print(f"{threads} cores; {a.workers} featpipe workers; {a.rounds} rounds, interleaved; {a.videos} videos of "
+          f"{a.seconds:g} s; ratio = script s / featpipe s per round, median and spread", flush=True)
     table = []
     for size in a.sizes:
         w, h = (int(v) for v in size.split("x"))
-        files = [str(p) for p in clip_set(a.clips, a.videos, w, h, a.unique)]
+        files = [str(p) for p in clip_set(a.clips, a.videos, w, h, a.unique, a.seconds)]
         for f in files:  # a warm page cache for every measurement, the first included
             Path(f).read_bytes()
         folder = str(Path(files[0]).parent)

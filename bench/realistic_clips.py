@@ -68,17 +68,18 @@ def write_clip(path: Path, w: int, h: int, seed: int, seconds: float = SECONDS) 
     tmp.rename(path)
 
 
-def clip_set(root: Path, n: int, w: int, h: int, unique: int = 6) -> list[Path]:
-    """``n`` clips of ``w``x``h`` under ``root/<w>x<h>-<n>/`` (made once, then reused)."""
-    folder = root / f"{w}x{h}-{n}"
+def clip_set(root: Path, n: int, w: int, h: int, unique: int = 6, seconds: float = SECONDS) -> list[Path]:
+    """``n`` clips of ``w``x``h`` and ``seconds`` under ``root/<w>x<h>-<n>[-<seconds>s]/`` (made once, then reused)."""
+    tag = "" if seconds == SECONDS else f"-{seconds:g}s"
+    folder = root / f"{w}x{h}-{n}{tag}"
     folder.mkdir(parents=True, exist_ok=True)
-    src = root / f"{w}x{h}-unique"
+    src = root / f"{w}x{h}-unique{tag}"
     src.mkdir(parents=True, exist_ok=True)
     files = []
     for i in range(n):
         orig = src / f"u{i % unique:02d}.mp4"
         if not orig.exists():
-            write_clip(orig, w, h, seed=i % unique)
+            write_clip(orig, w, h, seed=i % unique, seconds=seconds)
         dst = folder / f"v{i:03d}.mp4"
         if not dst.exists():
             shutil.copyfile(orig, dst)
