@@ -262,14 +262,54 @@ def test_cache_batches_reads_each_batch_in_bulk(tmp_path):
     ds.close()
 
 
+def _chunk_rows_before_2026_12_08(row_shape, itemsize):
+    """The writer's rule until 2026-12-08: about 512 KiB per chunk, at most 8192 rows."""
+    return int(min(8192, max(1, (512 * 1024) // (int(np.prod(row_shape)) * itemsize))))
+
+
+def test_caches_with_512_kib_chunks_still_read_and_grow(tmp_path, monkeypatch):
+    """Caches written with the earlier 512 KiB chunks open and read as before, and today's writer
+    appends to them (their datasets keep their chunks); new features get the larger ones."""
+    import featpipe.cache.writer as writer
+    from featpipe.cache.layout import CHUNK_TARGET
+
+    path = tmp_path / "old.h5"
+    rng = np.random.default_rng(8)
+    arrays = {f"v{i}": rng.normal(size=(700, 512)).astype(np.float16) for i in range(3)}  # 2,100 rows: 5 old chunks
+    with monkeypatch.context() as m:
+        m.setattr(writer, "chunk_rows", _chunk_rows_before_2026_12_08)
+        with CacheWriter(path, TIMELINE) as w:
+            w.ensure_feature(OutputSpec("feat", (512,), "visual"), PROV)
+            w.start()
+            for vid in ("v0", "v1"):
+                w.commit({"video_id": vid, "source": {}}, {"feat": arrays[vid]})
+    with CacheWriter(path, TIMELINE) as w:
+        w.ensure_feature(OutputSpec("feat", (512,), "visual"), PROV)
+        w.ensure_feature(OutputSpec("new", (512,), "visual"), {"spec": "new", "weights": "none"})
+        w.start()
+        w.commit({"video_id": "v2", "source": {}}, {"feat": arrays["v2"], "new": arrays["v2"]})
+    with h5py.File(path, "r") as f:
+        assert f["features/feat/data"].chunks == (512, 512)
+        assert f["features/new/data"].chunks == (CHUNK_TARGET // 1024, 512)
+    ids = sorted(arrays)
+    with open_cache(path) as c:
+        for got, v in zip(c.load("feat", ids, dtype=None), ids):
+            np.testing.assert_array_equal(got, arrays[v])
+        np.testing.assert_array_equal(c.batch(ids, "feat")[0][1], arrays["v1"].astype(np.float32))
+        np.testing.assert_array_equal(c.get("v2", "new").data, arrays["v2"])
+
+
 def test_two_readers_of_one_cache_in_a_process(tmp_path):
     """Readers keep one handle per feature dataset; two of them on one file share it. (HDF5 2.0
     fails every later read of a dataset once H5Drefresh ran on one of two open handles and a
     read spans chunks: "can't insert duplicate key".)"""
+    from featpipe.cache.layout import chunk_rows
+
     path = tmp_path / "c.h5"
-    spec = OutputSpec("feat", (512,), "visual")  # 512 float16 rows per 512 KiB chunk
+    spec = OutputSpec("feat", (512,), "visual")
     rng = np.random.default_rng(4)
-    arrays = {f"v{i}": rng.normal(size=(400, 512)).astype(np.float16) for i in range(3)}
+    rows = chunk_rows((512,), 2) // 2 + 1  # three videos span two chunks
+    arrays = {f"v{i}": rng.normal(size=(rows, 512)).astype(np.float16) for i in range(3)}
     with CacheWriter(path, TIMELINE) as w:
         w.ensure_feature(spec, PROV)
         w.start()

@@ -207,7 +207,10 @@ FILL = textwrap.dedent("""
     w = CacheWriter(path, {"fps": 1.0, "seg_len": 1.0, "max_seconds": None, "pad": "repeat"})
     w.ensure_feature(OutputSpec("feat", (512,), "audio"), {"spec": "feat", "weights": "none"}, "float32")
     w.start()
-    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + (2 << 20), resource.RLIM_INFINITY))
+    from featpipe.cache.layout import CHUNK_TARGET
+    # room for a few commits: the first row of a chunk allocates (and writes) the whole chunk
+    room = os.path.getsize(path) + CHUNK_TARGET + (2 << 20)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
     i = 0
     try:
         while True:

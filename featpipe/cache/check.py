@@ -23,8 +23,8 @@ from .layout import BOUNDS, FEATURES, INDEX, RECORDS, SCHEMA_VERSION, TEXTS, VID
 
 CHUNK_BYTES = 8 << 20
 """The largest chunk read: HDF5 decompresses a whole chunk to read any row of it, so a file with a
-15-million-row chunk costs gigabytes per read. featpipe writes chunks of at most 512 KiB (one row
-when a row is larger), so this refuses only files made elsewhere (rechunk them with ``h5repack``)."""
+15-million-row chunk costs gigabytes per read. featpipe writes chunks of at most 4 MiB (one row
+when a row is larger; 512 KiB before 2026-12-08), so this refuses only files made elsewhere (rechunk them with ``h5repack``)."""
 
 
 def damaged(path: Path | str, what: str) -> CacheError:
@@ -69,7 +69,7 @@ def _check_chunks(ds: h5py.Dataset, path: Path | str) -> None:
     if chunk > max(CHUNK_BYTES, row):
         raise CacheError(
             f"{path}: {ds.name} is stored in chunks of {chunk / 2**20:.0f} MiB ({ds.chunks}); featpipe "
-            f"reads chunks of at most {CHUNK_BYTES >> 20} MiB (it writes 512 KiB): rechunk it, e.g. "
+            f"reads chunks of at most {CHUNK_BYTES >> 20} MiB (it writes 4 MiB): rechunk it, e.g. "
             f"h5repack -l {ds.name.lstrip('/')}:CHUNK={'x'.join(['1024', *map(str, ds.chunks[1:])])}"
         )
 

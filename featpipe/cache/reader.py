@@ -497,7 +497,7 @@ class _SharedFile:
                 self.f.close()
 
 
-_GAP_ROWS = 256  # rows worth reading through to save an HDF5 call (a few 512 KiB chunks)
+_GAP_ROWS = 256  # rows worth reading through to save an HDF5 call (under one chunk)
 
 
 def _copy_into(dst: np.ndarray, src: np.ndarray) -> None:
