@@ -27,6 +27,7 @@ import logging
 import os
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -69,8 +70,34 @@ def run_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path]:
     return out / "runs" / arm / f"seed-{seed}.jsonl", out / "runs" / arm / f"seed-{seed}.json"
 
 
+def error_path(out: Path, arm: str, seed: int) -> Path:
+    """A failed run's traceback (removed when the run succeeds); the run stays unfinished."""
+    return out / "runs" / arm / f"seed-{seed}.error.txt"
+
+
+def _failure(exc: BaseException) -> dict:
+    """A failed run as data: its one-line reason, the site (equal for the same bug in every run) and
+    the traceback. Returned, not raised, so that the worker logs no multi-line "Compute Failed"."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    site = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    lines = str(exc).strip().splitlines()
+    return {
+        "error": f"{type(exc).__name__}: {lines[0] if lines else ''} (at {site})",
+        "site": f"{type(exc).__name__} at {site}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
 def run_one(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
-    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread)."""
+    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread);
+    a failure comes back as ``{"error", "site", "traceback"}`` (:func:`_failure`)."""
+    try:
+        return _train_predict(arm, seed, payload, head, hparams, n_answers, T)
+    except Exception as exc:  # a bug in featpipe (the inputs were checked on the client)
+        return _failure(exc)
+
+
+def _train_predict(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
     t0 = time.perf_counter()
     arrays = payload["arrays"]
     tr, va, te = arrays["train"], arrays["val"], arrays["test"]
@@ -276,9 +303,10 @@ def run_study(
         say(f"resuming {out_dir}: {len(runs) - len(pending)} of {len(runs)} runs already done")
     failed = _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
     if failed:
+        arm, seed, why = failed[0]
         raise RunsFailed(
-            f"{len(failed)} of {len(runs)} runs failed ({failed[0]}); the finished ones are kept, the same "
-            "command retries the others"
+            f"{len(failed)} of {len(runs)} runs failed, the first: arm {arm} seed {seed}: {why}; "
+            "the finished runs are kept and the same command retries the others"
         )
     return report.write_study(out_dir, plan, inputs, order, baseline, seeds, labels, echo)
 
@@ -321,25 +349,34 @@ def _client(scheduler: str | None, workers: int):
         nanny.setLevel(level)
 
 
-def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list[str]:
+def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list:
+    """Run ``pending`` and write each run as it finishes; returns the failed ones ``(arm, seed, why)``."""
     if not pending:
         return []
     from distributed import as_completed
     from tqdm import tqdm
 
-    failed = []
+    failed, sites = [], []
     with _client(scheduler, workers or LOCAL_WORKERS) as client:
         futures = _submit_all(pending, payloads, client, head, hp, qhp, len(inputs.answers), inputs.T)
         bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
         for fut in as_completed(list(futures)):
             arm, seed = futures[fut]
             try:
-                _write_run(out_dir, arm, seed, fut.result(), inputs, plan_id)
-            except Exception as exc:  # one run's failure must not lose the others
-                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                failed.append(why)
-                say(f"run {arm} seed {seed} failed, an internal error in featpipe (please report it): {why}")
-                if failed.count(why) >= REPEATS:  # the same bug again: stop instead of failing every run
+                result = fut.result()
+                if "error" not in result:
+                    _write_run(out_dir, arm, seed, result, inputs, plan_id)
+                    error_path(out_dir, arm, seed).unlink(missing_ok=True)
+            except Exception as exc:  # the worker died (KilledWorker), or writing failed: one run, not the others
+                result = _failure(exc)
+            if "error" in result:
+                where = error_path(out_dir, arm, seed)
+                _atomic_write(where, result["traceback"])
+                why = f"{result['error']}: an internal error in featpipe; please report it ({where})"
+                failed.append((arm, seed, why))
+                sites.append(result["site"])
+                say(f"run {arm} seed {seed} failed: {why}")
+                if sites.count(result["site"]) >= REPEATS:  # the same bug again: stop instead of failing every run
                     for f in futures:
                         f.cancel()
                     say(f"stopped: the same error failed {REPEATS} runs")
