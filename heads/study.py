@@ -3,8 +3,8 @@
 Plan: the arms (plus the question-only head, always), the seeds ``0 .. N-1``, one head with fixed
 hyperparameters, the same train / val / test questions for every arm (questions whose video lacks
 any of the study's features are dropped for all arms alike), early stopping as the head does it
-(the epoch with the best validation accuracy is kept). Every feature is read from the cache once;
-each arm's arrays are scattered to the Dask workers once and shared by its seeds' runs.
+(the epoch with the best validation accuracy is kept). Every feature is read from the cache once
+and reaches the Dask workers once, shared by every arm and seed that uses it (:mod:`.share`).
 
 Layout of ``OUT``::
 
@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import report, stats
-from .arms import QUESTION_ONLY, Arm, arm_inputs, file_sha256, fingerprint, load_inputs, parse_arms, resolve
+from . import share
+from .arms import QUESTION_ONLY, Arm, arm_spec, file_sha256, fingerprint, load_inputs, parse_arms, resolve
 from .data import HeadError, opened
 from .estimators import AvqaHead, QuestionOnlyHead
 from .layers import LayerMixHead
@@ -88,27 +89,27 @@ def _failure(exc: BaseException) -> dict:
     }
 
 
-def run_one(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
-    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread);
-    a failure comes back as ``{"error", "site", "traceback"}`` (:func:`_failure`)."""
+def run_one(arm: str, seed: int, job: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
+    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread).
+    ``job``: the study's token, the arm's :class:`.arms.ArmSpec`, the shared features and questions
+    (:mod:`.share`). A failure comes back as ``{"error", "site", "traceback"}`` (:func:`_failure`)."""
     try:
-        return _train_predict(arm, seed, payload, head, hparams, n_answers, T)
+        return _train_predict(arm, seed, job, head, hparams, n_answers, T)
     except Exception as exc:  # a bug in featpipe (the inputs were checked on the client)
         return _failure(exc)
 
 
-def _train_predict(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
+def _train_predict(arm: str, seed: int, job: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
     t0 = time.perf_counter()
-    arrays = payload["arrays"]
+    spec = job["spec"]
+    arrays = share.arm_arrays(job["token"], arm, spec, job["feats"], job["questions"])
     tr, va, te = arrays["train"], arrays["val"], arrays["test"]
     with torch_threads(1):
         if arm == QUESTION_ONLY:
             names = QuestionOnlyHead().get_params()
             est = QuestionOnlyHead(**{k: v for k, v in hparams.items() if k in names}, seed=seed)
         else:
-            est = LayerMixHead(
-                **hparams, arch=head, layout=payload["layout"], layer_blocks=payload["blocks"], seed=seed
-            )
+            est = LayerMixHead(**hparams, arch=head, layout=spec.layout, layer_blocks=spec.blocks, seed=seed)
         est.fit(tr, tr.y, va, va.y, classes=range(n_answers), max_len=T or None)
         pred = est.decision_function(te).argmax(1)
     hist = est.history_
@@ -190,23 +191,28 @@ def _check_resume(out: Path, plan: dict) -> None:
         )
 
 
-def _submit_all(pending, payloads, client, head, hparams, qhp, n_answers, T):
-    # one future per arm for the whole payload (a dict given to scatter would become a dict of futures)
-    scattered = {arm: client.scatter([payloads[arm]], hash=False)[0] for arm in {a for a, _ in pending}}
+def _submit_all(pending, specs, feats, questions, client, head, hparams, qhp, n_answers, T):
+    token = f"{os.getpid()}-{time.time_ns()}"  # this study's arms in the workers' memo (.share)
     futures = {}
-    for arm, seed in pending:
+    for arm, seed in pending:  # arm after arm: a worker builds each arm's arrays once for its seeds
         hp = qhp if arm == QUESTION_ONLY else hparams
+        job = {
+            "token": token,
+            "spec": specs[arm],
+            "feats": {n: feats[n] for n in specs[arm].features},
+            "questions": questions,
+        }
         f = client.submit(
             run_one,
             arm,
             seed,
-            scattered[arm],
+            job,
             head,
             hp,
             n_answers,
             T,
             pure=False,
-            key=f"study-{arm}-seed{seed}-{os.getpid()}-{time.time_ns()}",
+            key=f"study-{arm}-seed{seed}-{token}",
         )
         futures[f] = (arm, seed)
     return futures
@@ -274,17 +280,14 @@ def run_study(
         inputs = load_inputs(cache, metas, train, val, labels, question)
         files = {"train": train, "val": val, **{f"test: {k}": v for k, v in labels.items()}}
         plan = _plan(cache, arms, baseline, seeds, head, hp, qhp, files, metas, inputs)
-    payloads = {
-        QUESTION_ONLY: {"arrays": arm_inputs(inputs, Arm(QUESTION_ONLY, ()), {})["arrays"], "blocks": {}, "layout": {}}
-    }
+    specs = {QUESTION_ONLY: arm_spec(Arm(QUESTION_ONLY, ()), {})}
     for arm in arms:
-        payloads[arm.name] = arm_inputs(inputs, arm, metas)
-        pa = payloads[arm.name]
+        spec = specs[arm.name] = arm_spec(arm, metas)
         if head == "spatial" and not (
-            pa["layout"].get("grid")
-            and pa["layout"].get("cells")
-            and pa["arrays"]["train"].a is not None
-            and pa["arrays"]["train"].tok is None
+            spec.layout.get("grid")
+            and spec.layout.get("cells")
+            and spec.streams["audio"]
+            and not spec.streams["tokens"]
         ):
             raise HeadError(
                 f"arm {arm.name!r}: the spatial head needs audio features and a visual feature with grid "
@@ -301,7 +304,7 @@ def run_study(
             say(f"{n} {split} question(s) left out: their video lacks a feature of the study")
     if len(pending) < len(runs):
         say(f"resuming {out_dir}: {len(runs) - len(pending)} of {len(runs)} runs already done")
-    failed = _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
+    failed = _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
     if failed:
         arm, seed, why = failed[0]
         raise RunsFailed(
@@ -349,40 +352,53 @@ def _client(scheduler: str | None, workers: int):
         nanny.setLevel(level)
 
 
-def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list:
+def _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list:
     """Run ``pending`` and write each run as it finishes; returns the failed ones ``(arm, seed, why)``."""
     if not pending:
         return []
+    folder = contextlib.nullcontext(None) if scheduler else share.array_folder(out_dir)
+    with folder as tmp, _client(scheduler, workers or LOCAL_WORKERS) as client:
+        feats, questions = share.share(client, inputs, Path(tmp) if tmp else None)
+        try:
+            return _collect(
+                pending, specs, feats, questions, client, head, hp, qhp, inputs, out_dir, plan_id, progress, say
+            )
+        finally:
+            if scheduler:  # a long-lived cluster: the workers drop the last arm they kept
+                client.run(share.forget)
+
+
+def _collect(pending, specs, feats, questions, client, head, hp, qhp, inputs, out_dir, plan_id, progress, say):
+    """Submit the runs and write each as it finishes; the failed ones ``(arm, seed, why)``."""
     from distributed import as_completed
     from tqdm import tqdm
 
     failed, sites = [], []
-    with _client(scheduler, workers or LOCAL_WORKERS) as client:
-        futures = _submit_all(pending, payloads, client, head, hp, qhp, len(inputs.answers), inputs.T)
-        bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
-        for fut in as_completed(list(futures)):
-            arm, seed = futures[fut]
-            try:
-                result = fut.result()
-                if "error" not in result:
-                    _write_run(out_dir, arm, seed, result, inputs, plan_id)
-                    error_path(out_dir, arm, seed).unlink(missing_ok=True)
-            except Exception as exc:  # the worker died (KilledWorker), or writing failed: one run, not the others
-                result = _failure(exc)
-            if "error" in result:
-                where = error_path(out_dir, arm, seed)
-                _atomic_write(where, result["traceback"])
-                why = f"{result['error']}: an internal error in featpipe; please report it ({where})"
-                failed.append((arm, seed, why))
-                sites.append(result["site"])
-                say(f"run {arm} seed {seed} failed: {why}")
-                if sites.count(result["site"]) >= REPEATS:  # the same bug again: stop instead of failing every run
-                    for f in futures:
-                        f.cancel()
-                    say(f"stopped: the same error failed {REPEATS} runs")
-                    break
-            bar.update(1)
-        bar.close()
+    futures = _submit_all(pending, specs, feats, questions, client, head, hp, qhp, len(inputs.answers), inputs.T)
+    bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
+    for fut in as_completed(list(futures)):
+        arm, seed = futures[fut]
+        try:
+            result = fut.result()
+            if "error" not in result:
+                _write_run(out_dir, arm, seed, result, inputs, plan_id)
+                error_path(out_dir, arm, seed).unlink(missing_ok=True)
+        except Exception as exc:  # the worker died (KilledWorker), or writing failed: one run, not the others
+            result = _failure(exc)
+        if "error" in result:
+            where = error_path(out_dir, arm, seed)
+            _atomic_write(where, result["traceback"])
+            why = f"{result['error']}: an internal error in featpipe; please report it ({where})"
+            failed.append((arm, seed, why))
+            sites.append(result["site"])
+            say(f"run {arm} seed {seed} failed: {why}")
+            if sites.count(result["site"]) >= REPEATS:  # the same bug again: stop instead of failing every run
+                for f in futures:
+                    f.cancel()
+                say(f"stopped: the same error failed {REPEATS} runs")
+                break
+        bar.update(1)
+    bar.close()
     return failed
 
 
