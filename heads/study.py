@@ -365,7 +365,8 @@ def _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, pla
             )
         finally:
             if scheduler:  # a long-lived cluster: the workers drop the last arm they kept
-                client.run(share.forget)
+                with contextlib.suppress(Exception):  # a cluster gone meanwhile has nothing to drop
+                    client.run(share.forget)
 
 
 def _collect(pending, specs, feats, questions, client, head, hp, qhp, inputs, out_dir, plan_id, progress, say):
