@@ -344,12 +344,19 @@ def _client(scheduler: str | None, workers: int):
                 ) as cluster,
                 Client(cluster) as client,
             ):
+                client.run(_quiet_workers)
                 try:
                     yield client
                 finally:  # closing a busy worker: "still alive after 4 seconds, killing" is no news to the user
                     nanny.setLevel(logging.ERROR)
     finally:
         nanny.setLevel(level)
+
+
+def _quiet_workers() -> None:
+    """On our own LocalCluster's workers: runs stopped after repeated failures end with a multi-line
+    CancelledError warning per run, no news to the user (the study reports its failures itself)."""
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 def _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list:

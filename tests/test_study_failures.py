@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from study_data import synth_study_set
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -34,8 +35,12 @@ def _records(out: Path) -> dict[str, int]:
     return {f"{p.parent.name}:{p.stem.split('-')[1]}": p.stat().st_mtime_ns for p in out.glob("runs/*/seed-*.json")}
 
 
-def test_a_failed_run_is_named_kept_unfinished_and_redone_alone(tmp_path):
-    files = synth_study_set(tmp_path / "set", videos=40, seed=7)
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return synth_study_set(tmp_path_factory.mktemp("failures") / "set", videos=40, seed=7)
+
+
+def test_a_failed_run_is_named_kept_unfinished_and_redone_alone(files, tmp_path):
     out = tmp_path / "out"
     broken = {"DASK_DISTRIBUTED__WORKER__PRELOAD": '["fp_study_broken"]', "FP_STUDY_BROKEN": "deep:1"}
     r = _study(files, out, **broken)
@@ -60,3 +65,15 @@ def test_a_failed_run_is_named_kept_unfinished_and_redone_alone(tmp_path):
     assert s["seeds"] == [0, 1, 2]
     lines = (out / "runs" / "deep" / "seed-1.jsonl").read_text().splitlines()
     assert {json.loads(x)["seed"] for x in lines} == {1}
+
+
+def test_the_same_bug_in_three_runs_stops_the_study(files, tmp_path):
+    out = tmp_path / "out"
+    broken = {"DASK_DISTRIBUTED__WORKER__PRELOAD": '["fp_study_broken"]', "FP_STUDY_BROKEN": "deep:0,deep:1,deep:2"}
+    r = _study(files, out, **broken)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "stopped: the same error failed 3 runs" in r.stdout
+    err, *rest = r.stderr.strip().splitlines()
+    assert not rest, r.stderr
+    assert err.startswith("featpipe: error: 3 of 9 runs failed, the first: arm deep seed ")
+    assert not any(k.startswith("deep:") for k in _records(out)) and not (out / "study.json").exists()
