@@ -370,8 +370,10 @@ def _features(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--rhythm/--no-rhythm", default=None,
               help="Add the cache's rhythm features to the audio stream, or leave them out (default: as --features).")
+@click.option("--threads", type=_AT_LEAST_1, default=1, show_default=True,
+              help="Torch CPU threads; give it the cores when nothing else runs (docs/heads.md).")
 def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, question, no_baseline, seed, epochs,
-                   patience, lr, batch_size, hidden, out, quiet, rhythm) -> None:
+                   patience, lr, batch_size, hidden, out, quiet, rhythm, threads) -> None:
     """Train a head on CACHE and save it to a directory."""
     from featpipe.heads.api import train_head
     from featpipe.heads.data import HeadError
@@ -381,7 +383,7 @@ def train_head_cmd(cache, task, train_file, val_file, features, model, fusion, q
     try:
         hists = train_head(cache, task, train_file, val_file, _features(features), out, seed=seed, model=model,
                            question=question, hparams=hp, baseline=not no_baseline, progress=not quiet,
-                           rhythm=rhythm)
+                           rhythm=rhythm, threads=threads)
     except HeadError as exc:
         raise Failure(str(exc)) from None
     for name, h in hists.items():

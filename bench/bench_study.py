@@ -9,7 +9,10 @@ and answers: only speed is measured. Arms (default): vggish, clap, clip, vggish+
 
 Reports the wall time of the whole study (``run_study``: reading every feature once, the runs on
 a LocalCluster, the report) and how it splits: the time to read the features once, the runs'
-own seconds, and what reading per run would have cost (read time x runs).
+own seconds, and what reading per run would have cost (read time x runs), and the memory of the
+whole process tree during the study (this process and the LocalCluster's workers, sampled every
+0.2 s): the peak of the summed RSS and of the summed PSS (proportional set size: a page shared by
+several processes, e.g. a memory-mapped file, is counted once in all).
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_study.py --work /tmp/bs [--scale 0.05] [--seeds 5]
         [--epochs 30] [--workers 2] [--layers 0] [--json out.json]
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +96,39 @@ def make_set(work: Path, scale: float, layers: int, seed: int = 0) -> dict[str, 
     return files
 
 
+class TreeMemory:
+    """Peak summed RSS and PSS (MiB) of this process and its descendants, sampled in a thread."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak_rss, self.peak_pss = every, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            rss = pss = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+            self.peak_rss = max(self.peak_rss, rss / 2**20)
+            self.peak_pss = max(self.peak_pss, pss / 2**20)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -119,19 +156,20 @@ def main() -> None:
     out = args.work / "study"
     shutil.rmtree(out, ignore_errors=True)
     t2 = time.perf_counter()
-    run_study(
-        str(files["cache"]),
-        str(files["train"]),
-        str(files["val"]),
-        [str(files["test"])],
-        arms,
-        str(out),
-        seeds=args.seeds,
-        hparams={"max_epochs": args.epochs, "patience": args.epochs},
-        workers=args.workers,
-        progress=False,
-        echo=None,
-    )
+    with TreeMemory() as mem:
+        run_study(
+            str(files["cache"]),
+            str(files["train"]),
+            str(files["val"]),
+            [str(files["test"])],
+            arms,
+            str(out),
+            seeds=args.seeds,
+            hparams={"max_epochs": args.epochs, "patience": args.epochs},
+            workers=args.workers,
+            progress=False,
+            echo=None,
+        )
     t_study = time.perf_counter() - t2
     s = json.loads((out / "study.json").read_text())
     run_s = [r["seconds"] for runs in s["runs"].values() for r in runs]
@@ -149,6 +187,9 @@ def main() -> None:
         "run_s_mean": round(float(np.mean(run_s)), 2),
         "run_s_sum": round(float(np.sum(run_s)), 1),
         "reading_per_run_would_add_s": round(t_read * (len(run_s) - 1), 1),
+        "layers": args.layers,
+        "peak_rss_mib": round(mem.peak_rss),
+        "peak_pss_mib": round(mem.peak_pss),
         "load": os.getloadavg(),
         "cores": os.cpu_count(),
     }

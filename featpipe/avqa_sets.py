@@ -53,15 +53,18 @@ def _literal(raw: Any, where: str, what: str) -> Any:
         raise AvqaFormatError(f"{where}: {what!r} is not a list: {raw!r}") from None
 
 
-def fill_words(content: str, values: list[str], where: str) -> str:
-    """MUSIC-AVQA-R's filling: split on spaces, each word holding ``<`` is replaced by the next value."""
+def fill_words(content: str, values: list[str], where: str) -> tuple[str, list[str]]:
+    """MUSIC-AVQA-R's filling: split on spaces, each word holding ``<`` is replaced by the next value.
+    Returns the text and the values used. As in its dataloader, values beyond the slot words are
+    not used (a rephrasing may drop a slot); fewer values than slot words is an error (there it
+    raises IndexError)."""
     words = content.strip().split(" ")
     slots = [i for i, w in enumerate(words) if "<" in w]
-    if len(slots) != len(values):
+    if len(slots) > len(values):
         raise AvqaFormatError(f"{where}: {len(slots)} slot word(s) but {len(values)} template value(s)")
     for i, v in zip(slots, values):
         words[i] = v
-    return " ".join(words)
+    return " ".join(words), values[: len(slots)]
 
 
 def load_r_questions(path: str | Path) -> list[Question]:
@@ -90,7 +93,7 @@ def load_r_questions(path: str | Path) -> list[Question]:
         values = _literal(e.get("templ_values", "[]"), where, "templ_values")
         if not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
             raise AvqaFormatError(f"{where}: 'templ_values' must be a list of strings")
-        text = fill_words(content, values, where)
+        text, values = fill_words(content, values, where)
         key = (vid, content, tuple(values))
         seen[key] = seen.get(key, -1) + 1
         extra = {

@@ -3,7 +3,8 @@
 ``--arm NAME=FEAT[,FEAT...]``: ``FEAT`` is a cached feature; ``FEAT@K`` picks layer ``K`` (a layer
 number of the feature's ``layers`` attribute) of a layer-wise feature, which otherwise enters as a
 learned mix of its layers (:mod:`.layers`). Every feature is read from the cache once for all
-arms and runs (:func:`load_inputs`); an arm's arrays are views of, or concatenations of, those.
+arms and runs (:func:`load_inputs`), float16 where the cache stores it so; an arm's arrays are
+views of those, or for a stream of several features their concatenation (:func:`assemble`).
 """
 
 from __future__ import annotations
@@ -207,45 +208,92 @@ def load_inputs(
         y={s: np.array([index.get(q.answer, -1) for q in qs], np.int64) for s, qs in kept.items()},
     )
     if metas:
-        inp.segs, inp.T = load_segments(cache, videos, list(metas.values()))
+        inp.segs, inp.T = load_segments(cache, videos, list(metas.values()), keep_half=True)
     return inp
 
 
-def arm_inputs(inp: Inputs, arm: Arm, metas: dict[str, FeatureMeta]) -> dict[str, Any]:
-    """The arm's per-split :class:`AvqaArrays` (sharing one set of per-video arrays), its layer blocks
-    (``{"a"|"v": [[L+1, D], ...]}``) and its stream layout (grid cells, stereo cues)."""
-    streams: dict[str, list] = {"audio": [], "visual": [], "tokens": []}
-    blocks: dict[str, list] = {"a": [], "v": []}
+@dataclass(frozen=True)
+class ArmSpec:
+    """What an arm's inputs are made of, without the arrays (a few bytes to send to a worker): per
+    stream (audio, visual, tokens) its parts in the head's order, each ``(feature, layer index,
+    flatten)`` (layer index: one layer of a layer-wise feature; flatten: all its layers, mixed by
+    the head), the layer blocks (``{"a"|"v": [[L+1, D], ...]}``) and the stream layout."""
+
+    streams: dict[str, list[tuple[str, int | None, bool]]]
+    blocks: dict[str, list]
+    layout: dict
+
+    @property
+    def features(self) -> list[str]:
+        return sorted({f for parts in self.streams.values() for f, _, _ in parts})
+
+
+def arm_spec(arm: Arm, metas: dict[str, FeatureMeta]) -> ArmSpec:
+    """The arm's :class:`ArmSpec`: ordinary features first, layer-wise ones after (:mod:`.layers`)."""
+    plain: dict[str, list] = {"audio": [], "visual": [], "tokens": []}
     layered: dict[str, list] = {"audio": [], "visual": []}
+    blocks: dict[str, list] = {"a": [], "v": []}
     layouts: dict[str, list] = {"audio": [], "visual": []}
     for p in arm.picks:
         m = metas[p.feature]
-        x, mask = inp.segs[p.feature]
         if m.layers is not None and p.layer is not None:
-            streams[m.role].append((x[:, :, m.layers.index(p.layer)], mask))
+            plain[m.role].append((p.feature, m.layers.index(p.layer), False))
             layouts[m.role].append(FeatureLayout(m.shape[1]))  # a plain vector: no cells, no stereo cues
         elif m.layers is not None:
-            layered[m.role].append((flatten_layers(x), mask))
+            layered[m.role].append((p.feature, None, True))
             blocks["a" if m.role == "audio" else "v"].append([len(m.layers), m.shape[1]])
         else:
-            streams[m.role].append((x, mask))
+            plain[m.role].append((p.feature, None, False))
             if m.role in layouts:
                 layouts[m.role].append(m.layout or FeatureLayout(int(np.prod(m.shape))))
+    streams = {"audio": plain["audio"] + layered["audio"], "visual": plain["visual"] + layered["visual"]}
+    streams["tokens"] = plain["tokens"]
+    lay = stream_layout(layouts["audio"], layouts["visual"]).to_json()
+    return ArmSpec(streams, {k: b for k, b in blocks.items() if b}, lay)
 
-    def stack(items):  # ordinary features first, layer-wise ones after (heads.layers' layout)
-        if not items:
+
+def assemble(
+    spec: ArmSpec, feats: dict[str, tuple[np.ndarray, np.ndarray]], questions: dict[str, tuple]
+) -> dict[str, AvqaArrays]:
+    """The arm's per-split :class:`AvqaArrays` from the per-video feature arrays ``feats`` (in memory
+    or memory-mapped) and ``questions`` (``{split: (q, vid, y)}``). A stream of one part is a view of
+    its feature (a layer of a layer-wise feature too: no copy); only a stream of several features
+    is a new array (their concatenation along the last axis: the head takes one array per stream)."""
+
+    def part(name: str, layer: int | None, flatten: bool) -> tuple[np.ndarray, np.ndarray]:
+        x, mask = feats[name]
+        if layer is not None:
+            return x[:, :, layer], mask
+        return (flatten_layers(x) if flatten else x), mask
+
+    def stack(parts):
+        if not parts:
             return None, None
-        x = items[0][0] if len(items) == 1 else np.concatenate([i[0] for i in items], axis=-1)
-        return x, np.logical_and.reduce([i[1] for i in items])
+        items = [part(*p) for p in parts]
+        if len(items) == 1:
+            return items[0]
+        dtype = np.result_type(*(i[0].dtype for i in items))
+        x = np.concatenate([np.asarray(i[0], dtype=dtype) for i in items], axis=-1)
+        return x, np.logical_and.reduce([np.asarray(i[1]) for i in items])
 
-    a, mask_a = stack(streams["audio"] + layered["audio"])
-    v, mask_v = stack(streams["visual"] + layered["visual"])
-    tok, mask_t = stack(streams["tokens"])
+    a, mask_a = stack(spec.streams["audio"])
+    v, mask_v = stack(spec.streams["visual"])
+    tok, mask_t = stack(spec.streams["tokens"])
     if tok is not None:
         mask_v = mask_t if mask_v is None else mask_v & mask_t
-    splits = {
-        s: AvqaArrays(q=inp.q[s], vid=inp.vid[s], y=inp.y[s], a=a, v=v, tok=tok, mask_a=mask_a, mask_v=mask_v)
-        for s in inp.q
+    return {
+        s: AvqaArrays(q=q, vid=vid, y=y, a=a, v=v, tok=tok, mask_a=mask_a, mask_v=mask_v)
+        for s, (q, vid, y) in questions.items()
     }
-    lay = stream_layout(layouts["audio"], layouts["visual"]).to_json()
-    return {"arrays": splits, "blocks": {k: b for k, b in blocks.items() if b}, "layout": lay}
+
+
+def question_arrays(inp: Inputs) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{split: (q, vid, y)}``: what every arm shares besides the features."""
+    return {s: (inp.q[s], inp.vid[s], inp.y[s]) for s in inp.q}
+
+
+def arm_inputs(inp: Inputs, arm: Arm, metas: dict[str, FeatureMeta]) -> dict[str, Any]:
+    """The arm's per-split :class:`AvqaArrays` (:func:`assemble` on the loaded features), its layer
+    blocks and its stream layout."""
+    spec = arm_spec(arm, metas)
+    return {"arrays": assemble(spec, inp.segs, question_arrays(inp)), "blocks": spec.blocks, "layout": spec.layout}

@@ -168,16 +168,19 @@ def _to_segments(x: np.ndarray, mask: np.ndarray, start: float, hop: float, seg_
 
 
 def load_segments(cache: Any, video_ids: Sequence[str], metas: Sequence[FeatureMeta],
-                  length: int | None = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+                  length: int | None = None,
+                  keep_half: bool = False) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     """Every feature of every video in memory, on the segment timeline: ``{name: (array (N, T,
     *shape), mask (N, T))}`` and ``T``. ``T`` is ``length`` or the longest segment sequence.
-    Patch tokens stay float16 (they are large); other features are float32."""
+    Patch tokens stay float16 (they are large); other features are float32, or with ``keep_half``
+    float16 when the cache stores them so (no value changes: the heads convert a batch at a time)."""
     ids = list(video_ids)
     seg_len = _seg_len(cache, metas)
     raw = {}
     for m in metas:
         info = cache.info(m.name)
-        dtype = np.float16 if m.role == "tokens" else np.float32
+        half = m.role == "tokens" or (keep_half and str(getattr(info, "dtype", "")) == "float16")
+        dtype = np.float16 if half else np.float32
         raw[m.name] = (cache.batch(ids, m.name, dtype=dtype), info)
     if length is None:
         lens = []

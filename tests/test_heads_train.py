@@ -142,9 +142,10 @@ def test_bad_requests_fail_with_one_line(tmp_path, avqa):
 
 
 def test_avqa_net_fast_attention_equals_the_direct_forms():
-    """AvqaNet pools segments per question against all of a batch's videos at once and attends
-    over patch tokens without projecting each token; both must give the direct forms' outputs and
-    gradients (gather x[vid], batched products; project every token, then attend)."""
+    """AvqaNet pools segments per question against all of a batch's videos at once, attends
+    over patch tokens without projecting each token and folds the standardisation into the first
+    projections; all must give the direct forms' outputs and gradients (gather x[vid], batched
+    products; project every token, then attend; standardise, then project)."""
     import math
 
     import torch
@@ -159,8 +160,9 @@ def test_avqa_net_fast_attention_equals_the_direct_forms():
     q, vid = torch.randn(B, 24), torch.randint(0, V, (B,))
     net = AvqaNet(24, 9, T, a_dim=12, v_dim=20, t_dim=D, t_patches=P, hidden=16, dropout=0.0)
     with torch.no_grad():  # non-trivial statistics and positions, so every term counts
-        net.t_std.mean.copy_(torch.randn(D) * 0.3)
-        net.t_std.std.copy_(torch.rand(D) + 0.5)
+        for std in (net.t_std, net.a_std, net.v_std, net.q_std):
+            std.mean.copy_(torch.randn(len(std.mean)) * 0.3)
+            std.std.copy_(torch.rand(len(std.std)) + 0.5)
         net.patch_pos.copy_(torch.randn(P, 16))
         net.pos.copy_(torch.randn(T, 16))
 
@@ -170,13 +172,13 @@ def test_avqa_net_fast_attention_equals_the_direct_forms():
         return torch.einsum("vtp,vtph->vth", torch.softmax(s, dim=-1), k)
 
     def reference():
-        qh = net.q_proj(net.q_std(q))
+        qh = net.q_proj(net.q_std(q))  # standardised, then projected: the folded form's reference
         pooled = [qh]
-        fast, net._spatial = net._spatial, direct
-        try:
-            streams = net.video_streams(a, v, tok, ma, mv)
-        finally:
-            net._spatial = fast
+        pos = net.pos[:T]
+        xa = net.a_proj(net.a_std(a)) + pos
+        xv = net.v_proj(net.v_std(v)) + pos
+        xv = xv + direct(tok, xa)
+        streams = {"a": (xa, ma), "v": (xv, mv), "f": (net.fuse(torch.cat([xa, xv, xa * xv], -1)), ma & mv)}
         for name, (x, m) in streams.items():
             xb = x[vid]
             s = torch.einsum("bth,bh->bt", xb, net.t_queries[name](qh)) / math.sqrt(net.hidden)
@@ -214,3 +216,25 @@ def test_masked_stats_equal_float64_over_the_used_rows(chunk):
         mean, std = masked_stats(x, mask, chunk=chunk, rows=rows)
         np.testing.assert_allclose(mean, valid.mean(0), rtol=0, atol=1e-5 * valid.std(0).max())
         np.testing.assert_allclose(std, valid.std(0), rtol=1e-5)
+
+
+def test_question_only_net_folded_standardisation_equals_the_direct_form():
+    """QuestionOnlyNet folds ``(q - mean) / std`` into its first layer; outputs and gradients
+    equal standardising first."""
+    import torch
+
+    from featpipe.heads.models import QuestionOnlyNet
+
+    torch.manual_seed(0)
+    net = QuestionOnlyNet(24, 9, (torch.randn(24) * 3, torch.rand(24) + 0.2), hidden=16, dropout=0.0)
+    q = torch.randn(11, 24) * 2 + 1
+    outs, grads = [], []
+    for f in (lambda: net(q), lambda: net.mlp(net.q_std(q))):
+        net.zero_grad()
+        out = f()
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for n in grads[1]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5, msg=n)
