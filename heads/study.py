@@ -33,6 +33,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from featpipe.contracts import worker_environ
+
 from . import report, stats
 from . import share
 from .arms import QUESTION_ONLY, Arm, arm_spec, file_sha256, fingerprint, load_inputs, parse_arms, resolve
@@ -329,7 +331,7 @@ def _client(scheduler: str | None, workers: int):
         with Client(scheduler, timeout=30) as client:
             yield client
         return
-    env = {f"distributed.nanny.pre-spawn-environ.{k}": "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {"distributed.nanny.pre-spawn-environ": worker_environ(1)}  # one thread, glibc's own malloc rule
     nanny = logging.getLogger("distributed.nanny")
     level = nanny.level
     try:

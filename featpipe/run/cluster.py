@@ -19,7 +19,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from .config import LOCAL_WORKERS
-from ..contracts import ExtractOptions
+from ..contracts import ExtractOptions, worker_environ
 from .retry import TryPolicy
 
 
@@ -69,7 +69,6 @@ def gpu_cluster(devices: list[str], threads_per_worker: int = 1):
     return SpecCluster(workers=workers, scheduler=scheduler, name="featpipe-gpu")
 
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def cores() -> int:
@@ -127,8 +126,7 @@ def warm_workers(specs: tuple[str, ...], workers: int, enabled: bool = True,
         return
     from multiprocessing import forkserver
 
-    threads = str(thread_budget(workers))
-    env = {**{k: threads for k in THREAD_VARS}, "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
+    env = {**worker_environ(thread_budget(workers)), "PYTHONHASHSEED": "6640"}  # as Dask gives spawned workers
     preload = preload_modules(specs)
     from .. import extractors
 
@@ -253,12 +251,10 @@ def connect(scheduler: str | None = None, workers: int = LOCAL_WORKERS, threads_
         if device == "cuda" or devices:
             cluster = gpu_cluster(devices, threads_per_worker)
         else:
-            threads = str(thread_budget(workers, threads_per_worker))
-            budget = {k: threads for k in THREAD_VARS}
+            budget = worker_environ(thread_budget(workers, threads_per_worker))
             # Dask's nanny lets os.environ beat pre-spawn-environ and writes that environment into this
             # process for good: set the budget here for the start, and put back what was there after
-            with _environ(budget), dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
-                                                    for k, v in budget.items()}):
+            with _environ(budget), dask.config.set({"distributed.nanny.pre-spawn-environ": budget}):
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                                        dashboard_address=_dashboard_address(), host="127.0.0.1")
         client = Client(cluster)
