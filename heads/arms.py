@@ -53,6 +53,14 @@ class Arm:
         return [p.label for p in self.picks]
 
 
+def input_width(arm: Arm, metas: dict[str, FeatureMeta]) -> int:
+    """Values per segment the arm's head reads (a layer-wise feature counts whole, ``FEAT@K`` one
+    layer): what a run's cost grows with, to schedule the longest runs first."""
+    return sum(
+        int(np.prod(metas[p.feature].shape[1:] if p.layer is not None else metas[p.feature].shape)) for p in arm.picks
+    )
+
+
 def parse_arm(text: str) -> Arm:
     """``NAME=FEAT[,FEAT...]`` (``FEAT@K`` for layer K); one-line :class:`HeadError` otherwise."""
     name, eq, rest = text.partition("=")

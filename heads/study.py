@@ -37,7 +37,17 @@ from featpipe.contracts import worker_environ
 
 from . import report, stats
 from . import share
-from .arms import QUESTION_ONLY, Arm, arm_spec, file_sha256, fingerprint, load_inputs, parse_arms, resolve
+from .arms import (
+    QUESTION_ONLY,
+    Arm,
+    arm_spec,
+    file_sha256,
+    fingerprint,
+    input_width,
+    load_inputs,
+    parse_arms,
+    resolve,
+)
 from .data import HeadError, opened
 from .estimators import AvqaHead, QuestionOnlyHead
 from .layers import LayerMixHead
@@ -300,6 +310,10 @@ def run_study(
     order = [QUESTION_ONLY] + [a.name for a in arms]
     runs = [(a, s) for a in order for s in range(seeds)]
     pending = [r for r in runs if not run_paths(out_dir, *r)[1].exists()]
+    # longest first (and arm after arm): the last runs to finish are short ones, not one wide arm
+    # holding one worker while the other idles
+    width = {a.name: input_width(a, metas) for a in arms}
+    pending.sort(key=lambda r: -width.get(r[0], 0))
     say = echo or (lambda _m: None)
     for split, n in inputs.dropped.items():
         if n:

@@ -20,6 +20,7 @@ from study_data import LAYERS, synth_study_set
 
 from featpipe.avqa import load_questions
 from featpipe.avqa_sets import load_any
+from featpipe import open_cache
 from featpipe.cli import main
 from featpipe.heads.stats import CELLS
 
@@ -244,3 +245,39 @@ def test_resume_after_kill_redoes_no_finished_run(tmp_path):
         if p.suffix == ".json" or p.with_suffix(".json") in done:  # finished runs are untouched
             assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data
     assert len(list(out.glob("runs/*/*.json"))) == 15 and (out / "study.json").exists()
+
+
+def test_runs_are_submitted_widest_arm_first(study, tmp_path, monkeypatch):
+    """The runs go to the workers widest arm first (arm after arm, seeds in order), the
+    question-only runs last: the study ends on short runs, not one long run holding a worker
+    while the other idles. Submission order only: every run's result depends on its seed alone."""
+    from featpipe.heads import study as study_mod
+    from featpipe.heads.arms import input_width, parse_arm
+    from featpipe.heads.data import FeatureMeta
+
+    metas = {
+        "vggish": FeatureMeta("vggish", "audio", (128,), {}),
+        "clip": FeatureMeta("clip", "visual", (768,), {}),
+        "mert": FeatureMeta("mert", "audio", (13, 768), {}, layers=tuple(range(13))),
+    }
+    widths = {t: input_width(parse_arm(t), metas) for t in ("a=vggish", "b=vggish,clip", "c=mert", "d=mert@3")}
+    assert widths == {"a=vggish": 128, "b=vggish,clip": 896, "c=mert": 13 * 768, "d=mert@3": 768}
+
+    seen = []
+
+    def record(pending, *args):
+        seen.extend(pending)
+        raise SystemExit(3)
+
+    monkeypatch.setattr(study_mod, "_run", record)
+    files = study[0]
+    r = CliRunner().invoke(main, _args(files, tmp_path / "out"))
+    assert r.exit_code == 3
+    arms = [a for a, _ in seen]
+    width = {a: 0 for a in arms}
+    with open_cache(str(files["cache"])) as cache:
+        for a, feat in (("noise1", "noise"), ("noise2", "noise"), ("truth", "truth"), ("deep", "deep")):
+            width[a] = int(np.prod(cache.info(feat).shape))
+    assert [width[a] for a in arms] == sorted((width[a] for a in arms), reverse=True)
+    assert arms[-3:] == ["question-only"] * 3 and len(seen) == 15
+    assert [s for a, s in seen if a == arms[0]] == [0, 1, 2]
