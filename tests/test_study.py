@@ -269,7 +269,7 @@ def test_runs_are_submitted_widest_arm_first(study, tmp_path, monkeypatch):
         seen.extend(pending)
         raise SystemExit(3)
 
-    monkeypatch.setattr(study_mod, "_run", record)
+    monkeypatch.setattr(study_mod, "execute", record)
     files = study[0]
     r = CliRunner().invoke(main, _args(files, tmp_path / "out"))
     assert r.exit_code == 3
@@ -281,3 +281,22 @@ def test_runs_are_submitted_widest_arm_first(study, tmp_path, monkeypatch):
     assert [width[a] for a in arms] == sorted((width[a] for a in arms), reverse=True)
     assert arms[-3:] == ["question-only"] * 3 and len(seen) == 15
     assert [s for a, s in seen if a == arms[0]] == [0, 1, 2]
+
+
+def test_runs_start_in_the_planned_order(study):
+    """Each worker takes the next run of the plan (widest arm first) as it finishes one: a run
+    starts after every run planned two or more places before it (2 workers). Dask alone does not
+    keep the order: an idle worker steals from the end of the other's queue, and at full scale the
+    question-only runs, planned last, ran second."""
+    files, out, _ = study
+    records = [json.loads(p.read_text()) for p in out.glob("runs/*/seed-*.json")]
+    assert len(records) == 15
+    width = {"question-only": 0}
+    with open_cache(str(files["cache"])) as cache:
+        for a, feat in (("noise1", "noise"), ("noise2", "noise"), ("truth", "truth"), ("deep", "deep")):
+            width[a] = int(np.prod(cache.info(feat).shape))
+    arms = ["question-only", "noise1", "noise2", "truth", "deep"]
+    plan = sorted([(a, s) for a in arms for s in range(3)], key=lambda r: -width[r[0]])
+    started = {(r["arm"], r["seed"]): r["started"] for r in records}
+    late = [(plan[i], plan[j]) for i in range(15) for j in range(i + 2, 15) if started[plan[j]] < started[plan[i]]]
+    assert not late, f"runs started before runs planned earlier: {late[:3]}"

@@ -117,3 +117,18 @@ def test_layer_mix_learns_the_layer_that_carries_the_answer():
     w = head.layer_weights()["a"][0]
     assert int(np.argmax(w)) == 2 and w[2] > 0.3, w
     assert (head.predict(d) == d.y).mean() > 0.75  # chance: 0.5
+
+
+def test_fit_with_precomputed_training_stats_is_the_same_training():
+    """A study computes each arm's training statistics once per worker and gives them to every
+    seed's fit: the same standardisers, so the same weights and predictions bit for bit."""
+    d = _arrays(np.random.default_rng(3))
+    d.a[:] = d.a * 5 + 2  # statistics far from (0, 1): a head without them would differ
+    kw = {"max_epochs": 3, "arch": "temporal", "layer_blocks": {"a": [[3, 5]]}, "seed": 1}
+    plain = LayerMixHead(**kw).fit(d, d.y, classes=range(3))
+    stats = LayerMixHead(**kw).training_stats(d)
+    given = LayerMixHead(**kw).fit(d, d.y, classes=range(3), stats=stats)
+    assert np.array_equal(plain.decision_function(d), given.decision_function(d))
+    assert np.allclose(stats["a"][0], d.a.reshape(-1, d.a.shape[-1]).mean(0), atol=1e-5)
+    off = LayerMixHead(**kw).fit(d, d.y, classes=range(3), stats={k: (m * 0, s * 0 + 1) for k, (m, s) in stats.items()})
+    assert not np.array_equal(plain.decision_function(d), off.decision_function(d))

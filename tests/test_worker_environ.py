@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from featpipe.contracts import THREAD_VARS, worker_environ
-from featpipe.heads import study
+from featpipe.heads import runs
 from featpipe.run.cluster import connect, thread_budget
 
 
@@ -31,6 +31,6 @@ def test_extraction_workers_start_without_the_malloc_trim_threshold(monkeypatch)
 
 def test_study_workers_start_without_the_malloc_trim_threshold(monkeypatch):
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    with study._client(None, 1) as client:
+    with runs.client_for(None, 1) as client:
         (seen,) = client.run(_env).values()
     assert seen == (None, worker_environ(1))

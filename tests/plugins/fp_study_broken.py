@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 
-import featpipe.heads.study as _study
+import featpipe.heads.runs as _runs
 from featpipe.heads.layers import LayerMixHead
 
 _TARGETS = {t.strip() for t in os.environ.get("FP_STUDY_BROKEN", "").split(",") if t.strip()}
-_original_run_one = _study.run_one
+_original_run_one = _runs.run_one
 
 
 def _broken_fit(self, *args, **kwargs):
@@ -32,4 +32,4 @@ def run_one(arm, seed, *args, **kwargs):
 
 
 # the client pickles run_one by name: the workers' module attribute is what runs
-_study.run_one = run_one
+_runs.run_one = run_one
