@@ -217,18 +217,20 @@ def _collect(pending, specs, feats, questions, client, head, hp, qhp, inputs, ou
     jobs = _jobs(pending, specs, feats, questions, head, hp, qhp, len(inputs.answers), inputs.T)
     futures: dict = {}
 
-    def feed() -> list:  # the next run in the plan's order, or none left
-        for run, args, key in jobs:
+    def top_up() -> list:  # the next runs in the plan's order, one per worker thread in all
+        new = []
+        threads = max(1, sum(client.nthreads().values()))  # asked each time: a cluster may grow
+        while len(futures) < threads and (nxt := next(jobs, None)) is not None:
+            run, args, key = nxt
             fut = client.submit(*args, pure=False, key=key)
             futures[fut] = run
-            return [fut]
-        return []
+            new.append(fut)
+        return new
 
     # One run per worker thread, the next submitted as one finishes: Dask does not keep submission
     # order (an idle worker steals from the end of another's queue: in a full-scale study the
     # question-only runs, submitted last, ran second), so the widest-first order is kept here.
-    slots = max(1, sum(client.nthreads().values()))
-    running = as_completed([f for _ in range(slots) for f in feed()])
+    running = as_completed(top_up())
     bar = tqdm(total=len(pending), desc="study runs", unit="run", disable=not progress)
     for fut in running:
         arm, seed = futures.pop(fut)
@@ -252,7 +254,7 @@ def _collect(pending, specs, feats, questions, client, head, hp, qhp, inputs, ou
                 say(f"stopped: the same error failed {REPEATS} runs")
                 break
         bar.update(1)
-        for nxt in feed():
+        for nxt in top_up():
             running.add(nxt)
     bar.close()
     return failed
