@@ -154,7 +154,7 @@ def _avqa_arrays(X: AvqaArrays | Mapping[str, np.ndarray], y: np.ndarray | None 
 class _AvqaBase(_TorchHead):
     use_video: ClassVar[bool] = True
 
-    def training_stats(self, X) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def training_stats(self, X: AvqaArrays | Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The standardisation statistics ``fit`` computes from training questions ``X``; give them to
         ``fit(stats=...)`` to train several heads on the same arrays without recomputing them (a
         study's seeds: 1 to 3 s an arm at MUSIC-AVQA scale)."""
