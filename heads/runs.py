@@ -4,7 +4,7 @@ finishes (atomically: a run is done when its record exists), report failures as 
 :mod:`.study` plans a study and calls :func:`execute`; the files each run leaves in ``OUT``:
 
     runs/<arm>/seed-<s>.jsonl        predictions {"arm", "seed", "question_id", "answer"}, one per test question
-    runs/<arm>/seed-<s>.json         the run's record (kept epoch, history, learned layer weights); written last
+    runs/<arm>/seed-<s>.json         the run's record (kept epoch, epochs, validation accuracy, layer weights, seconds, start); last
     runs/<arm>/seed-<s>.error.txt    a failed run's traceback (removed when the run succeeds)
 """
 
